@@ -1,0 +1,80 @@
+"""The one interface every backend implements, and what the engine hands to it.
+
+The engine (:mod:`batchspec.engine`) calls these methods in stage order and knows nothing else
+about a backend. A backend reports through ``ctx.emit`` and raises
+:class:`~batchspec.errors.BatchspecError` (usually ``BackendError``) for problems a user can fix.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..events import Emit, Event, Message, Progress, TaskFinished
+from ..plan import BlobLister, Plan
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked for on the command line, for any backend to read what it needs."""
+
+    env: Mapping[str, str] = field(default_factory=dict)  # environment, with CLI overrides applied
+    slots: int | None = None  # parallel task slots (local)
+    run_dir: Path | None = None  # where task directories and run state live (local)
+    force: bool = False  # rerun tasks that already succeeded
+
+
+@dataclass
+class RunContext:
+    options: RunOptions
+    emit: Emit
+
+    def info(self, text: str) -> None:
+        self.emit(Message(text))
+
+    def warn(self, text: str) -> None:
+        self.emit(Message(text, "warning"))
+
+
+class Backend(ABC):
+    """Runs a plan somewhere. One instance serves one run (or one ``cleanup``)."""
+
+    name: str = ""
+
+    def blob_lister(self) -> BlobLister | None:
+        """Lists input blobs for ``inputs.container`` specs; None when this backend has no storage."""
+        return None
+
+    @abstractmethod
+    def prepare(self, plan: Plan, ctx: RunContext) -> None:
+        """Get compute ready: the pool and its nodes (or local slots), required tools."""
+
+    @abstractmethod
+    def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
+        """Make every task's input files reachable where the tasks run."""
+
+    @abstractmethod
+    def submit(self, plan: Plan, ctx: RunContext) -> int:
+        """Hand the plan's tasks over; tasks finished by an earlier run are kept, not redone
+        (unless ``ctx.options.force``). Returns how many tasks were submitted."""
+
+    @abstractmethod
+    def watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
+        """Follow the tasks until all are finished; yield progress and each finished task
+        worth reporting (every one locally, failed ones at least)."""
+
+    @abstractmethod
+    def collect(self, plan: Plan, ctx: RunContext) -> None:
+        """Bring outputs to ``plan.download_dir``."""
+
+    @abstractmethod
+    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
+        """Delete what ``plan.cleanup`` asks for (the job only when every task ``succeeded``)."""
+
+    def interrupt(self, plan: Plan, ctx: RunContext) -> None:  # noqa: B027 - optional hook
+        """The user pressed Ctrl-C: stop what runs here and record state."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients, threads and locks."""

@@ -1,0 +1,113 @@
+"""Durable per-job run state for the local backend (SQLite in the job's run directory).
+
+It records each task's last state, its outputs and, while it runs, its process group, so that a
+rerun skips finished work and a runner killed with SIGKILL leaves nothing that blocks the next
+run: the lock is an ``flock`` (released by the kernel when the process dies) and stale task
+process groups are killed on the next start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import BackendError
+from ...runner import kill_stale_group, process_start_ticks
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,            -- running | succeeded | failed | interrupted
+    exit_code INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    seconds REAL,
+    reason TEXT,
+    outputs TEXT,                   -- JSON list of paths relative to the download directory
+    pgid INTEGER,                   -- while running: the task's process group
+    pgid_ticks INTEGER,             -- its leader's start time, to never kill a recycled pid
+    updated REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: str
+    state: str
+    exit_code: int | None
+    attempts: int
+    outputs: tuple[str, ...]
+
+
+class RunState:
+    """The state of one job's local run. Not thread-safe: only the engine's thread uses it."""
+
+    def __init__(self, job_dir: Path) -> None:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (job_dir / ".lock").open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise BackendError(
+                f"job directory {job_dir} is in use by a running batchspec (pid {holder})",
+                "wait for that run to finish, or stop it; a killed run releases the lock itself",
+            ) from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+        self.db = sqlite3.connect(job_dir / "state.db", isolation_level=None)
+        # WAL + NORMAL: each commit survives the process being killed, without an fsync each.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def records(self) -> Iterator[TaskRecord]:
+        rows = self.db.execute("SELECT id, state, exit_code, attempts, outputs FROM tasks")
+        for task_id, state, exit_code, attempts, outputs in rows:
+            yield TaskRecord(task_id, state, exit_code, attempts, tuple(json.loads(outputs or "[]")))
+
+    def kill_stale(self) -> int:
+        """Kill process groups of tasks a dead runner left running; returns how many."""
+        killed = 0
+        rows = self.db.execute("SELECT pgid, pgid_ticks FROM tasks WHERE state = 'running' AND pgid IS NOT NULL")
+        for pgid, ticks in rows.fetchall():
+            killed += kill_stale_group(pgid, ticks)
+        self.db.execute("UPDATE tasks SET state = 'interrupted', pgid = NULL WHERE state = 'running'")
+        return killed
+
+    def reset(self) -> None:
+        self.db.execute("DELETE FROM tasks")
+
+    def started(self, task_id: str, pgid: int) -> None:
+        self.db.execute(
+            "INSERT INTO tasks (id, state, pgid, pgid_ticks, updated) VALUES (?, 'running', ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state='running', pgid=excluded.pgid, pgid_ticks=excluded.pgid_ticks, "
+            "updated=excluded.updated",
+            (task_id, pgid, process_start_ticks(pgid), time.time()),
+        )
+
+    def finished(self, task_id: str, state: str, exit_code: int | None, attempts: int, seconds: float,
+                 reason: str | None, outputs: list[str]) -> None:
+        self.db.execute(
+            "INSERT INTO tasks (id, state, exit_code, attempts, seconds, reason, outputs, pgid, pgid_ticks, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?) "
+            "ON CONFLICT(id) DO UPDATE SET state=excluded.state, exit_code=excluded.exit_code, "
+            "attempts=excluded.attempts, seconds=excluded.seconds, reason=excluded.reason, "
+            "outputs=excluded.outputs, pgid=NULL, pgid_ticks=NULL, updated=excluded.updated",
+            (task_id, state, exit_code, attempts, seconds, reason, json.dumps(outputs), time.time()),
+        )

@@ -1,0 +1,183 @@
+"""The ``batchspec`` command line: parses arguments and delegates; no logic of its own.
+
+Every user-caused error arrives here as a :class:`~batchspec.errors.BatchspecError` and leaves as
+one message on stderr and an exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchspecError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn user errors into a message and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BatchspecError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="batchspec")
+def cli() -> None:
+    """Run parallel batch jobs on Azure Batch (or this machine) from a declarative spec.
+
+    \b
+    Example:
+      batchspec validate specs/
+      batchspec plan specs/mp4-to-mp3.yaml
+      batchspec run specs/mp4-to-mp3.yaml
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Report format; json prints a list of {file, line, column, path, message}.")
+def validate(paths: tuple[Path, ...], fmt: str) -> None:
+    """Validate spec files against the schema and batchspec's rules.
+
+    PATHS are files or directories (searched recursively for *.yaml, *.yml and *.json);
+    default: specs/. Exit 0 when every file is valid, 1 when any is invalid.
+
+    \b
+    Example:
+      batchspec validate specs/ --format json
+    """
+    from .report import validation_json, validation_text
+    from .spec import discover, validate_file
+
+    targets = list(paths) or [Path("specs")]
+    missing = [str(p) for p in targets if not p.exists()]
+    if missing:
+        raise click.BadParameter(f"no such file or directory: {', '.join(missing)}", param_hint="PATHS")
+    files = discover(targets)
+    if not files:
+        raise click.UsageError(f"no spec files (*.yaml, *.yml, *.json) under {', '.join(map(str, targets))}")
+    results = [(str(f), validate_file(f, str(f))[1]) for f in files]
+    click.echo(validation_json(results) if fmt == "json" else validation_text(results))
+    sys.exit(EXIT_FAILED if any(diags for _, diags in results) else EXIT_OK)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the spec JSON Schema (draft 2020-12).
+
+    \b
+    Example:
+      batchspec schema > batchspec.schema.json
+    """
+    from .spec import schema as load_schema
+
+    click.echo(json.dumps(load_schema(), indent=2))
+
+
+def _set_option(func: F) -> F:
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a spec parameter (repeatable); the value is read as YAML.")(func)
+
+
+def _backend_option(func: F) -> F:
+    return click.option("--backend", type=click.Choice(["auto", "local", "azure"]), default="auto",
+                        show_default=True,
+                        help="Where to run: azure when AZURE_BATCH_ENDPOINT or AZURE_BATCH_ACCOUNT is set "
+                             "(auto), else this machine.")(func)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@_set_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table for people; json prints the whole plan, stable enough to diff.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Tasks shown in the table.")
+@_backend_option
+@handle_errors
+def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, backend: str) -> None:
+    """Show what SPEC expands to, without running anything.
+
+    \b
+    Example:
+      batchspec plan specs/mp4-to-mp3.yaml --set bitrate=320k --limit 5
+    """
+    from .engine import make_plan
+    from .report import console, print_plan
+
+    the_plan = make_plan(spec, overrides, backend)
+    if fmt == "json":
+        click.echo(the_plan.to_json())
+    else:
+        print_plan(the_plan, limit, console())
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@_backend_option
+@_set_option
+@click.option("--slots", type=click.IntRange(min=1), default=None,
+              help="Tasks run at once on this machine (local backend); default: CPU count.")
+@click.option("--force", is_flag=True, help="Rerun tasks that already succeeded in an earlier run.")
+@click.option("--json", "json_lines", is_flag=True, help="Print one JSON event per line instead of progress.")
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where task directories and run state go (local backend); default: .batchspec/ "
+                   "next to the spec.")
+@handle_errors
+def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None, force: bool,
+        json_lines: bool, run_dir: Path | None) -> None:
+    """Run SPEC: validate, plan, and run every task, then collect the outputs.
+
+    A rerun of the same spec resumes: finished tasks are skipped. Exit 0 when all tasks
+    succeed, 1 when some fail, 2 for spec or usage errors, 130 when interrupted.
+
+    \b
+    Example:
+      batchspec run specs/mp4-to-mp3.yaml --set bitrate=320k
+    """
+    from .backends import RunOptions
+    from .engine import make_reporter, run as run_spec
+
+    reporter = make_reporter(json_lines)
+    options = RunOptions(env=dict(os.environ), slots=slots, run_dir=run_dir, force=force)
+    try:
+        summary = run_spec(spec, overrides, backend, options, reporter)
+    finally:
+        reporter.close()
+    sys.exit(summary.exit_code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - click handles most cases itself
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["EXIT_USAGE", "cli", "main"]

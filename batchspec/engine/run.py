@@ -1,0 +1,120 @@
+"""The generic engine: validate -> plan -> prepare -> stage inputs -> submit -> watch ->
+collect -> clean up, on whichever backend the registry gives. No backend-specific code here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import backends
+from ..backends import Backend, RunContext, RunOptions
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from ..events import BackendChosen, Emit, Event, PlanReady, Progress, RunFinished, StageStarted, TaskFinished
+from ..plan import Plan, build_plan
+from ..spec import Spec, load_spec
+
+
+def make_plan(spec_path: Path, overrides: Iterable[str] = (), backend: str = "auto",
+              env: Mapping[str, str] | None = None) -> Plan:
+    """The plan for a spec file, as ``batchspec plan`` shows it (no side effects)."""
+    environ = os.environ if env is None else env
+    spec = load_spec(spec_path)
+    return _plan(spec, overrides, lambda: backends.create(backends.choose(backend, environ)[0],
+                                                          RunOptions(env=environ)))
+
+
+def _plan(spec: Spec, overrides: Iterable[str], backend: Callable[[], Backend]) -> Plan:
+    # Only container inputs need a backend at planning time (to list blobs).
+    lister = backend().blob_lister() if spec.inputs.container is not None else None
+    return build_plan(spec, overrides, lister)
+
+
+@dataclass
+class _Tally:
+    """What the run has seen, for the final summary."""
+
+    total: int
+    progress: Progress | None = None
+    failures: list[TaskFinished] = field(default_factory=list)
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            self.progress = event
+        elif isinstance(event, TaskFinished) and event.state == "failed":
+            self.failures.append(event)
+
+    def counts(self) -> tuple[int, int, int]:
+        p = self.progress
+        return (p.succeeded, p.failed, p.skipped) if p else (0, 0, 0)
+
+
+def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions,
+        emit: Emit) -> RunFinished:
+    """Run a spec end to end; returns the summary (also emitted). User errors raise
+    :class:`~batchspec.errors.BatchspecError`."""
+    started = time.monotonic()
+    name, reason = backends.choose(backend_name, options.env)
+    emit(BackendChosen(name, reason))
+    emit(StageStarted("validate"))
+    spec = load_spec(spec_path)
+    backend = backends.create(name, options)
+    ctx = RunContext(options, emit)
+    interrupted = False
+    try:
+        emit(StageStarted("plan"))
+        plan = _plan(spec, overrides, lambda: backend)
+        for warning in plan.warnings:
+            ctx.warn(warning)
+        emit(PlanReady(plan.job_id, len(plan.tasks), str(spec_path)))
+        tally = _Tally(len(plan.tasks))
+        try:
+            if plan.tasks:
+                _stages(backend, plan, ctx, tally)
+            else:
+                ctx.info("the plan has no tasks (inputs.allow_empty): nothing to run")
+        except KeyboardInterrupt:
+            interrupted = True
+            ctx.warn("interrupted: stopping")
+            backend.interrupt(plan, ctx)
+    finally:
+        backend.close()
+    succeeded, failed, skipped = tally.counts()
+    exit_code = EXIT_INTERRUPTED if interrupted else EXIT_FAILED if failed else EXIT_OK
+    summary = RunFinished(
+        job_id=plan.job_id,
+        backend=name,
+        total=len(plan.tasks),
+        succeeded=succeeded,
+        failed=failed,
+        skipped=skipped,
+        seconds=round(time.monotonic() - started, 3),
+        outputs=str(plan.download_dir),
+        exit_code=exit_code,
+        interrupted=interrupted,
+        failures=tuple(tally.failures),
+    )
+    emit(summary)
+    return summary
+
+
+def _stages(backend: Backend, plan: Plan, ctx: RunContext, tally: _Tally) -> None:
+    emit = ctx.emit
+    emit(StageStarted("prepare"))
+    backend.prepare(plan, ctx)
+    emit(StageStarted("stage inputs"))
+    backend.stage_inputs(plan, ctx)
+    emit(StageStarted("submit"))
+    backend.submit(plan, ctx)
+    emit(StageStarted("watch"))
+    for event in backend.watch(plan, ctx):
+        tally.observe(event)
+        emit(event)
+    emit(StageStarted("collect"))
+    backend.collect(plan, ctx)
+    emit(StageStarted("clean up"))
+    succeeded, failed, skipped = tally.counts()
+    backend.cleanup(plan, ctx, succeeded=failed == 0 and succeeded + skipped == len(plan.tasks))

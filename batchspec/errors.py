@@ -1,0 +1,72 @@
+"""Errors a user can cause, each carrying one clear message, a hint and an exit code.
+
+The CLI catches :class:`BatchspecError` and prints it without a traceback; anything else that
+escapes is a bug in batchspec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Exit codes shared by every command.
+EXIT_OK = 0
+EXIT_FAILED = 1  # invalid spec (validate), failed tasks (run)
+EXIT_USAGE = 2  # bad spec or usage for commands that need a valid spec
+EXIT_INTERRUPTED = 130
+
+
+class BatchspecError(Exception):
+    """An error the user can fix: ``message`` says what, ``hint`` says what to do."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a spec file, pointing at a line, a column and a JSON path."""
+
+    file: str
+    line: int  # 1-based; 0 when the problem is about the whole file
+    column: int  # 1-based; 0 when unknown
+    path: str  # JSON path such as "$.pool.nodes.spot"
+    message: str
+
+    def format(self) -> str:
+        where = self.file if self.line == 0 else f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+        }
+
+
+class SpecError(BatchspecError):
+    """A spec is invalid; carries every diagnostic found."""
+
+    def __init__(self, diagnostics: list[Diagnostic], hint: str | None = None) -> None:
+        self.diagnostics = diagnostics
+        text = "\n".join(d.format() for d in diagnostics)
+        super().__init__(text or "invalid spec", hint)
+
+
+class ToolMissingError(BatchspecError):
+    """A tool listed in ``requires:`` is not installed."""
+
+
+class BackendError(BatchspecError):
+    """A backend could not do what was asked (credentials, quota, service errors)."""

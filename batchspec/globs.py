@@ -1,0 +1,108 @@
+"""Glob patterns over POSIX relative paths: ``*`` and ``?`` within one path segment, ``**``
+across segments, ``[...]`` sets. Hidden entries match only when a pattern segment names them.
+
+One implementation serves input patterns (planning), output patterns (collecting a task's
+outputs) and the emulator's ``outputFiles``. It walks with :func:`os.scandir`, which knows each
+entry's type without a stat call, and goes no deeper than a pattern needs.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def has_magic(pattern: str) -> bool:
+    return bool(_MAGIC.search(pattern))
+
+
+def normalize(pattern: str) -> str:
+    """POSIX-normalised pattern; ``""`` for the current directory."""
+    norm = posixpath.normpath(pattern.replace("\\", "/"))
+    return "" if norm == "." else norm
+
+
+def split_fixed(pattern: str) -> tuple[str, str]:
+    """``inputs/a/*.mp4`` -> (``inputs/a``, ``*.mp4``): the literal directory part and the rest.
+
+    A pattern without wildcards is all fixed: (pattern, "").
+    """
+    parts = pattern.split("/")
+    for i, part in enumerate(parts):
+        if has_magic(part):
+            return "/".join(parts[:i]), "/".join(parts[i:])
+    return pattern, ""
+
+
+@cache
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The regex matching exactly the relative paths ``pattern`` matches."""
+    out = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def glob_files(base: Path, pattern: str) -> Iterator[str]:
+    """Files under ``base`` matching ``pattern``, as POSIX paths relative to ``base``."""
+    norm = normalize(pattern)
+    prefix, rest = split_fixed(norm)
+    root = base / prefix if prefix else base
+    if not rest:
+        if root.is_file():
+            yield prefix
+        return
+    regex = compile_glob(rest)
+    recursive = "**" in rest
+    depth = rest.count("/") + 1
+    dot_ok = any(seg.startswith(".") for seg in rest.split("/"))
+    for rel in _walk(str(root), "", depth, recursive, dot_ok):
+        if regex.match(rel):
+            yield f"{prefix}/{rel}" if prefix else rel
+
+
+def _walk(root: str, rel: str, depth: int, recursive: bool, dot_ok: bool) -> Iterator[str]:
+    try:
+        entries = list(os.scandir(os.path.join(root, rel) if rel else root))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(".") and not dot_ok:
+            continue
+        path = f"{rel}/{entry.name}" if rel else entry.name
+        try:
+            if entry.is_file():
+                yield path
+            elif entry.is_dir() and (recursive or depth > 1):
+                yield from _walk(root, path, depth - 1, recursive, dot_ok)
+        except OSError:
+            continue

@@ -1,0 +1,236 @@
+"""Expand a spec into a plan: inputs x matrix combinations, rendered templates, ids.
+
+Planning has no side effects and needs no network (except listing blobs for ``inputs.container``,
+through a lister the caller supplies), so ``batchspec plan`` is a faithful dry run.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import json
+import posixpath
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from ..spec.model import Scalar, Spec
+from ..spec.validate import output_pattern_problem
+from ..spec.values import batch_id_problem
+from ..templating import Namespace, PathValue, Template, TemplateError, compile_template
+from .inputs import BlobLister, InputItem, PlanError, resolve_inputs
+from .model import Plan, PlannedTask
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_MAX_ID = 64
+_HASH_CHARS = 8
+
+
+def parse_overrides(pairs: Iterable[str], params: Mapping[str, Scalar]) -> dict[str, Scalar]:
+    """``["bitrate=320k", "fast=true"]`` -> values parsed as YAML scalars; keys must be known."""
+    yaml = YAML(typ="safe", pure=True)
+    out: dict[str, Scalar] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise PlanError(f"--set expects KEY=VALUE, got '{pair}'")
+        if key not in params:
+            known = ", ".join(sorted(params)) or "none (the spec has no params)"
+            raise PlanError(f"--set {key}: unknown parameter '{key}'; known parameters: {known}")
+        try:
+            value = yaml.load(text) if text.strip() else ""
+        except YAMLError:
+            value = text
+        if isinstance(value, dict | list):
+            raise PlanError(f"--set {key}: the value must be a single value, not a list or mapping")
+        out[key] = value
+    return out
+
+
+def build_plan(
+    spec: Spec, overrides: Iterable[str] = (), blob_lister: BlobLister | None = None
+) -> Plan:
+    """The plan for ``spec`` with ``--set`` overrides applied."""
+    params: dict[str, Scalar] = {**spec.params, **parse_overrides(overrides, spec.params)}
+    with _gc_paused():
+        items, warnings = resolve_inputs(spec.inputs, spec.base_dir, blob_lister)
+        combos = _combinations(spec.matrix)
+        job_id = _job_id(spec, params, items, combos)
+        tasks = _expand(spec, params, job_id, items, combos)
+    pool = spec.pool
+    if pool.start_task is not None:
+        command = _render(spec, "$.pool.start_task.command", pool.start_task.command, True, {"params": Namespace(params)})
+        pool = replace(pool, start_task=replace(pool.start_task, command=command))
+    return Plan(
+        spec_path=str(spec.path),
+        name=spec.name,
+        description=spec.description,
+        job_id=job_id,
+        pool=pool,
+        requires=spec.requires,
+        retries=spec.task.retries,
+        timeout_seconds=spec.task.timeout_seconds,
+        outputs=spec.outputs,
+        cleanup=spec.cleanup,
+        params=params,
+        tasks=tuple(tasks),
+        warnings=tuple(warnings),
+    )
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Expansion allocates hundreds of thousands of acyclic objects; the cyclic garbage
+    collector would rescan them again and again for nothing (a third of the time at 100k)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _combinations(matrix: Mapping[str, tuple[Scalar, ...]]) -> list[dict[str, Scalar]]:
+    if not matrix:
+        return [{}]
+    names = list(matrix)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*matrix.values())]
+
+
+def _job_id(spec: Spec, params: dict[str, Scalar], items: list[InputItem], combos: list[dict[str, Scalar]]) -> str:
+    if spec.job_id is not None:
+        job_id = _render(spec, "$.job.id", spec.job_id, False, {"params": Namespace(params), "name": spec.name})
+        if problem := batch_id_problem(job_id, "job id"):
+            raise PlanError(f"{spec.where('$.job.id')}: $.job.id renders to an invalid id: {problem}")
+        return job_id
+    # Same spec, inputs and params -> same id (a rerun resumes); any change -> a new id.
+    digest = hashlib.sha256()
+    model = {k: v for k, v in asdict(spec).items() if k not in ("path", "lines")}
+    model["params"] = params
+    digest.update(json.dumps(model, sort_keys=True, default=str).encode())
+    for item in items:
+        digest.update(b"\0" + item.key.encode("utf-8", "surrogateescape"))
+    digest.update(json.dumps(combos, sort_keys=True, default=str).encode())
+    prefix = spec.name[: _MAX_ID - _HASH_CHARS - 1]
+    return f"{prefix}-{digest.hexdigest()[:_HASH_CHARS]}"
+
+
+def _expand(
+    spec: Spec, params: dict[str, Scalar], job_id: str, items: list[InputItem], combos: list[dict[str, Scalar]]
+) -> list[PlannedTask]:
+    task = spec.task
+    command_t = _compile(spec, "$.task.command", task.command, shell=True)
+    output_ts = [_compile(spec, f"$.task.outputs[{i}]", o, shell=False) for i, o in enumerate(task.outputs)]
+    id_t = _compile(spec, "$.task.id", task.id, shell=False) if task.id else None
+    env_ts = [(k, _compile(spec, f"$.task.env.{k}", v, shell=False)) for k, v in task.env.items()]
+    base = {"params": Namespace(params), "count": len(items) * len(combos), "job_id": job_id}
+    tasks: list[PlannedTask] = []
+    ids: dict[str, _Where] = {}  # casefolded id -> who has it
+    produced: dict[str, str] = {}  # output pattern -> task id
+    matrices = [Namespace(combo) for combo in combos]
+    for item in items:
+        item_vars = _path_variables(base, item)
+        for combo, matrix in zip(combos, matrices, strict=True):
+            variables = {**item_vars, "matrix": matrix, "index": len(tasks)}
+            where = _Where(item, combo)
+            if id_t is not None:
+                task_id = _render_t(spec, "$.task.id", id_t, variables, where)
+                if problem := batch_id_problem(task_id, "task id"):
+                    raise PlanError(f"{spec.where('$.task.id')}: $.task.id for {where}: {problem}")
+            else:
+                task_id = _default_id(item, item_vars.get("stem", "item"), combo)
+            previous = ids.setdefault(task_id.casefold(), where)
+            if previous is not where:
+                raise PlanError(
+                    f"task id '{task_id}' is used twice (ids are compared ignoring case): by {previous} and {where}",
+                    "make task.id unique, e.g. include << index >> or a matrix value",
+                )
+            variables["task_id"] = task_id
+            command = _render_t(spec, "$.task.command", command_t, variables, where)
+            outputs = tuple(
+                _output(spec, i, _render_t(spec, f"$.task.outputs[{i}]", t, variables, where), task_id, produced)
+                for i, t in enumerate(output_ts)
+            )
+            env = tuple((k, _render_t(spec, f"$.task.env.{k}", t, variables, where)) for k, t in env_ts)
+            tasks.append(PlannedTask(task_id, command, (item.file,) if item.file else (), outputs, env))
+    return tasks
+
+
+class _Where:
+    """Which input (and matrix combination) a task comes from; formatted only for messages."""
+
+    __slots__ = ("combo", "item")
+
+    def __init__(self, item: InputItem, combo: dict[str, Scalar]) -> None:
+        self.item, self.combo = item, combo
+
+    def __str__(self) -> str:
+        text = f"input '{self.item.key}'"
+        if self.combo:
+            text += " with " + ", ".join(f"{k}={v}" for k, v in self.combo.items())
+        return text
+
+
+def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
+    if item.file is None:
+        return {**base, "item": item.item}
+    path = item.file.path
+    directory, _, name = path.rpartition("/")
+    stem, ext = posixpath.splitext(name)
+    return {
+        **base,
+        "item": item.item,
+        "input": PathValue(path),
+        "name": PathValue(name),
+        "stem": PathValue(stem),
+        "ext": ext,
+        "dir": PathValue(directory or "."),
+    }
+
+
+def _default_id(item: InputItem, stem: str, combo: dict[str, Scalar]) -> str:
+    """Sanitised stem plus a short hash of the input key (and matrix combination)."""
+    readable = _ID_UNSAFE.sub("_", stem).strip("_-") or "task"
+    key = item.key if not combo else item.key + "\0" + json.dumps(combo, sort_keys=True, default=str)
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=_HASH_CHARS // 2).hexdigest()
+    return f"{readable[: _MAX_ID - _HASH_CHARS - 1]}-{digest}"
+
+
+def _output(spec: Spec, i: int, rendered: str, task_id: str, produced: dict[str, str]) -> str:
+    field = f"$.task.outputs[{i}]"
+    pattern = posixpath.normpath(rendered) if rendered.strip() else rendered
+    if problem := output_pattern_problem(pattern if pattern != "." else ""):
+        raise PlanError(f"{spec.where(field)}: {field} of task '{task_id}': {problem}")
+    other = produced.setdefault(pattern, task_id)
+    if other != task_id:
+        raise PlanError(
+            f"{spec.where(field)}: tasks '{other}' and '{task_id}' would both produce '{pattern}'",
+            "make the output name depend on the input, e.g. << stem >> or << dir >>/<< stem >>",
+        )
+    return pattern
+
+
+def _compile(spec: Spec, field: str, source: str, *, shell: bool) -> Template:
+    try:
+        return compile_template(source, shell=shell)
+    except TemplateError as exc:
+        raise PlanError(f"{spec.where(field)}: {field}: {exc.message}") from None
+
+
+def _render_t(spec: Spec, field: str, template: Template, variables: dict[str, Any], where: object) -> str:
+    try:
+        return template.render(variables)
+    except TemplateError as exc:
+        raise PlanError(f"{spec.where(field)}: {field} for {where}: {exc.message}") from None
+
+
+def _render(spec: Spec, field: str, source: str, shell: bool, variables: Mapping[str, Any]) -> str:
+    return _render_t(spec, field, _compile(spec, field, source, shell=shell), dict(variables), "the spec")

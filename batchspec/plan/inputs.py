@@ -1,0 +1,126 @@
+"""Resolve a spec's ``inputs`` into a sorted, deterministic list of input items.
+
+Local patterns are matched by :mod:`batchspec.globs` (``**`` recursive, hidden files only when a
+pattern names them).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_FAILED, BatchspecError
+from ..globs import compile_glob, glob_files, normalize, split_fixed
+from ..spec.model import Inputs
+from .model import InputFile
+
+#: Lists blobs of a container under a prefix (names only); supplied by a storage-capable backend.
+BlobLister = Callable[[str, str], Sequence[str]]
+
+
+class PlanError(BatchspecError):
+    """The spec is valid but cannot be expanded (missing inputs, collisions, template errors)."""
+
+
+class EmptyInputError(PlanError):
+    exit_code = EXIT_FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class InputItem:
+    """One input: a unique ``key`` (for ids and hashes), an optional file, and its ``item`` value."""
+
+    key: str
+    file: InputFile | None
+    item: Any
+
+
+def resolve_inputs(
+    inputs: Inputs, base_dir: Path, blob_lister: BlobLister | None = None
+) -> tuple[list[InputItem], list[str]]:
+    """The input items and any warnings (patterns that matched nothing)."""
+    if inputs.container is not None:
+        items = _blob_items(inputs.container, inputs.prefix, blob_lister)
+        empty_what = f"container '{inputs.container}'" + (f" with prefix '{inputs.prefix}'" if inputs.prefix else "")
+        warnings: list[str] = []
+    elif inputs.items is not None:
+        items = _list_items(inputs.items, base_dir)
+        empty_what = "inputs.list"
+        warnings = []
+    else:
+        items, unmatched = _glob_items(inputs.paths, inputs.exclude, base_dir)
+        empty_what = "patterns " + ", ".join(f"'{p}'" for p in inputs.paths) + f" (relative to {base_dir or '.'})"
+        warnings = [f"input pattern '{p}' matched no files" for p in unmatched]
+    if not items and not inputs.allow_empty:
+        raise EmptyInputError(
+            f"no inputs: {empty_what} matched nothing",
+            "check the paths, or set inputs.allow_empty: true to allow a job with no tasks",
+        )
+    return items, warnings
+
+
+# --- local globs -----------------------------------------------------------------------------
+
+
+def _glob_items(
+    patterns: Sequence[str], exclude: Sequence[str], base_dir: Path
+) -> tuple[list[InputItem], list[str]]:
+    excluded = [compile_glob(normalize(p)) for p in exclude]
+    found: dict[str, InputFile] = {}
+    unmatched: list[str] = []
+    for pattern in patterns:
+        prefix, rest = split_fixed(normalize(pattern))
+        any_match = False
+        for rel in glob_files(base_dir, pattern):
+            any_match = True
+            if rel in found or (excluded and any(rx.match(rel) for rx in excluded)):
+                continue
+            found[rel] = InputFile(rel, _wd_path(rel, prefix, rest))
+        if not any_match:
+            unmatched.append(pattern)
+    items = [InputItem(rel, f, rel) for rel, f in sorted(found.items())]
+    return items, unmatched
+
+
+def _wd_path(rel: str, prefix: str, rest: str) -> str:
+    """Where a matched file goes in the working directory: its path below the pattern's fixed part."""
+    if not rest:
+        return posixpath.basename(rel)
+    return rel[len(prefix) + 1 :] if prefix else rel
+
+
+# --- lists and blobs -------------------------------------------------------------------------
+
+
+def _list_items(values: Sequence[str | dict[str, Any]], base_dir: Path) -> list[InputItem]:
+    items: list[InputItem] = []
+    missing: list[str] = []
+    for index, value in enumerate(values):
+        path = value if isinstance(value, str) else value.get("path")
+        file = None
+        if isinstance(path, str):
+            rel = normalize(path)
+            if not (base_dir / rel).is_file():
+                missing.append(path)
+            file = InputFile(rel, posixpath.basename(rel))
+        key = path if isinstance(path, str) else f"list[{index}]:{sorted(value.items()) if isinstance(value, dict) else value}"
+        items.append(InputItem(key, file, value))
+    if missing:
+        shown = ", ".join(f"'{m}'" for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise PlanError(f"inputs.list names files that do not exist (relative to {base_dir}): {shown}")
+    return items
+
+
+def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> list[InputItem]:
+    if lister is None:
+        raise PlanError(
+            f"inputs.container '{container}' lists blobs in Azure Storage, which this backend cannot read",
+            "run with --backend azure and a storage account configured "
+            "(AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT), or use inputs.path for local files",
+        )
+    strip = prefix[: prefix.rfind("/") + 1]
+    names = sorted(n for n in lister(container, prefix) if not n.endswith("/"))
+    return [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container), n) for n in names]

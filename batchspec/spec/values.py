@@ -1,0 +1,70 @@
+"""Value rules a JSON Schema cannot express well: Batch ids, container names, durations."""
+
+from __future__ import annotations
+
+import re
+
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+_SHORT = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_SHORT_ALL = re.compile(r"^(?:\d+(?:\.\d+)?[dhms])+$")
+_ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def batch_id_problem(value: str, what: str) -> str | None:
+    """Why ``value`` is not a valid Batch id, or None."""
+    if BATCH_ID_RE.match(value):
+        return None
+    if not value:
+        return f"{what} must not be empty"
+    if len(value) > 64:
+        return f"{what} '{value[:20]}...' is {len(value)} characters; a Batch id has at most 64"
+    bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "-_"))})
+    shown = " ".join(repr(c) for c in bad)
+    return f"{what} '{value}' may only contain letters, digits, '-' and '_' (found {shown})"
+
+
+def container_problem(value: str, what: str) -> str | None:
+    """Why ``value`` is not a valid storage container name, or None."""
+    if CONTAINER_RE.match(value):
+        return None
+    return (
+        f"{what} '{value}' is not a valid container name: 3-63 lower-case letters, digits and "
+        "single '-', starting and ending with a letter or digit"
+    )
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``30m``, ``1h30m``, ``90s``, ``2d`` or ISO 8601 ``PT30M``.
+
+    Raises ValueError with a message fit for a user.
+    """
+    value = text.strip()
+    total = 0.0
+    if _SHORT_ALL.match(value):
+        for number, unit in _SHORT.findall(value):
+            total += float(number) * _UNIT_SECONDS[unit]
+    else:
+        iso = _ISO.match(value.upper())
+        if not iso or value.upper() in ("P", "PT") or value.upper().endswith("T"):
+            raise ValueError(f"'{text}' is not a duration; write e.g. 30m, 1h30m, 90s, 2d or PT30M")
+        days, hours, minutes, seconds = (float(g) if g else 0.0 for g in iso.groups())
+        total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"duration '{text}' must be longer than zero")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: 1h30m, 45s, 2m5s."""
+    secs = round(seconds)
+    if secs < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{secs}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, secs = divmod(secs, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts)
