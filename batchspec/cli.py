@@ -161,7 +161,8 @@ def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None,
       batchspec run specs/mp4-to-mp3.yaml --set bitrate=320k
     """
     from .backends import RunOptions
-    from .engine import make_reporter, run as run_spec
+    from .engine import make_reporter
+    from .engine import run as run_spec
 
     reporter = make_reporter(json_lines)
     options = RunOptions(env=dict(os.environ), slots=slots, run_dir=run_dir, force=force)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -179,7 +179,7 @@ class Template:
         assert finalize is not None
         out: list[str] = []
         for part in self._parts or ():
-            if type(part) is str:
+            if isinstance(part, str):
                 out.append(part)
                 continue
             name, attrs = part
@@ -189,10 +189,7 @@ class Template:
                 raise jinja2.UndefinedError(f"'{name}' is undefined") from None
             for attr in attrs:
                 # A Namespace key is user data, never a Python internal: no sandbox check needed.
-                if type(value) is Namespace and attr in value:
-                    value = value[attr]
-                else:
-                    value = env.getattr(value, attr)
+                value = value[attr] if type(value) is Namespace and attr in value else env.getattr(value, attr)
             if isinstance(value, jinja2.Undefined):
                 value._fail_with_undefined_error()
             out.append(finalize(value))
@@ -204,11 +201,12 @@ def _simple_parts(ast: jinja2.nodes.Template) -> tuple[_Part, ...] | None:
     if len(ast.body) != 1 or not isinstance(ast.body[0], jinja2.nodes.Output):
         return None if ast.body else ()
     parts: list[_Part] = []
-    for node in ast.body[0].nodes:
-        if isinstance(node, jinja2.nodes.TemplateData):
-            parts.append(node.data)
+    for output in ast.body[0].nodes:
+        if isinstance(output, jinja2.nodes.TemplateData):
+            parts.append(output.data)
             continue
         attrs: list[str] = []
+        node = output
         while isinstance(node, jinja2.nodes.Getattr):
             attrs.append(node.attr)
             node = node.node
@@ -241,11 +239,11 @@ class VariableProblem:
 
 
 def check_variables(
-    source: str, known: Mapping[str, Mapping[str, object] | None], *, shell: bool
+    source: str, known: Mapping[str, Collection[str] | None], *, shell: bool
 ) -> list[VariableProblem]:
     """Problems with the variables a template uses, found without rendering it.
 
-    ``known`` maps each allowed variable to the set of its allowed attribute names (for
+    ``known`` maps each allowed variable to the names of its allowed attributes (for
     ``params`` and ``matrix``), or to None when any attribute is fine. Attribute names starting
     with ``_`` are reported as sandbox escapes.
     """
@@ -266,7 +264,7 @@ def check_variables(
         if attr.startswith("_"):
             problems.append(VariableProblem(f"template may not access '{attr}' (sandboxed)", node.lineno, attr))
             continue
-        base = node.node
+        base = node.node  # type: ignore[attr-defined]  # Getattr and Getitem both have .node
         if isinstance(base, jinja2.nodes.Name) and base.name in undeclared:
             allowed = known.get(base.name)
             if allowed is not None and attr not in allowed:

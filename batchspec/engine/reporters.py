@@ -10,9 +10,19 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress as Bar, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bar
 
-from ..events import BackendChosen, Event, Message, PlanReady, Progress, RunFinished, StageStarted, TaskFinished
+from ..events import (
+    BackendChosen,
+    Event,
+    Message,
+    PlanReady,
+    Progress,
+    RunFinished,
+    StageStarted,
+    TaskFinished,
+)
 from ..spec.values import format_duration
 
 #: Plain reporters print every finished task for plans up to this size, else periodic lines.

@@ -66,8 +66,9 @@ def build_plan(
         tasks = _expand(spec, params, job_id, items, combos)
     pool = spec.pool
     if pool.start_task is not None:
-        command = _render(spec, "$.pool.start_task.command", pool.start_task.command, True, {"params": Namespace(params)})
-        pool = replace(pool, start_task=replace(pool.start_task, command=command))
+        start = pool.start_task
+        command = _render(spec, "$.pool.start_task.command", start.command, True, {"params": Namespace(params)})
+        pool = replace(pool, start_task=replace(start, command=command))
     return Plan(
         spec_path=str(spec.path),
         name=spec.name,

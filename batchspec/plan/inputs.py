@@ -106,7 +106,8 @@ def _list_items(values: Sequence[str | dict[str, Any]], base_dir: Path) -> list[
             if not (base_dir / rel).is_file():
                 missing.append(path)
             file = InputFile(rel, posixpath.basename(rel))
-        key = path if isinstance(path, str) else f"list[{index}]:{sorted(value.items()) if isinstance(value, dict) else value}"
+        described = sorted(value.items()) if isinstance(value, dict) else value
+        key = path if isinstance(path, str) else f"list[{index}]:{described}"
         items.append(InputItem(key, file, value))
     if missing:
         shown = ", ".join(f"'{m}'" for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

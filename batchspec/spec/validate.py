@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 
 from ..errors import Diagnostic, SpecError
 from ..templating import check_variables, is_template
-from .document import Document, JsonPath, format_path, read_document
+from .document import Document, JsonPath, read_document
 from .values import batch_id_problem, container_problem, parse_duration
 
 #: Variables every task template may use (the planner provides exactly these).

@@ -88,6 +88,7 @@ class LocalBackend(Backend):
         self.task_path, notes = resolve_tools(plan.requires, self.task_path, self.run_dir(plan) / "bin")
         for note in notes:
             ctx.info(note)
+        (self.run_dir(plan) / "shared").mkdir(parents=True, exist_ok=True)  # exists on every node
         self.state = RunState(self.job_dir(plan))
         if killed := self.state.kill_stale():
             ctx.warn(f"stopped {killed} task process group(s) left running by an earlier, killed run")
