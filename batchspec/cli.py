@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchspecError
+from .redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +36,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except BatchspecError as exc:
-            _fail(str(exc), exc.exit_code)
+            _fail(redact(str(exc)), exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -104,11 +105,31 @@ def _set_option(func: F) -> F:
                         help="Override a spec parameter (repeatable); the value is read as YAML.")(func)
 
 
+#: CLI options that stand for Azure environment variables (secrets come from the environment only).
+_AZURE_OPTIONS = (
+    ("--batch-endpoint", "AZURE_BATCH_ENDPOINT", "Azure Batch account URL [env: AZURE_BATCH_ENDPOINT]."),
+    ("--batch-account", "AZURE_BATCH_ACCOUNT", "Azure Batch account name [env: AZURE_BATCH_ACCOUNT]."),
+    ("--storage-account", "AZURE_STORAGE_ACCOUNT", "Storage account for inputs and outputs "
+                                                   "[env: AZURE_STORAGE_ACCOUNT]."),
+)
+
+
 def _backend_option(func: F) -> F:
+    """--backend plus the Azure account options; keys and connection strings are read from
+    AZURE_BATCH_ACCESS_KEY, AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING only."""
+    for flag, env_name, text in reversed(_AZURE_OPTIONS):
+        func = click.option(flag, env_name.lower(), default=None, metavar="VALUE", help=text)(func)
     return click.option("--backend", type=click.Choice(["auto", "local", "azure"]), default="auto",
                         show_default=True,
                         help="Where to run: azure when AZURE_BATCH_ENDPOINT or AZURE_BATCH_ACCOUNT is set "
                              "(auto), else this machine.")(func)
+
+
+def _environment(azure: dict[str, str | None]) -> dict[str, str]:
+    """The process environment with the Azure CLI options applied over it."""
+    env = dict(os.environ)
+    env.update({name.upper(): value for name, value in azure.items() if value})
+    return env
 
 
 @cli.command()
@@ -120,7 +141,7 @@ def _backend_option(func: F) -> F:
               help="Tasks shown in the table.")
 @_backend_option
 @handle_errors
-def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, backend: str) -> None:
+def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, backend: str, **azure: str | None) -> None:
     """Show what SPEC expands to, without running anything.
 
     \b
@@ -130,7 +151,7 @@ def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, backend: 
     from .engine import make_plan
     from .report import console, print_plan
 
-    the_plan = make_plan(spec, overrides, backend)
+    the_plan = make_plan(spec, overrides, backend, _environment(azure))
     if fmt == "json":
         click.echo(the_plan.to_json())
     else:
@@ -150,7 +171,7 @@ def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, backend: 
                    "next to the spec.")
 @handle_errors
 def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None, force: bool,
-        json_lines: bool, run_dir: Path | None) -> None:
+        json_lines: bool, run_dir: Path | None, **azure: str | None) -> None:
     """Run SPEC: validate, plan, and run every task, then collect the outputs.
 
     A rerun of the same spec resumes: finished tasks are skipped. Exit 0 when all tasks
@@ -165,12 +186,37 @@ def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None,
     from .engine import run as run_spec
 
     reporter = make_reporter(json_lines)
-    options = RunOptions(env=dict(os.environ), slots=slots, run_dir=run_dir, force=force)
+    options = RunOptions(env=_environment(azure), slots=slots, run_dir=run_dir, force=force)
     try:
         summary = run_spec(spec, overrides, backend, options, reporter)
     finally:
         reporter.close()
     sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@_backend_option
+@_set_option
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="The local backend's run directory, if not the default.")
+@handle_errors
+def cleanup(spec: Path, backend: str, overrides: tuple[str, ...], run_dir: Path | None, **azure: str | None) -> None:
+    """Delete what runs of SPEC left behind: on Azure the job, the pool and the input and
+    output containers; locally the task directories and run record.
+
+    \b
+    Example:
+      batchspec cleanup specs/mp4-to-mp3.yaml --backend azure
+    """
+    from .backends import RunOptions
+    from .engine import make_reporter, remove
+
+    reporter = make_reporter(False)
+    try:
+        remove(spec, overrides, backend, RunOptions(env=_environment(azure), run_dir=run_dir), reporter)
+    finally:
+        reporter.close()
 
 
 def main() -> None:

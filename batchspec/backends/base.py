@@ -73,6 +73,10 @@ class Backend(ABC):
     def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
         """Delete what ``plan.cleanup`` asks for (the job only when every task ``succeeded``)."""
 
+    @abstractmethod
+    def remove(self, plan: Plan, ctx: RunContext) -> None:
+        """Delete everything runs of this plan left behind (``batchspec cleanup``)."""
+
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """The user pressed Ctrl-C: stop what runs here and record state."""
 

@@ -1,12 +1,12 @@
 """The engine: runs a plan through its stages on a backend from the registry.
 
-``run`` is what ``batchspec run`` calls; ``make_plan`` is what ``batchspec plan`` calls;
-``make_reporter`` chooses how progress is shown.
+``run`` is what ``batchspec run`` calls, ``make_plan`` what ``batchspec plan`` calls and
+``remove`` what ``batchspec cleanup`` calls; ``make_reporter`` chooses how progress is shown.
 """
 
 from __future__ import annotations
 
 from .reporters import make_reporter
-from .run import make_plan, run
+from .run import make_plan, remove, run
 
-__all__ = ["make_plan", "make_reporter", "run"]
+__all__ = ["make_plan", "make_reporter", "remove", "run"]

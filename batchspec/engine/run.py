@@ -101,6 +101,19 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
     return summary
 
 
+def remove(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions, emit: Emit) -> None:
+    """Delete what runs of a spec left behind on a backend (``batchspec cleanup``)."""
+    name, reason = backends.choose(backend_name, options.env)
+    emit(BackendChosen(name, reason))
+    spec = load_spec(spec_path)
+    backend = backends.create(name, options)
+    try:
+        plan = _plan(spec, overrides, lambda: backend)
+        backend.remove(plan, RunContext(options, emit))
+    finally:
+        backend.close()
+
+
 def _stages(backend: Backend, plan: Plan, ctx: RunContext, tally: _Tally) -> None:
     emit = ctx.emit
     emit(StageStarted("prepare"))

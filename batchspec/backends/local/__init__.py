@@ -162,6 +162,17 @@ class LocalBackend(Backend):
                 shutil.rmtree(self.job_dir(plan) / task.id, ignore_errors=True)
             ctx.info("cleanup: removed the task directories (the run record stays, so a rerun skips the work)")
 
+    def remove(self, plan: Plan, ctx: RunContext) -> None:
+        job_dir = self.job_dir(plan)
+        if job_dir.exists():
+            state = RunState(job_dir)  # fails if a run of this job is in progress
+            state.kill_stale()
+            state.close()
+            shutil.rmtree(job_dir)
+            ctx.info(f"deleted {job_dir} (task directories and run record)")
+        else:
+            ctx.info(f"nothing to delete: {job_dir} does not exist")
+
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         self.stop_event.set()
         with self.running_lock:

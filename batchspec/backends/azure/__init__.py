@@ -1,0 +1,486 @@
+"""The Azure backend: the tutorial's whole workflow, for any spec.
+
+Stages: create or reuse the pool (prepare); upload inputs with MD5 skipping and issue SAS URLs
+(stage inputs); create or find the job and add only the missing tasks (submit); poll task counts
+with backoff, surfacing node problems and failed tasks' stderr (watch); download outputs
+(collect); delete what the spec's cleanup says (clean up). Built on azure-batch 15.x
+(``BatchClient``), azure-storage-blob 12.x and azure-identity.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote
+
+from azure.batch import BatchClient, models
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContainerSasPermissions
+
+from ...errors import EXIT_FAILED, BackendError
+from ...events import Event, Progress, TaskFinished
+from ...globs import has_magic, normalize, split_fixed
+from ...plan import BlobLister, InputFile, Plan
+from ...redact import redact
+from ...runner import node_command_line
+from ...spec.values import format_duration
+from ..base import Backend, RunContext, RunOptions
+from .config import AzureConfig, batch_client_args
+from .errors import translate_errors
+from .storage import Storage, blob_name_for
+from .tasks import RECORDS_PREFIX, Submitter, Urls, success_marker, task_options
+
+POLL_MIN, POLL_MAX, POLL_GROWTH = 1.0, 10.0, 1.5
+#: SAS lifetime bounds: a user delegation key lives at most 7 days.
+SAS_MARGIN = timedelta(hours=2)
+SAS_MAX = timedelta(days=7)
+STDERR_TAIL = 20
+
+
+def container_base(name: str) -> str:
+    """A storage-safe container name stem from a spec name."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return (base or "batchspec")[:50].strip("-")
+
+
+class AzureBackend(Backend):
+    name = "azure"
+
+    def __init__(self, options: RunOptions, *, client: BatchClient | None = None, storage: Storage | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.options = options
+        self.config = AzureConfig.from_env(options.env)
+        self.client = client or BatchClient(**batch_client_args(self.config))
+        self._storage = storage
+        self.sleep = sleep
+        self.urls: Urls | None = None
+        self.skipped = 0
+        self.job_was_complete = False
+        self._sas: dict[str, str] = {}
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = Storage(self.config)
+        return self._storage
+
+    def blob_lister(self) -> BlobLister | None:
+        def lister(container: str, prefix: str) -> list[str]:
+            with translate_errors(self.config, "listing input blobs"):
+                return self.storage.list_names(container, prefix)
+
+        return lister
+
+    @staticmethod
+    def input_container(plan: Plan) -> str:
+        return f"{container_base(plan.name)}-input"
+
+    def _errors(self, doing: str) -> Any:
+        return translate_errors(self.config, doing)
+
+    # --- prepare: the pool ---------------------------------------------------------------------
+
+    def prepare(self, plan: Plan, ctx: RunContext) -> None:
+        ctx.info(f"Azure Batch account {self.config.batch_account} at {self.config.batch_endpoint} "
+                 f"({self.config.batch_auth})")
+        pool = plan.pool
+        with self._errors(f"creating pool '{pool.id}'"):
+            try:
+                self.client.create_pool(pool_options(plan))
+                size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
+                        else f"{pool.dedicated} dedicated + {pool.spot} spot")
+                ctx.info(f"creating pool {pool.id}: {pool.vm_size}, {size} node(s)")
+            except ResourceExistsError:
+                self._reuse_pool(plan, ctx)
+
+    def _reuse_pool(self, plan: Plan, ctx: RunContext) -> None:
+        existing = self.client.get_pool(plan.pool.id)
+        if _text(existing.state) == "deleting":
+            raise BackendError(f"pool '{plan.pool.id}' is being deleted", "wait until it is gone, then run again")
+        ctx.info(f"reusing existing pool {plan.pool.id} ({existing.current_dedicated_nodes or 0} dedicated + "
+                 f"{existing.current_low_priority_nodes or 0} spot nodes now)")
+        if (existing.vm_size or "").lower() != plan.pool.vm_size.lower():
+            ctx.warn(f"pool {plan.pool.id} has VM size {existing.vm_size}, the spec asks for {plan.pool.vm_size}")
+        vm = existing.virtual_machine_configuration
+        image = vm.image_reference if vm else None
+        wanted = plan.pool.image
+        if image is not None and (
+            (image.publisher or "").lower(), (image.offer or "").lower(), (image.sku or "").lower()
+        ) != (wanted.publisher.lower(), wanted.offer.lower(), wanted.sku.lower()):
+            ctx.warn(f"pool {plan.pool.id} runs image {image.publisher}/{image.offer}/{image.sku}, the spec asks for "
+                     f"{wanted.publisher}/{wanted.offer}/{wanted.sku}")
+
+    # --- stage inputs --------------------------------------------------------------------------
+
+    def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
+        container = self.input_container(plan)
+        local = sorted({(f.source, blob_name_for(f.source)) for t in plan.tasks for f in t.inputs if not f.container})
+        with self._errors("staging inputs in Azure Storage"):
+            self.storage.ensure_container(plan.outputs.container)
+            if local:
+                self.storage.ensure_container(container)
+                files = [(plan.resolve(source), name) for source, name in local]
+                missing = [str(p) for p, _ in files if not p.is_file()]
+                if missing:
+                    raise BackendError(f"input files disappeared since planning: {', '.join(missing[:5])}")
+                started = time.monotonic()
+                report = self.storage.upload(container, files)
+                ctx.info(f"inputs: uploaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
+                         f"{format_duration(time.monotonic() - started)}; {report.skipped} unchanged, not uploaded")
+            expiry = datetime.now(timezone.utc) + self._sas_lifetime(plan, ctx)
+            read = ContainerSasPermissions(read=True)
+            blob_containers = {f.container for t in plan.tasks for f in t.inputs if f.container}
+            for name in ({container} if local else set()) | blob_containers:
+                self._sas[name] = self.storage.container_sas(name, read, expiry)
+            # Tasks may create and write outputs, never read, list or delete.
+            write = ContainerSasPermissions(create=True, write=True)
+            out_sas = self.storage.container_sas(plan.outputs.container, write, expiry)
+        container_urls = {name: self.storage.container_url(name) for name in self._sas}
+
+        def input_url(item: InputFile) -> str:
+            where = item.container or container
+            name = item.source if item.container else blob_name_for(item.source)
+            return f"{container_urls[where]}/{quote(name, safe='~/')}?{self._sas[where]}"
+
+        self.urls = Urls(input_url, _with_sas(self.storage.container_url(plan.outputs.container), out_sas))
+
+    def _sas_lifetime(self, plan: Plan, ctx: RunContext) -> timedelta:
+        """Long enough for the job's longest possible run: every task, retried to the limit and
+        timing out each time, one after another on the pool's slots, plus a margin."""
+        if plan.timeout_seconds is None:
+            ctx.info("task.timeout is not set: SAS URLs for inputs and outputs expire in 7 days")
+            return SAS_MAX
+        pool = plan.pool
+        slots = max(1, (pool.dedicated + pool.spot) * pool.task_slots_per_node)
+        waves = math.ceil(len(plan.tasks) / slots)
+        longest = timedelta(seconds=waves * plan.timeout_seconds * (plan.retries + 1)) + SAS_MARGIN
+        if longest > SAS_MAX:
+            ctx.warn(f"the job could run for up to {format_duration(longest.total_seconds())}; SAS URLs are capped "
+                     "at 7 days, so tasks starting after that cannot read inputs or write outputs")
+            return SAS_MAX
+        return longest
+
+    # --- submit --------------------------------------------------------------------------------
+
+    def submit(self, plan: Plan, ctx: RunContext) -> int:
+        assert self.urls is not None, "stage_inputs runs before submit"
+        done = set() if self.options.force else self._succeeded_before(plan)
+        todo = [t for t in plan.tasks if t.id not in done]
+        if not todo:
+            ctx.info(f"all {len(plan.tasks)} task(s) succeeded in an earlier run and their outputs are in container "
+                     f"{plan.outputs.container}: nothing to add (--force runs them again)")
+            self.skipped = len(done)
+            return 0
+        with self._errors(f"creating job '{plan.job_id}'"):
+            in_job = self._create_job(plan, ctx)
+        # Tasks the job already has are followed, not added; tasks recorded as succeeded in an
+        # earlier (since deleted) job count as skipped.
+        self.skipped = len(done - in_job)
+        missing = [t for t in todo if t.id not in in_job]
+        if missing and self.job_was_complete:
+            raise BackendError(f"job '{plan.job_id}' has completed, but {len(missing)} of its tasks are missing",
+                               "rerun with --force to run the job again from the start")
+        options = [task_options(plan, t, self.urls) for t in missing]
+        submitter = Submitter(self.client, plan.job_id)
+        started = time.monotonic()
+        with self._errors(f"adding tasks to job '{plan.job_id}'"):
+            submitter.submit(options)
+            if not self.job_was_complete:
+                # Set last, so the job cannot complete before every task is in it.
+                terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
+                self.client.update_job(plan.job_id, terminate)
+        ctx.info(f"added {submitter.added} task(s) in {submitter.requests} request(s) "
+                 f"({format_duration(time.monotonic() - started)}); {len(in_job)} already in the job, "
+                 f"{self.skipped} done in an earlier run")
+        return submitter.added
+
+    def _succeeded_before(self, plan: Plan) -> set[str]:
+        """Tasks an earlier run of this job finished: their success record and every output
+        they declare are in the output container (the job itself may be gone)."""
+        with self._errors(f"reading container '{plan.outputs.container}'"):
+            blobs = self.storage.list_blobs(plan.outputs.container)
+        done = set()
+        for task in plan.tasks:
+            if success_marker(plan.job_id, task.id) in blobs and all(
+                _present(pattern, blobs) for pattern in task.outputs
+            ):
+                done.add(task.id)
+        return done
+
+    def _create_job(self, plan: Plan, ctx: RunContext) -> set[str]:
+        """Create the plan's job, or find it from an earlier run; returns the ids of its tasks."""
+        job = models.BatchJobCreateOptions(id=plan.job_id, pool_info=models.BatchPoolInfo(pool_id=plan.pool.id))
+        try:
+            self.client.create_job(job)
+            ctx.info(f"created job {plan.job_id}")
+            return set()
+        except ResourceExistsError:
+            pass
+        current = self.client.get_job(plan.job_id)
+        if self.options.force or current.state == "deleting":
+            if current.state != "deleting":
+                ctx.info(f"--force: deleting job {plan.job_id} from an earlier run")
+                self.client.begin_delete_job(plan.job_id)
+            self._wait_until_deleted(plan.job_id, ctx)
+            self.client.create_job(job)
+            ctx.info(f"created job {plan.job_id}")
+            return set()
+        state = _text(current.state)
+        if state in ("disabled", "disabling"):
+            raise BackendError(f"job '{plan.job_id}' is {state}", "enable it, or rerun with --force")
+        self.job_was_complete = state in ("completed", "terminating")
+        ids = {t.id for t in self.client.list_tasks(plan.job_id, select=["id"])}
+        ctx.info(f"found job {plan.job_id} from an earlier run ({state}, {len(ids)} task(s))")
+        return ids
+
+    def _wait_until_deleted(self, job_id: str, ctx: RunContext, limit: float = 600.0) -> None:
+        ctx.info(f"waiting for job {job_id} to finish deleting")
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                self.client.get_job(job_id)
+            except ResourceNotFoundError:
+                return
+            self.sleep(POLL_MIN)
+        raise BackendError(f"job '{job_id}' is still being deleted after {format_duration(limit)}",
+                           "try again later", exit_code=EXIT_FAILED)
+
+    # --- watch ---------------------------------------------------------------------------------
+
+    def watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
+        with self._errors(f"following job '{plan.job_id}'"):
+            yield from self._watch(plan, ctx)
+
+    def _watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
+        total, skipped = len(plan.tasks), self.skipped
+        if skipped == total:
+            yield Progress(total, total, 0, 0, skipped)
+            return
+        delay = POLL_MIN
+        reported: set[str] = set()
+        last: Progress | None = None
+        polls = 0
+        warned: set[str] = set()
+        while True:
+            polls += 1
+            counts = self.client.get_job_task_counts(plan.job_id).task_counts
+            detail = ""
+            if counts.failed > len(reported):
+                yield from self._failed_tasks(plan, reported)
+            elif counts.running == 0 and counts.completed + skipped < total:
+                detail = self._pool_status(plan, ctx, polls, warned)
+            progress = Progress(total, counts.succeeded + skipped, counts.failed, counts.running, skipped, detail)
+            if progress != last:
+                yield progress
+                delay = POLL_MIN
+            else:
+                delay = min(POLL_MAX, delay * POLL_GROWTH)
+            last = progress
+            if counts.completed + skipped >= total:
+                return
+            self.sleep(delay)
+
+    def _failed_tasks(self, plan: Plan, reported: set[str]) -> Iterator[TaskFinished]:
+        """Report tasks that failed since the last poll, with the tail of their stderr."""
+        failed = self.client.list_tasks(
+            plan.job_id, filter="executionInfo/result eq 'failure'", select=["id", "executionInfo"]
+        )
+        for task in failed:
+            if task.id in reported:
+                continue
+            reported.add(task.id)
+            info = task.execution_info
+            failure = info.failure_info if info else None
+            reason = redact(f"{failure.code}: {failure.message}") if failure and failure.code else None
+            yield TaskFinished(
+                task.id, "failed", info.exit_code if info else None, None,
+                (info.retry_count or 0) + 1 if info else 1, reason, self._tail(plan.job_id, task.id),
+            )
+
+    def _tail(self, job_id: str, task_id: str) -> tuple[str, ...]:
+        try:
+            data = b"".join(self.client.download_task_file(job_id, task_id, "stderr.txt"))
+        except ResourceNotFoundError:
+            return ()
+        return tuple(redact(line) for line in data.decode("utf-8", "replace").splitlines()[-STDERR_TAIL:])
+
+    def _pool_status(self, plan: Plan, ctx: RunContext, polls: int, warned: set[str]) -> str:
+        """While no task runs: alternate between the pool (resize errors) and its nodes (start
+        task failures), one request per poll. Raises when no node can ever run a task."""
+        pool_id = plan.pool.id
+        if polls % 2:
+            pool = self.client.get_pool(pool_id)
+            for error in pool.resize_errors or []:
+                key = f"resize:{error.code}"
+                if key not in warned:
+                    warned.add(key)
+                    ctx.warn(f"pool {pool_id} could not get all its nodes: {error.code}: {redact(error.message or '')}")
+            current = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
+            target = (pool.target_dedicated_nodes or 0) + (pool.target_low_priority_nodes or 0)
+            if pool.allocation_state == "steady" and current == 0 and pool.resize_errors:
+                first = pool.resize_errors[0]
+                raise BackendError(f"pool {pool_id} has no nodes: {first.code}: {redact(first.message or '')}",
+                                   "check the account's core quota for this VM size, or choose another size or "
+                                   "region", exit_code=EXIT_FAILED)
+            return f"pool {pool_id}: {_text(pool.allocation_state)}, {current}/{target} nodes"
+        nodes = list(self.client.list_nodes(pool_id))
+        states: dict[str, int] = {}
+        for node in nodes:
+            states[_text(node.state)] = states.get(_text(node.state), 0) + 1
+            if node.state == "starttaskfailed" and f"node:{node.id}" not in warned:
+                warned.add(f"node:{node.id}")
+                ctx.warn(self._start_task_failure(pool_id, node))
+        broken = states.get("starttaskfailed", 0) + states.get("unusable", 0)
+        if nodes and broken == len(nodes):
+            raise BackendError(f"the start task failed on every node of pool {pool_id}; no task can run",
+                               "fix pool.start_task (its stderr is shown above), then delete the pool "
+                               "(batchspec cleanup) and run again", exit_code=EXIT_FAILED)
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no nodes yet"
+        return f"waiting for nodes: {summary}"
+
+    def _start_task_failure(self, pool_id: str, node: models.BatchNode) -> str:
+        info = node.start_task_info
+        code = info.exit_code if info else None
+        try:
+            data = b"".join(self.client.download_node_file(pool_id, node.id, "startup/stderr.txt"))
+            tail = data.decode("utf-8", "replace").splitlines()[-STDERR_TAIL:]
+        except ResourceNotFoundError:
+            tail = []
+        lines = [f"start task failed on node {node.id} (exit code {code})"]
+        lines += [f"  | {redact(line)}" for line in tail]
+        return "\n".join(lines)
+
+    # --- collect and clean up ------------------------------------------------------------------
+
+    def collect(self, plan: Plan, ctx: RunContext) -> None:
+        with self._errors(f"downloading outputs from container '{plan.outputs.container}'"):
+            blobs = self.storage.list_blobs(plan.outputs.container)
+            is_output = _output_matcher(plan)
+            wanted = [b for b in blobs.values() if is_output(b.name)]
+            started = time.monotonic()
+            report = self.storage.download(plan.outputs.container, wanted, plan.download_dir)
+        ctx.info(f"outputs: downloaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
+                 f"{format_duration(time.monotonic() - started)} to {plan.download_dir}; "
+                 f"{report.skipped} unchanged")
+
+    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
+        policy = plan.cleanup
+        with self._errors("cleaning up"):
+            if policy.job == "delete" and succeeded:
+                self._delete_job(plan, ctx)
+            if policy.pool == "delete":
+                self._delete_pool(plan, ctx)
+            else:
+                ctx.info(f"pool {plan.pool.id} is kept (cleanup.pool: keep): it costs money while it has nodes; "
+                         "`batchspec cleanup SPEC` deletes it")
+            if policy.inputs == "delete" and self.storage.delete_container(self.input_container(plan)):
+                ctx.info(f"deleted input container {self.input_container(plan)}")
+
+    def remove(self, plan: Plan, ctx: RunContext) -> None:
+        with self._errors("deleting the job, pool and containers"):
+            self._delete_job(plan, ctx)
+            self._delete_pool(plan, ctx)
+            for container in (self.input_container(plan), plan.outputs.container):
+                if self.storage.delete_container(container):
+                    ctx.info(f"deleted container {container}")
+
+    def _delete_job(self, plan: Plan, ctx: RunContext) -> None:
+        try:
+            self.client.begin_delete_job(plan.job_id)
+            ctx.info(f"deleting job {plan.job_id}")
+        except ResourceNotFoundError:
+            pass
+
+    def _delete_pool(self, plan: Plan, ctx: RunContext) -> None:
+        try:
+            self.client.begin_delete_pool(plan.pool.id)
+            ctx.info(f"deleting pool {plan.pool.id}")
+        except ResourceNotFoundError:
+            pass
+
+    def interrupt(self, plan: Plan, ctx: RunContext) -> None:
+        ctx.warn(f"job {plan.job_id} keeps running on Azure Batch: run the same command again to follow it, "
+                 "or `batchspec cleanup SPEC` to delete it")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def pool_options(plan: Plan) -> models.BatchPoolCreateOptions:
+    pool = plan.pool
+    start = None
+    if pool.start_task is not None:
+        st = pool.start_task
+        start = models.BatchStartTask(
+            command_line=node_command_line(st.command),
+            user_identity=models.UserIdentity(auto_user=models.AutoUserSpecification(
+                scope="pool", elevation_level="admin" if st.elevated else "nonadmin")),
+            wait_for_success=st.wait_for_success,
+            max_task_retry_count=st.retries,
+            environment_settings=[models.EnvironmentSetting(name=k, value=v) for k, v in st.env.items()] or None,
+        )
+    autoscale = pool.autoscale
+    return models.BatchPoolCreateOptions(
+        id=pool.id,
+        vm_size=pool.vm_size,
+        virtual_machine_configuration=models.VirtualMachineConfiguration(
+            image_reference=models.BatchVmImageReference(
+                publisher=pool.image.publisher, offer=pool.image.offer, sku=pool.image.sku, version=pool.image.version
+            ),
+            node_agent_sku_id=pool.node_agent_sku,
+        ),
+        target_dedicated_nodes=None if autoscale else pool.dedicated,
+        target_low_priority_nodes=None if autoscale else pool.spot,
+        enable_auto_scale=bool(autoscale),
+        auto_scale_formula=autoscale.formula if autoscale else None,
+        auto_scale_evaluation_interval=timedelta(seconds=autoscale.interval_seconds) if autoscale else None,
+        task_slots_per_node=pool.task_slots_per_node,
+        start_task=start,
+    )
+
+
+def _text(value: Any) -> str:
+    """An SDK enum (or plain string) as the service's string."""
+    return str(getattr(value, "value", value))
+
+
+def _present(pattern: str, blobs: Mapping[str, object]) -> bool:
+    """Is an output pattern's result in the container: the blob itself, or any blob under a
+    wildcard pattern's directory."""
+    norm = normalize(pattern)
+    if not has_magic(norm):
+        return norm in blobs
+    prefix = split_fixed(norm)[0]
+    return any(name.startswith(prefix + "/" if prefix else "") for name in blobs)
+
+
+def _with_sas(url: str, sas: str) -> str:
+    return f"{url}?{sas}"
+
+
+def _output_matcher(plan: Plan) -> Callable[[str], bool]:
+    """Tells whether a blob name is an output of this plan (not a log, not another job's file)."""
+    names: set[str] = set()
+    prefixes: set[str] = set()
+    for task in plan.tasks:
+        for pattern in task.outputs:
+            norm = normalize(pattern)
+            if has_magic(norm):
+                prefix = split_fixed(norm)[0]
+                prefixes.add(prefix + "/" if prefix else "")
+            else:
+                names.add(norm)
+    ordered = tuple(prefixes)
+
+    def is_output(name: str) -> bool:
+        if name.startswith(RECORDS_PREFIX + "/"):
+            return False
+        return name in names or name.startswith(ordered)
+
+    return is_output

@@ -1,0 +1,120 @@
+"""Azure configuration from the environment (the Azure CLI's variable names) and credentials.
+
+Batch: ``AZURE_BATCH_ENDPOINT`` (and/or ``AZURE_BATCH_ACCOUNT``) with ``AZURE_BATCH_ACCESS_KEY``
+for Shared Key, otherwise Entra ID through ``DefaultAzureCredential``. Storage:
+``AZURE_STORAGE_CONNECTION_STRING``, or ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY`` or
+Entra ID. Credentials never come from spec files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+
+from ...errors import BackendError
+
+BATCH_SCOPE = "https://batch.core.windows.net//.default"
+
+
+@dataclass(frozen=True)
+class AzureConfig:
+    batch_endpoint: str
+    batch_account: str
+    batch_key: str | None = field(default=None, repr=False)
+    storage_connection_string: str | None = field(default=None, repr=False)
+    storage_account: str | None = None
+    storage_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AzureConfig:
+        endpoint = (env.get("AZURE_BATCH_ENDPOINT") or "").strip().rstrip("/")
+        account = (env.get("AZURE_BATCH_ACCOUNT") or "").strip()
+        if not endpoint:
+            raise BackendError(
+                "the Azure backend needs the Batch account endpoint",
+                "set AZURE_BATCH_ENDPOINT (e.g. https://myaccount.westeurope.batch.azure.com) or pass "
+                "--batch-endpoint; `batchspec emulator` prints one for a local emulator",
+            )
+        if "://" not in endpoint:
+            endpoint = "https://" + endpoint
+        host = urlparse(endpoint).hostname or ""
+        if not account:
+            account = host.split(".")[0] if not _is_ip(host) else ""
+        if not account:
+            raise BackendError("cannot tell the Batch account name from the endpoint",
+                               "set AZURE_BATCH_ACCOUNT")
+        return cls(
+            batch_endpoint=endpoint,
+            batch_account=account,
+            batch_key=env.get("AZURE_BATCH_ACCESS_KEY") or None,
+            storage_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING") or None,
+            storage_account=env.get("AZURE_STORAGE_ACCOUNT") or None,
+            storage_key=env.get("AZURE_STORAGE_KEY") or None,
+        )
+
+    @property
+    def batch_auth(self) -> str:
+        return "Shared Key" if self.batch_key else "Entra ID (DefaultAzureCredential)"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LoopbackBearerPolicy(BearerTokenCredentialPolicy):  # type: ignore[type-arg]
+    """Bearer auth that also works over plain HTTP to a loopback endpoint (the emulator).
+
+    azure-core refuses bearer tokens on non-HTTPS URLs; that protects real endpoints and stays
+    in force for every non-loopback host.
+    """
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        if is_loopback(request.http_request.url):
+            request.context["enforce_https"] = False
+        super().on_request(request)
+
+
+def entra_credential() -> TokenCredential:
+    """DefaultAzureCredential, imported lazily (it is slow to import)."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def batch_client_args(config: AzureConfig, token: TokenCredential | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``azure.batch.BatchClient``."""
+    args: dict[str, Any] = {
+        "endpoint": config.batch_endpoint,
+        # azure-core retries 408/429/5xx (honouring Retry-After) and dropped connections.
+        "retry_total": 8,
+        "retry_backoff_factor": 0.5,
+        "retry_backoff_max": 30,
+    }
+    if config.batch_key:
+        args["credential"] = AzureNamedKeyCredential(config.batch_account, config.batch_key)
+    else:
+        credential = token or entra_credential()
+        args["credential"] = credential
+        args["authentication_policy"] = LoopbackBearerPolicy(credential, BATCH_SCOPE)
+    return args

@@ -1,0 +1,236 @@
+"""Azure Storage for the Azure backend: stage inputs, issue SAS URLs, fetch outputs.
+
+Uploads skip blobs whose stored MD5 equals the local file's (a second run uploads nothing);
+transfers run in parallel; downloads never write outside the target directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import (
+    BlobServiceClient,
+    ContainerSasPermissions,
+    ContentSettings,
+    ExponentialRetry,
+    UserDelegationKey,
+    generate_container_sas,
+)
+
+from ...errors import BackendError
+from .config import AzureConfig, entra_credential
+
+#: Parallel file transfers (each large file is also split into parallel blocks).
+TRANSFER_WORKERS = 8
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    size: int
+    md5: bytes | None
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    transferred: int
+    skipped: int
+    bytes: int
+
+
+def file_md5(path: Path) -> bytes:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def safe_destination(root: Path, blob_name: str) -> Path | None:
+    """Where ``blob_name`` lands under ``root``, or None when it would escape ``root``."""
+    if not blob_name or blob_name.startswith(("/", "\\")) or "\\" in blob_name or "\x00" in blob_name:
+        return None
+    parts = blob_name.split("/")
+    if any(part in ("", ".", "..") for part in parts) or (len(parts[0]) > 1 and parts[0][1] == ":"):
+        return None
+    dest = root.joinpath(*parts)
+    try:
+        dest.resolve().relative_to(root.resolve())
+    except ValueError:  # a symlink inside root pointing out of it
+        return None
+    return dest
+
+
+class Storage:
+    """One storage account, through azure-storage-blob."""
+
+    def __init__(self, config: AzureConfig, service: BlobServiceClient | None = None) -> None:
+        self.service = service or _service(config)
+        self.account_name: str = self.service.account_name or ""
+        credential = self.service.credential
+        self.account_key: str | None = getattr(credential, "account_key", None)
+        self._delegation_key: tuple[datetime, UserDelegationKey] | None = None
+
+    # --- containers --------------------------------------------------------------------------
+
+    def ensure_container(self, name: str) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self.service.create_container(name)
+
+    def delete_container(self, name: str) -> bool:
+        try:
+            self.service.delete_container(name)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def list_blobs(self, container: str, prefix: str = "") -> dict[str, BlobInfo]:
+        client = self.service.get_container_client(container)
+        try:
+            return {
+                b.name: BlobInfo(b.name, b.size, bytes(b.content_settings.content_md5 or b"") or None)
+                for b in client.list_blobs(name_starts_with=prefix or None)
+            }
+        except ResourceNotFoundError:
+            return {}
+
+    def list_names(self, container: str, prefix: str) -> list[str]:
+        """For ``inputs.container``: names of the blobs under ``prefix``."""
+        client = self.service.get_container_client(container)
+        try:
+            return [b.name for b in client.list_blobs(name_starts_with=prefix or None)]
+        except ResourceNotFoundError:
+            raise BackendError(f"storage container '{container}' (inputs.container) does not exist "
+                               f"in account {self.account_name}") from None
+
+    # --- transfers ---------------------------------------------------------------------------
+
+    def upload(self, container: str, files: Sequence[tuple[Path, str]], workers: int = TRANSFER_WORKERS,
+               progress: Callable[[int, int], None] | None = None) -> TransferReport:
+        """Upload ``(local path, blob name)`` pairs, skipping blobs whose MD5 already matches."""
+        existing = self.list_blobs(container)
+        client = self.service.get_container_client(container)
+
+        def one(item: tuple[Path, str]) -> int:
+            path, name = item
+            md5 = file_md5(path)
+            stored = existing.get(name)
+            if stored is not None and stored.md5 == md5:
+                return -1
+            with path.open("rb") as data:
+                client.upload_blob(name, data, overwrite=True, max_concurrency=2,
+                                   content_settings=ContentSettings(content_md5=bytearray(md5)))
+            return path.stat().st_size
+
+        return _parallel(one, files, workers, progress)
+
+    def download(self, container: str, blobs: Iterable[BlobInfo], root: Path, workers: int = TRANSFER_WORKERS,
+                 progress: Callable[[int, int], None] | None = None) -> TransferReport:
+        """Download ``blobs`` under ``root`` keeping their names; unchanged files are skipped.
+
+        Raises BackendError for a blob name that would land outside ``root``.
+        """
+        plan: list[tuple[BlobInfo, Path]] = []
+        for blob in blobs:
+            dest = safe_destination(root, blob.name)
+            if dest is None:
+                raise BackendError(f"refusing to download blob '{blob.name}' from '{container}': "
+                                   f"its name would write outside {root}")
+            plan.append((blob, dest))
+        client = self.service.get_container_client(container)
+
+        def one(item: tuple[BlobInfo, Path]) -> int:
+            blob, dest = item
+            if dest.is_file() and dest.stat().st_size == blob.size and (blob.md5 is None or file_md5(dest) == blob.md5):
+                return -1
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            partial = dest.with_name(dest.name + ".part")
+            with partial.open("wb") as out:
+                client.download_blob(blob.name, max_concurrency=2).readinto(out)
+            os.replace(partial, dest)
+            return blob.size
+
+        return _parallel(one, plan, workers, progress)
+
+    # --- SAS -----------------------------------------------------------------------------------
+
+    def container_sas(self, container: str, permission: ContainerSasPermissions, expiry: datetime) -> str:
+        """A container SAS token (without '?'): signed by the account key, or by a user
+        delegation key when signed in with Entra ID."""
+        start = datetime.now(timezone.utc) - timedelta(minutes=15)  # tolerate clock skew
+        if self.account_key:
+            return generate_container_sas(self.account_name, container, account_key=self.account_key,
+                                          permission=permission, expiry=expiry, start=start)
+        key = self._user_delegation_key(start, expiry)
+        return generate_container_sas(self.account_name, container, user_delegation_key=key,
+                                      permission=permission, expiry=expiry, start=start)
+
+    def container_url(self, container: str) -> str:
+        return str(self.service.get_container_client(container).url)
+
+    def blob_url(self, container: str, name: str) -> str:
+        return str(self.service.get_blob_client(container, name).url)
+
+    def _user_delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
+        if self._delegation_key and self._delegation_key[0] >= expiry:
+            return self._delegation_key[1]
+        key = self.service.get_user_delegation_key(start, expiry)
+        self._delegation_key = (expiry, key)
+        return key
+
+
+def _service(config: AzureConfig) -> BlobServiceClient:
+    # Transient failures are retried, but not for minutes: the SDK's default waits 15 s, 45 s, ...
+    retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=5)
+    if config.storage_connection_string:
+        try:
+            return BlobServiceClient.from_connection_string(config.storage_connection_string, retry_policy=retry)
+        except ValueError:
+            raise BackendError("AZURE_STORAGE_CONNECTION_STRING is not a valid connection string") from None
+    if config.storage_account:
+        url = f"https://{config.storage_account}.blob.core.windows.net"
+        credential: Any = (
+            {"account_name": config.storage_account, "account_key": config.storage_key}
+            if config.storage_key
+            else entra_credential()
+        )
+        return BlobServiceClient(url, credential=credential, retry_policy=retry)
+    raise BackendError(
+        "the Azure backend needs a storage account for inputs and outputs",
+        "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY, or Entra ID)",
+    )
+
+
+def _parallel(
+    func: Callable[[Any], int], items: Sequence[Any], workers: int, progress: Callable[[int, int], None] | None
+) -> TransferReport:
+    transferred = skipped = total_bytes = 0
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        for done, size in enumerate(pool.map(func, items), start=1):
+            if size < 0:
+                skipped += 1
+            else:
+                transferred += 1
+                total_bytes += size
+            if progress is not None:
+                progress(done, len(items))
+    return TransferReport(transferred, skipped, total_bytes)
+
+
+def blob_name_for(source: str) -> str:
+    """The input container's blob name for a local input path: normalised, never absolute,
+    and ``..`` spelled out so distinct local paths stay distinct blobs."""
+    norm = posixpath.normpath(source.replace("\\", "/"))
+    parts = [("__up__" if p == ".." else p) for p in norm.split("/") if p not in ("", ".")]
+    return "/".join(parts) if not norm.startswith("/") else "__root__/" + "/".join(parts)

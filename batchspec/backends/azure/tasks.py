@@ -1,0 +1,172 @@
+"""Batch task definitions from planned tasks, and submitting them in parallel chunks.
+
+``create_tasks`` in azure-batch 15.1 compares result statuses case-sensitively and so misses the
+service's ``"ClientError"``/``"Success"``; we call ``create_task_collection`` ourselves and read
+every per-task result without regard to case.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import timedelta
+
+from azure.batch import BatchClient, models
+from azure.core.exceptions import HttpResponseError
+
+from ...errors import BackendError
+from ...globs import has_magic, normalize, split_fixed
+from ...plan import InputFile, Plan, PlannedTask
+from ...redact import redact
+from ...runner import node_command_line
+
+#: The service's limits for one addtaskcollection request.
+MAX_TASKS_PER_REQUEST = 100
+SUBMIT_CONCURRENCY = 4
+#: Per-job records in the output container: ``<prefix>/<job>/succeeded/<task>/stdout.txt`` marks a
+#: task that succeeded (so a rerun skips it even after the job was deleted), ``.../failed/<task>/``
+#: keeps a failed task's logs.
+RECORDS_PREFIX = ".batchspec/jobs"
+
+
+def success_marker(job_id: str, task_id: str) -> str:
+    return f"{RECORDS_PREFIX}/{job_id}/succeeded/{task_id}/stdout.txt"
+
+
+@dataclass(frozen=True)
+class Urls:
+    """Where a task's files come from and go to (SAS URLs; never printed)."""
+
+    input_blob: Callable[[InputFile], str]  # an input file -> its blob's read-only SAS URL
+    output_container: str  # container URL with a create/write SAS
+
+
+def output_destination(pattern: str) -> str:
+    """The blob path for an output pattern: the file itself, or the directory a wildcard
+    pattern's matches go under (Batch appends each match's name), so names stay relative."""
+    norm = normalize(pattern)
+    if not has_magic(norm):
+        return norm
+    prefix, _ = split_fixed(norm)
+    return prefix
+
+
+def task_options(plan: Plan, task: PlannedTask, urls: Urls) -> models.BatchTaskCreateOptions:
+    """The Batch task for a planned task: the same command line the local backend runs."""
+    resource_files = [
+        models.ResourceFile(http_url=urls.input_blob(f), file_path=f.path)
+        for f in task.inputs
+    ]
+    output_files = [_output_file(p, urls, output_destination(p) or None, "tasksuccess") for p in task.outputs]
+    output_files += [
+        _output_file("../stdout.txt", urls, success_marker(plan.job_id, task.id), "tasksuccess"),
+        _output_file("../std*.txt", urls, f"{RECORDS_PREFIX}/{plan.job_id}/failed/{task.id}", "taskfailure"),
+    ]
+    constraints = models.BatchTaskConstraints(
+        max_task_retry_count=plan.retries,
+        max_wall_clock_time=timedelta(seconds=plan.timeout_seconds) if plan.timeout_seconds else None,
+    )
+    return models.BatchTaskCreateOptions(
+        id=task.id,
+        command_line=node_command_line(task.command),
+        resource_files=resource_files or None,
+        output_files=output_files,
+        environment_settings=[models.EnvironmentSetting(name=k, value=v) for k, v in task.env] or None,
+        constraints=constraints,
+    )
+
+
+def _output_file(pattern: str, urls: Urls, path: str | None, condition: str) -> models.OutputFile:
+    return models.OutputFile(
+        file_pattern=pattern,
+        destination=models.OutputFileDestination(
+            container=models.OutputFileBlobContainerDestination(container_url=urls.output_container, path=path)
+        ),
+        upload_options=models.OutputFileUploadConfiguration(upload_condition=condition),
+    )
+
+
+class Submitter:
+    """Adds tasks with ``create_task_collection`` in chunks of 100, several requests in flight.
+
+    A chunk the service finds too large (413 RequestBodyTooLarge) is split in half and retried;
+    per-task ``ServerError`` results are retried; ``TaskExists`` counts as added; any other
+    per-task client error stops the run naming the task and the service's message.
+    """
+
+    def __init__(self, client: BatchClient, job_id: str, concurrency: int = SUBMIT_CONCURRENCY,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.concurrency = concurrency
+        self.progress = progress
+        self.added = 0
+        self.existed = 0
+        self.requests = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    def submit(self, tasks: Sequence[models.BatchTaskCreateOptions]) -> None:
+        chunks = [list(tasks[i : i + MAX_TASKS_PER_REQUEST]) for i in range(0, len(tasks), MAX_TASKS_PER_REQUEST)]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            pending: set[Future[list[list[models.BatchTaskCreateOptions]]]] = {
+                pool.submit(self._send, chunk) for chunk in chunks
+            }
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    for retry in future.result():  # raises the first fatal error
+                        pending.add(pool.submit(self._send, retry))
+
+    def _send(self, chunk: list[models.BatchTaskCreateOptions]) -> list[list[models.BatchTaskCreateOptions]]:
+        """Send one chunk; returns chunks to send again."""
+        with self._lock:
+            self.requests += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            result = self.client.create_task_collection(self.job_id, models.BatchTaskGroup(task_values=chunk))
+        except HttpResponseError as exc:
+            code = getattr(exc.error, "code", None) if exc.error else None
+            if exc.status_code == 413 or code == "RequestBodyTooLarge":
+                if len(chunk) == 1:
+                    raise BackendError(f"task '{chunk[0].id}' is too large for Azure Batch (RequestBodyTooLarge)",
+                                       "shorten its command line, environment or number of inputs") from None
+                half = len(chunk) // 2
+                return [chunk[:half], chunk[half:]]
+            raise
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        by_id = {t.id: t for t in chunk}
+        retry: list[models.BatchTaskCreateOptions] = []
+        added = existed = 0
+        for entry in result.result_values or []:
+            status = str(entry.status).lower()
+            error_code = entry.error.code if entry.error else None
+            if status == "success":
+                added += 1
+            elif status == "clienterror" and error_code == "TaskExists":
+                existed += 1
+            elif status == "servererror" and entry.task_id in by_id:
+                retry.append(by_id[entry.task_id])
+            else:
+                message = _error_text(entry.error)
+                raise BackendError(f"Azure Batch refused task '{entry.task_id}': {error_code}: {message}")
+        with self._lock:
+            self.added += added
+            self.existed += existed
+            if self.progress:
+                self.progress(self.added + self.existed)
+        return [retry] if retry else []
+
+
+def _error_text(error: models.BatchError | None) -> str:
+    if error is None:
+        return "no details"
+    text = error.message.value if error.message and error.message.value else ""
+    details = "; ".join(f"{v.key}: {v.value}" for v in (error.error_values or []) if v.key)
+    return redact((text.split("\nRequestId:")[0] + (f" ({details})" if details else "")).strip())
