@@ -1,0 +1,131 @@
+"""Local backend benchmarks, each printed beside its baseline from the same run.
+
+1. Ten generated 60-second MP4s to MP3 with two slots: ``batchspec run`` against ``xargs -P2``
+   running the same ffmpeg commands (target: within 5%).
+2. 1,000 no-op tasks: per-task overhead of ``batchspec run`` against GNU parallel
+   (``apt-get install parallel``) with the same number of jobs at once (target: no worse).
+
+Run: ``python benchmarks/local_bench.py [--rounds N]``; exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from batchspec.plan import build_plan
+from batchspec.runner import node_command_line
+from batchspec.spec import load_spec
+
+POOL = {
+    "id": "bench", "vm_size": "standard_a1_v2",
+    "image": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server"},
+    "node_agent_sku": "batch.node.ubuntu 24.04", "nodes": {"dedicated": 1},
+}
+FFMPEG = shutil.which("ffmpeg") or sys.exit("ffmpeg is needed on PATH")
+
+
+def timed(argv: list[str], cwd: Path, stdin: bytes | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, input=stdin, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def batchspec_run(spec: Path, slots: int, run_dir: Path) -> float:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(spec.parent / "out", ignore_errors=True)
+    env_prefix = [sys.executable, "-m", "batchspec", "run", str(spec), "--backend", "local", "--slots", str(slots),
+                  "--run-dir", str(run_dir)]
+    return timed(env_prefix, spec.parent)
+
+
+def ffmpeg_bench(work: Path, rounds: int) -> bool:
+    inputs = work / "inputs"
+    inputs.mkdir(parents=True)
+    print("generating ten 60-second MP4s ...", flush=True)
+    for i in range(10):
+        subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=60",
+                        "-f", "lavfi", "-i", f"sine=frequency={300 + 50 * i}:duration=60", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(inputs / f"clip{i}.mp4")], check=True)
+    spec = work / "spec.yaml"
+    spec.write_text(json.dumps({
+        "batchspec": 1, "name": "bench-mp3", "pool": POOL, "requires": ["ffmpeg"],
+        "inputs": {"path": "inputs/*.mp4"},
+        "task": {"command": "ffmpeg -hide_banner -y -i <<input>> -vn -b:a 192k <<stem>>.mp3",
+                 "outputs": ["<<stem>>.mp3"]},
+        "outputs": {"download": "out"},
+    }))
+    # The baseline runs the very commands batchspec runs, each in a directory holding its input.
+    plan = build_plan(load_spec(spec))
+    xargs_dirs = work / "xargs"
+    lines = []
+    for task in plan.tasks:
+        wd = xargs_dirs / task.id
+        lines.append(f"mkdir -p {wd} && ln -f {plan.resolve(task.inputs[0].source)} {wd}/ && cd {wd} && "
+                     f"{node_command_line(task.command)}")
+    script = "\0".join(lines).encode()
+    ours, theirs = [], []
+    for _ in range(rounds):  # interleaved, so both sides see the same machine state
+        ours.append(batchspec_run(spec, 2, work / "run"))
+        shutil.rmtree(xargs_dirs, ignore_errors=True)
+        theirs.append(timed(["xargs", "-0", "-P2", "-n1", "bash", "-c"], work, script))
+    mine, base = statistics.median(ours), statistics.median(theirs)
+    ratio = mine / base
+    print(f"10 x 60 s MP4 -> MP3, 2 slots: batchspec {mine:.2f} s | xargs -P2 {base:.2f} s | "
+          f"ratio {ratio:.3f} (target <= 1.05; medians of {rounds})")
+    return ratio <= 1.05
+
+
+def noop_bench(work: Path, rounds: int, jobs: int) -> bool:
+    work.mkdir(parents=True)
+    spec = work / "noop.yaml"
+    spec.write_text(json.dumps({
+        "batchspec": 1, "name": "bench-noop", "pool": POOL,
+        "inputs": {"list": [{"n": i} for i in range(1000)]},
+        "task": {"command": "true"},
+        "outputs": {"download": "out"},
+    }))
+    parallel = shutil.which("parallel")
+    if parallel is None:
+        print("GNU parallel is not installed (apt-get install parallel): no baseline")
+        return False
+    ours, theirs = [], []
+    seq = "\n".join(str(i) for i in range(1000)).encode()
+    for _ in range(rounds):
+        ours.append(batchspec_run(spec, jobs, work / "noop-run"))
+        theirs.append(timed([parallel, "-j", str(jobs), "true"], work, seq))
+    # Startup (interpreter, imports, planning) is paid once per run, not per task: measure it
+    # with a one-task run and take it out, so the figure is the per-task overhead.
+    one = work / "one.yaml"
+    one.write_text(spec.read_text().replace(json.dumps([{"n": i} for i in range(1000)]), '[{"n": 0}]'))
+    startup = statistics.median(batchspec_run(one, jobs, work / "one-run") for _ in range(rounds))
+    mine = (statistics.median(ours) - startup) / 1000 * 1000
+    base = statistics.median(theirs) / 1000 * 1000
+    print(f"1,000 no-op tasks, {jobs} at once: batchspec {statistics.median(ours):.2f} s "
+          f"({mine:.2f} ms/task after {startup:.2f} s start-up) | GNU parallel {statistics.median(theirs):.2f} s "
+          f"({base:.2f} ms/task) | ratio {mine / base:.2f} (target <= 1.0)")
+    return mine <= base
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="tasks at once for the no-op run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        ok_ffmpeg = ffmpeg_bench(work / "ffmpeg", args.rounds)
+        ok_noop = noop_bench(work / "noop", args.rounds, args.jobs)
+    return 0 if ok_ffmpeg and ok_noop else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
