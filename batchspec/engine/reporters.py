@@ -153,7 +153,7 @@ class RichReporter(Reporter):
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 TextColumn("{task.fields[counts]}"),
-                TextColumn("eta {task.fields[eta]}"),
+                TextColumn("eta {task.fields[eta]}, elapsed"),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=False,
@@ -172,6 +172,8 @@ class RichReporter(Reporter):
             self.total = event.tasks
             self.print(f"job [bold]{escape(event.job_id)}[/]: {event.tasks} tasks")
         elif isinstance(event, StageStarted):
+            if event.stage in ("collect", "clean up"):
+                self.close()  # the tasks are done: leave the bar's final state on screen
             if event.stage not in ("validate", "plan", "watch"):
                 self.print(f"[dim]== {event.stage}[/]")
         elif isinstance(event, Message):
@@ -190,7 +192,7 @@ class RichReporter(Reporter):
         elif isinstance(event, RunFinished):
             self.close()
             text = summary_text(event)
-            self.console.print(escape(text), end="", style="red" if event.failed else None)
+            self.console.print(escape(text), end="", style="red" if event.failed else None, highlight=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -189,3 +189,56 @@ def test_entra_id_token(tmp_path: Path, azurite: object, node_tools: Path, monke
         monkeypatch.setattr("batchspec.backends.azure.config.entra_credential", lambda: _StaticToken("wrong"))
         refused = world.run("run", str(spec), "--backend", "azure", "--force")
     assert refused.exit_code == 2 and "rejected the credentials" in refused.output
+
+
+def test_inputs_from_a_storage_container(tmp_path: Path, world: AzureWorld) -> None:
+    raw = world.blobs.get_container_client("raw-videos")
+    raw.create_container()
+    for name in ("2024/jan/one.mp4", "2024/feb/two.mp4", "2023/old.mp4"):
+        clip = make_mp4(tmp_path / "media" / name.replace("/", "_"), 1.0)
+        raw.upload_blob(name, clip.read_bytes())
+    spec = copy_spec("mp4-to-mp3.yaml", tmp_path / "specs", **{
+        "path: inputs/*.mp4": "container: raw-videos\n  prefix: 2024/",
+        '["<<stem>>.mp3"]': '["<<dir>>/<<stem>>.mp3"]',
+        "<<stem>>.mp3\n": "<<dir>>/<<stem>>.mp3\n",
+    })
+    planned = world.run("plan", str(spec), "--backend", "azure", "--format", "json")
+    assert planned.exit_code == 0, planned.output
+    tasks = json.loads(planned.output)["tasks"]
+    assert [t["inputs"] for t in tasks] == [
+        [{"source": "2024/feb/two.mp4", "path": "feb/two.mp4", "container": "raw-videos"}],
+        [{"source": "2024/jan/one.mp4", "path": "jan/one.mp4", "container": "raw-videos"}],
+    ]
+    result = world.run("run", str(spec), "--backend", "azure")
+    assert result.exit_code == 0, result.output
+    out = spec.parent / "out" / "mp4-to-mp3"
+    assert decodes_cleanly(out / "jan" / "one.mp3") and decodes_cleanly(out / "feb" / "two.mp3")
+    local = world.run("plan", str(spec), "--backend", "local")
+    assert local.exit_code == 2 and "inputs.container 'raw-videos'" in local.output
+
+
+def test_cleanup_deletes_job_pool_and_containers(tmp_path: Path, world: AzureWorld) -> None:
+    spec = mp4_spec(tmp_path, {"a": 1.0})
+    spec.write_text(spec.read_text().replace("cleanup: {job: delete, pool: keep, inputs: keep}",
+                                             "cleanup: {job: keep, pool: keep, inputs: keep}"))
+    assert world.run("run", str(spec), "--backend", "azure").exit_code == 0
+    containers = {c.name for c in world.blobs.list_containers()}
+    assert {"mp4-to-mp3-input", "mp4-to-mp3-output"} <= containers
+    result = world.run("cleanup", str(spec), "--backend", "azure")
+    assert result.exit_code == 0, result.output
+    for expected in ("deleting job mp4-to-mp3-", "deleting pool ffmpeg-pool", "deleted container mp4-to-mp3-input",
+                     "deleted container mp4-to-mp3-output"):
+        assert expected in result.output
+    assert not {"mp4-to-mp3-input", "mp4-to-mp3-output"} & {c.name for c in world.blobs.list_containers()}
+    counts = world.emulator.request_counts()
+    assert counts.get("delete_job") == 1 and counts.get("delete_pool") == 1
+
+
+def test_force_runs_the_job_again(tmp_path: Path, world: AzureWorld) -> None:
+    spec = mp4_spec(tmp_path, {"a": 1.0, "b": 1.0})
+    assert world.run("run", str(spec), "--backend", "azure").exit_code == 0
+    adds = world.emulator.request_counts()["create_task_collection"]
+    result = world.run("run", str(spec), "--backend", "azure", "--force")
+    assert result.exit_code == 0, result.output
+    assert "added 2 task(s)" in result.output
+    assert world.emulator.request_counts()["create_task_collection"] == adds + 1

@@ -145,7 +145,8 @@ class Submitter:
         retry: list[models.BatchTaskCreateOptions] = []
         added = existed = 0
         for entry in result.result_values or []:
-            status = str(entry.status).lower()
+            # An SDK enum member or the raw string ("Success" is not one of 15.1's enum values).
+            status = str(getattr(entry.status, "value", entry.status)).lower()
             error_code = entry.error.code if entry.error else None
             if status == "success":
                 added += 1

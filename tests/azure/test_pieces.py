@@ -1,0 +1,140 @@
+"""Pieces of the Azure backend: configuration, names, download safety, redaction, submission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from azure.batch import BatchClient, models
+
+from batchspec.backends.azure import container_base
+from batchspec.backends.azure.config import AzureConfig
+from batchspec.backends.azure.storage import blob_name_for, safe_destination
+from batchspec.backends.azure.tasks import Submitter, output_destination
+from batchspec.emulator import Emulator
+from batchspec.errors import BackendError
+from batchspec.redact import redact
+
+
+def test_config_from_environment() -> None:
+    config = AzureConfig.from_env({"AZURE_BATCH_ENDPOINT": "myacct.westeurope.batch.azure.com",
+                                   "AZURE_BATCH_ACCESS_KEY": "a2V5"})
+    assert config.batch_endpoint == "https://myacct.westeurope.batch.azure.com"
+    assert config.batch_account == "myacct"
+    assert config.batch_auth == "Shared Key"
+    assert "a2V5" not in repr(config)
+    entra = AzureConfig.from_env({"AZURE_BATCH_ENDPOINT": "https://x.region.batch.azure.com"})
+    assert entra.batch_auth.startswith("Entra ID")
+    with pytest.raises(BackendError, match="AZURE_BATCH_ENDPOINT"):
+        AzureConfig.from_env({"AZURE_BATCH_ACCOUNT": "x"})
+    with pytest.raises(BackendError, match="AZURE_BATCH_ACCOUNT"):
+        AzureConfig.from_env({"AZURE_BATCH_ENDPOINT": "http://127.0.0.1:8080"})
+
+
+@pytest.mark.parametrize(("name", "safe"), [
+    ("a.mp3", True), ("dir/sub/a.mp3", True), ("../escape.mp3", False), ("/etc/passwd", False),
+    ("a/../../b", False), ("a//b", False), ("C:/x", False), ("a\\..\\b", False), ("./a", False), ("", False),
+])
+def test_downloads_never_leave_the_target_directory(tmp_path: Path, name: str, safe: bool) -> None:
+    dest = safe_destination(tmp_path, name)
+    assert (dest is not None) == safe
+    if dest is not None:
+        assert dest.resolve().is_relative_to(tmp_path.resolve())
+
+
+def test_download_through_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    root.mkdir()
+    (root / "link").symlink_to(tmp_path)
+    assert safe_destination(root, "link/x.mp3") is None
+
+
+def test_names() -> None:
+    assert container_base("MP4_to_MP3 job") == "mp4-to-mp3-job"
+    assert blob_name_for("inputs/a.mp4") == "inputs/a.mp4"
+    assert blob_name_for("../media/a.mp4") == "__up__/media/a.mp4"
+    assert blob_name_for("/data/a.mp4") == "__root__/data/a.mp4"
+    assert output_destination("<<ignored>>/x.mp3".replace("<<ignored>>", "res")) == "res/x.mp3"
+    assert output_destination("thumbs/a-*.jpg") == "thumbs"
+    assert output_destination("*.jpg") == ""
+
+
+def test_redaction() -> None:
+    text = ("GET https://acct.blob.core.windows.net/c/x?sv=2024&sig=abc%2Bdef&se=1 "
+            "AccountKey=c2VjcmV0a2V5; Authorization: SharedKey acct:c2lnbmF0dXJl Bearer eyJ0eXAi.abc.def")
+    clean = redact(text, {"AZURE_BATCH_ACCESS_KEY": "supersecretvalue"})
+    for secret in ("abc%2Bdef", "c2VjcmV0a2V5", "c2lnbmF0dXJl", "eyJ0eXAi"):
+        assert secret not in clean
+    assert "sig=REDACTED" in clean and "sv=2024" in clean
+    assert redact("key supersecretvalue here", {"AZURE_BATCH_ACCESS_KEY": "supersecretvalue"}) == "key REDACTED here"
+
+
+def _job(client: BatchClient, job_id: str) -> None:
+    client.create_pool(models.BatchPoolCreateOptions(
+        id="p", vm_size="standard_a1_v2", target_dedicated_nodes=0,
+        virtual_machine_configuration=models.VirtualMachineConfiguration(
+            image_reference=models.BatchVmImageReference(publisher="canonical", offer="ubuntu-24_04-lts", sku="server"),
+            node_agent_sku_id="batch.node.ubuntu 24.04")))
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id="p")))
+
+
+def _tasks(n: int, prefix: str = "t", command: str = "true") -> list[models.BatchTaskCreateOptions]:
+    return [models.BatchTaskCreateOptions(id=f"{prefix}{i}", command_line=command) for i in range(n)]
+
+
+def test_submitter_chunks_and_counts_existing_tasks(emulator: Emulator, batch_client: BatchClient) -> None:
+    _job(batch_client, "j")
+    submitter = Submitter(batch_client, "j")
+    submitter.submit(_tasks(250))
+    assert (submitter.added, submitter.existed, submitter.requests) == (250, 0, 3)
+    again = Submitter(batch_client, "j")
+    again.submit(_tasks(250))  # the service answers TaskExists for every one
+    assert (again.added, again.existed) == (0, 250)
+    assert emulator.request_counts()["create_task_collection"] == 6
+
+
+class _Service:
+    """Answers create_task_collection as the service does, with chosen per-task statuses."""
+
+    def __init__(self, answers: dict[str, list[tuple[str, str | None]]]) -> None:
+        self.answers = answers  # task id -> statuses (and error codes) for successive requests
+        self.calls = 0
+
+    def create_task_collection(self, job_id: str, group: models.BatchTaskGroup
+                               ) -> models.BatchCreateTaskCollectionResult:
+        self.calls += 1
+        results = []
+        for task in group.task_values:
+            status, code = self.answers[task.id].pop(0)
+            error = models.BatchError(code=code, message=models.BatchErrorMessage(lang="en-US", value=f"{code} text"),
+                                      error_values=[models.BatchErrorDetail(key="PropertyName", value="id")])
+            results.append(models.BatchTaskCreateResult(status=status, task_id=task.id,
+                                                         error=error if code else None))
+        return models.BatchCreateTaskCollectionResult(result_values=results)
+
+
+def test_submitter_reads_every_result_without_regard_to_case() -> None:
+    service = _Service({
+        "t0": [("Success", None)],
+        "t1": [("ClientError", "TaskExists")],
+        "t2": [("ServerError", "ServerBusy"), ("success", None)],  # retried, then added
+    })
+    submitter = Submitter(service, "j")  # type: ignore[arg-type]
+    submitter.submit(_tasks(3))
+    assert (submitter.added, submitter.existed, service.calls) == (2, 1, 2)
+
+
+def test_submitter_stops_on_a_refused_task() -> None:
+    service = _Service({"t0": [("Success", None)], "t1": [("ClientError", "InvalidPropertyValue")]})
+    with pytest.raises(BackendError, match=r"refused task 't1': InvalidPropertyValue: InvalidPropertyValue text "
+                                           r"\(PropertyName: id\)"):
+        Submitter(service, "j").submit(_tasks(2))  # type: ignore[arg-type]
+
+
+def test_submitter_splits_a_chunk_the_service_finds_too_large(emulator: Emulator, batch_client: BatchClient) -> None:
+    _job(batch_client, "j")
+    big = "echo " + "x" * 30_000  # 100 of these are about 3 MB: over the 1 MB request limit
+    submitter = Submitter(batch_client, "j")
+    submitter.submit(_tasks(100, command=big))
+    assert submitter.added == 100
+    assert submitter.requests > 1
