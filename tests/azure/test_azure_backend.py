@@ -144,7 +144,7 @@ def test_transient_faults_are_retried(tmp_path: Path, azurite: object, node_tool
 
     assert isinstance(azurite, Azurite)
     spec = mp4_spec(tmp_path, {"a": 1.0, "b": 1.0, "c": 1.0})
-    with running_emulator(nodes=2, faults="http503=0.15,http429=0.1,reset=0.05", seed=7) as emulator:
+    with running_emulator(nodes=2, faults="http503=0.2,http429=0.1,reset=0.1", seed=7) as emulator:
         world = AzureWorld(emulator, azurite, {
             "AZURE_BATCH_ENDPOINT": emulator.endpoint,
             "AZURE_BATCH_ACCOUNT": emulator.account,
@@ -156,7 +156,7 @@ def test_transient_faults_are_retried(tmp_path: Path, azurite: object, node_tool
         result = world.run("run", str(spec), "--backend", "azure")
         faults = emulator.fault_counts()
     assert result.exit_code == 0, result.output
-    assert sum(faults.values()) > 0, faults
+    assert sum(faults.values()) >= 2, faults  # which kinds fire depends on how many polls the run takes
 
 
 class _StaticToken:

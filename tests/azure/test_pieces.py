@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient, models
+from azure.core.exceptions import ServiceResponseError
 
 from batchspec.backends.azure import container_base
 from batchspec.backends.azure.config import AzureConfig
+from batchspec.backends.azure.errors import resend
 from batchspec.backends.azure.storage import blob_name_for, safe_destination
 from batchspec.backends.azure.tasks import Submitter, output_destination
 from batchspec.emulator import Emulator
@@ -138,3 +140,18 @@ def test_submitter_splits_a_chunk_the_service_finds_too_large(emulator: Emulator
     submitter.submit(_tasks(100, command=big))
     assert submitter.added == 100
     assert submitter.requests > 1
+
+
+def test_resend_after_a_dropped_connection() -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ServiceResponseError("Connection aborted.")
+        return "created"
+
+    assert resend(flaky, sleep=lambda _: None) == "created"
+    assert len(calls) == 3
+    with pytest.raises(ServiceResponseError):
+        resend(lambda: (_ for _ in ()).throw(ServiceResponseError("gone")), attempts=2, sleep=lambda _: None)

@@ -30,7 +30,7 @@ from ...runner import node_command_line
 from ...spec.values import format_duration
 from ..base import Backend, RunContext, RunOptions
 from .config import AzureConfig, batch_client_args
-from .errors import translate_errors
+from .errors import resend, translate_errors
 from .storage import Storage, blob_name_for
 from .tasks import RECORDS_PREFIX, Submitter, Urls, success_marker, task_options
 
@@ -92,7 +92,8 @@ class AzureBackend(Backend):
         pool = plan.pool
         with self._errors(f"creating pool '{pool.id}'"):
             try:
-                self.client.create_pool(pool_options(plan))
+                options = pool_options(plan)
+                resend(lambda: self.client.create_pool(options))
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
                         else f"{pool.dedicated} dedicated + {pool.spot} spot")
                 ctx.info(f"creating pool {pool.id}: {pool.vm_size}, {size} node(s)")
@@ -194,7 +195,7 @@ class AzureBackend(Backend):
             if not self.job_was_complete:
                 # Set last, so the job cannot complete before every task is in it.
                 terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
-                self.client.update_job(plan.job_id, terminate)
+                resend(lambda: self.client.update_job(plan.job_id, terminate))
         ctx.info(f"added {submitter.added} task(s) in {submitter.requests} request(s) "
                  f"({format_duration(time.monotonic() - started)}); {len(in_job)} already in the job, "
                  f"{self.skipped} done in an earlier run")
@@ -217,7 +218,7 @@ class AzureBackend(Backend):
         """Create the plan's job, or find it from an earlier run; returns the ids of its tasks."""
         job = models.BatchJobCreateOptions(id=plan.job_id, pool_info=models.BatchPoolInfo(pool_id=plan.pool.id))
         try:
-            self.client.create_job(job)
+            resend(lambda: self.client.create_job(job))
             ctx.info(f"created job {plan.job_id}")
             return set()
         except ResourceExistsError:
@@ -228,7 +229,7 @@ class AzureBackend(Backend):
                 ctx.info(f"--force: deleting job {plan.job_id} from an earlier run")
                 self.client.begin_delete_job(plan.job_id)
             self._wait_until_deleted(plan.job_id, ctx)
-            self.client.create_job(job)
+            resend(lambda: self.client.create_job(job))
             ctx.info(f"created job {plan.job_id}")
             return set()
         state = _text(current.state)

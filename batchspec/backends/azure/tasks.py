@@ -21,6 +21,7 @@ from ...globs import has_magic, normalize, split_fixed
 from ...plan import InputFile, Plan, PlannedTask
 from ...redact import redact
 from ...runner import node_command_line
+from .errors import resend
 
 #: The service's limits for one addtaskcollection request.
 MAX_TASKS_PER_REQUEST = 100
@@ -128,7 +129,8 @@ class Submitter:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
-            result = self.client.create_task_collection(self.job_id, models.BatchTaskGroup(task_values=chunk))
+            group = models.BatchTaskGroup(task_values=chunk)
+            result = resend(lambda: self.client.create_task_collection(self.job_id, group))
         except HttpResponseError as exc:
             code = getattr(exc.error, "code", None) if exc.error else None
             if exc.status_code == 413 or code == "RequestBodyTooLarge":

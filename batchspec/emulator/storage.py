@@ -1,0 +1,220 @@
+"""Task files in and out of blob storage, as a Batch node does.
+
+``resourceFiles`` are downloaded into the task's working directory before the command runs
+(``httpUrl`` + ``filePath``; ``storageContainerUrl`` with an optional ``blobPrefix``, ``filePath``
+then being a directory). ``outputFiles`` are uploaded after the task ends, by ``filePattern``
+(``*``, ``**``, ``?``, ``[...]``, relative to the working directory) and ``uploadCondition``, to
+their ``containerUrl`` with azure-storage-blob. Failures become the service's ``failureInfo``.
+SAS signatures never appear in messages.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from batchspec.emulator.wire import Json, failure_info
+
+_SIG_RE = re.compile(r"(sig=)[^&\s'\"]*", re.IGNORECASE)
+_WILDCARD_RE = re.compile(r"[*?\[]")
+_VAR_RE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+#: Default mode of downloaded resource files on a Linux node.
+DEFAULT_FILE_MODE = 0o770
+
+
+def redact(text: str) -> str:
+    """``text`` with SAS signatures removed."""
+    return _SIG_RE.sub(r"\1REDACTED", text)
+
+
+@dataclass
+class FileError(Exception):
+    """A resource file or output file failure, carrying the task's ``failureInfo``."""
+
+    info: Json
+
+    def __str__(self) -> str:
+        return str(self.info.get("message"))
+
+
+def _download_failure(status: int | None, detail: str, name: str) -> FileError:
+    if status == 404:
+        code, category, msg = "BlobNotFound", "usererror", "One of the specified Azure Blob(s) is not found."
+    elif status in (401, 403):
+        code, category, msg = (
+            "BlobAccessDenied",
+            "usererror",
+            "Access for one of the specified Azure Blob(s) is denied.",
+        )
+    else:
+        code, category = "BlobDownloadMiscError", "servererror"
+        msg = "Miscellaneous error encountered while downloading one of the specified Azure Blob(s)."
+    return FileError(failure_info(category, code, msg, FilePath=name, Message=redact(detail)))
+
+
+def _inside(root: Path, relative: str, name: str) -> Path:
+    target = (root / relative).resolve()
+    if target != root.resolve() and root.resolve() not in target.parents:
+        raise FileError(
+            failure_info(
+                "usererror",
+                "ResourceFileCreateFailed",
+                "Failure encountered creating resource file.",
+                FilePath=name,
+                Message="The file path must stay inside the task's working directory.",
+            )
+        )
+    return target
+
+
+def _chmod(path: Path, mode_text: str | None) -> None:
+    mode = DEFAULT_FILE_MODE
+    if mode_text:
+        try:
+            mode = int(str(mode_text), 8)
+        except ValueError:
+            mode = DEFAULT_FILE_MODE
+    os.chmod(path, mode)
+
+
+def download_resource_files(files: Sequence[Mapping[str, Any]], wd: Path) -> None:
+    """Download ``files`` into ``wd``; raises :class:`FileError` with the service's failure info."""
+    for spec in files:
+        file_path = str(spec.get("filePath") or "")
+        mode = spec.get("fileMode")
+        if spec.get("httpUrl"):
+            target = _inside(wd, file_path, file_path)
+            _download_http(str(spec["httpUrl"]), target, file_path)
+            _chmod(target, mode)
+        elif spec.get("storageContainerUrl"):
+            base = _inside(wd, file_path or ".", file_path)
+            for target in _download_container(str(spec["storageContainerUrl"]), spec.get("blobPrefix"), base):
+                _chmod(target, mode)
+        else:
+            # autoStorageContainerName needs a storage account linked to the Batch account.
+            raise FileError(
+                failure_info(
+                    "usererror",
+                    "BlobDownloadMiscError",
+                    "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).",
+                    FilePath=file_path,
+                    Message="The emulator supports httpUrl and storageContainerUrl resource files only.",
+                )
+            )
+
+
+def _download_http(url: str, target: Path, name: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, target.open("wb") as out:
+            shutil.copyfileobj(response, out)
+    except urllib.error.HTTPError as exc:
+        raise _download_failure(exc.code, f"HTTP {exc.code} {exc.reason}", name) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _download_failure(None, str(exc), name) from None
+
+
+def _download_container(url: str, prefix: object, base: Path) -> list[Path]:
+    from azure.core.exceptions import AzureError, HttpResponseError
+    from azure.storage.blob import ContainerClient
+
+    written: list[Path] = []
+    try:
+        with ContainerClient.from_container_url(url) as container:
+            for blob in container.list_blobs(name_starts_with=str(prefix) if prefix else None):
+                target = _inside(base, blob.name, blob.name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as out:
+                    container.download_blob(blob.name).readinto(out)
+                written.append(target)
+    except HttpResponseError as exc:
+        raise _download_failure(exc.status_code, str(exc.message or exc), str(prefix or "")) from None
+    except (AzureError, OSError, ValueError) as exc:
+        raise _download_failure(None, str(exc), str(prefix or "")) from None
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Output files
+
+
+def _expand(pattern: str, env: Mapping[str, str]) -> str:
+    return _VAR_RE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), pattern)
+
+
+def _matches(pattern: str, wd: Path) -> tuple[list[Path], Path]:
+    """Files matching ``pattern`` and the directory blob names are made relative to."""
+    absolute = pattern if os.path.isabs(pattern) else os.path.join(str(wd), pattern)
+    absolute = os.path.normpath(absolute) if not _WILDCARD_RE.search(pattern) else absolute
+    parts = PurePosixPath(absolute).parts
+    base_parts: list[str] = []
+    for part in parts:
+        if _WILDCARD_RE.search(part):
+            break
+        base_parts.append(part)
+    base = Path(*base_parts) if base_parts else Path("/")
+    found = [Path(p) for p in glob.glob(absolute, recursive=True) if os.path.isfile(p)]
+    return sorted(found), base
+
+
+def upload_output_files(
+    outputs: Sequence[Mapping[str, Any]], wd: Path, env: Mapping[str, str], succeeded: bool, log: Path
+) -> None:
+    """Upload the task's ``outputFiles`` whose condition holds; raises :class:`FileError`."""
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import ContainerClient, ContentSettings
+
+    lines: list[str] = []
+    failure: str | None = None
+    for spec in outputs:
+        condition = str((spec.get("uploadOptions") or {}).get("uploadCondition") or "tasksuccess").lower()
+        if (condition == "tasksuccess" and not succeeded) or (condition == "taskfailure" and succeeded):
+            continue
+        container = ((spec.get("destination") or {}).get("container")) or {}
+        url = str(container.get("containerUrl") or "")
+        dest = str(container.get("path") or "").strip("/")
+        pattern = _expand(str(spec.get("filePattern") or ""), env)
+        files, base = _matches(pattern, wd)
+        wildcard = bool(_WILDCARD_RE.search(pattern))
+        if not files:
+            if not wildcard:
+                failure = f"{pattern}: file not found"
+                lines.append(failure)
+            continue
+        headers = {h.get("name", "").lower(): h.get("value") for h in container.get("uploadHeaders") or []}
+        settings = ContentSettings(content_type=headers.get("content-type")) if headers.get("content-type") else None
+        try:
+            with ContainerClient.from_container_url(url) as client:
+                for path in files:
+                    if wildcard:
+                        rel = path.relative_to(base).as_posix() if base in path.parents else path.name
+                        name = f"{dest}/{rel}" if dest else rel
+                    else:
+                        name = dest or path.name
+                    with path.open("rb") as data:
+                        client.upload_blob(name, data, overwrite=True, content_settings=settings)
+                    lines.append(f"uploaded {path} to {name}")
+        except (AzureError, OSError, ValueError) as exc:
+            failure = redact(str(getattr(exc, "message", None) or exc))
+            lines.append(f"upload failed: {failure}")
+    if lines:
+        with log.open("a", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+    if failure is not None:
+        raise FileError(
+            failure_info(
+                "usererror",
+                "FileUploadMiscError",
+                "Miscellaneous error encountered while uploading one of the output files",
+                Message=failure,
+            )
+        )

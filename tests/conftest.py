@@ -1,0 +1,5 @@
+"""Shared pytest configuration: plugins every test directory can use."""
+
+from __future__ import annotations
+
+pytest_plugins = ["tests.azurite"]

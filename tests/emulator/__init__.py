@@ -1,0 +1,1 @@
+"""Tests of the Batch emulator, driven through the real azure-batch SDK."""

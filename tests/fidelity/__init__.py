@@ -1,0 +1,1 @@
+"""Fidelity tests: the emulator held against recordings of the real Azure Batch service."""
