@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from azure.batch import BatchClient, models
 from azure.core.exceptions import ServiceResponseError
 
-from batchspec.backends.azure import container_base
+from batchspec.backends.azure import AzureBackend, container_base
 from batchspec.backends.azure.config import AzureConfig
 from batchspec.backends.azure.errors import resend
 from batchspec.backends.azure.storage import blob_name_for, safe_destination
 from batchspec.backends.azure.tasks import Submitter, output_destination
+from batchspec.backends.base import RunContext, RunOptions
 from batchspec.emulator import Emulator
 from batchspec.errors import BackendError
+from batchspec.plan import Plan, build_plan
 from batchspec.redact import redact
+from batchspec.spec import load_spec
 
 
 def test_config_from_environment() -> None:
@@ -155,3 +161,51 @@ def test_resend_after_a_dropped_connection() -> None:
     assert len(calls) == 3
     with pytest.raises(ServiceResponseError):
         resend(lambda: (_ for _ in ()).throw(ServiceResponseError("gone")), attempts=2, sleep=lambda _: None)
+
+
+def _plan(tmp_path: Path, tasks: int, timeout: str | None, retries: int = 0, spot: int = 2) -> Plan:
+    (tmp_path / "in").mkdir(parents=True, exist_ok=True)
+    for i in range(tasks):
+        (tmp_path / "in" / f"{i}.txt").write_text("x")
+    spec = tmp_path / "spec.json"
+    task: dict[str, object] = {"command": "true", "retries": retries}
+    if timeout:
+        task["timeout"] = timeout
+    spec.write_text(json.dumps({
+        "batchspec": 1, "name": "t", "inputs": {"path": "in/*.txt"}, "task": task,
+        "pool": {"id": "p", "vm_size": "s", "image": {"publisher": "a", "offer": "b", "sku": "c"},
+                 "node_agent_sku": "n", "nodes": {"spot": spot}, "task_slots_per_node": 2},
+    }))
+    return build_plan(load_spec(spec))
+
+
+def _backend() -> AzureBackend:
+    env = {"AZURE_BATCH_ENDPOINT": "https://acct.region.batch.azure.com", "AZURE_BATCH_ACCESS_KEY": "a2V5"}
+    return AzureBackend(RunOptions(env=env), client=SimpleNamespace(close=lambda: None))  # type: ignore[arg-type]
+
+
+def test_sas_lifetime_covers_the_longest_possible_run(tmp_path: Path) -> None:
+    messages: list[object] = []
+    ctx = RunContext(RunOptions(), messages.append)
+    # 10 tasks on 2 nodes x 2 slots: 3 waves of up to 30 min, each tried 3 times, plus 2 h margin.
+    lifetime = _backend()._sas_lifetime(_plan(tmp_path, 10, "30m", retries=2), ctx)
+    assert lifetime == timedelta(hours=3 * 0.5 * 3 + 2)
+    assert _backend()._sas_lifetime(_plan(tmp_path / "b", 10, None), ctx) == timedelta(days=7)
+    capped = _backend()._sas_lifetime(_plan(tmp_path / "c", 400, "8h", retries=1, spot=1), ctx)
+    assert capped == timedelta(days=7)
+    assert any("capped at 7 days" in str(m) for m in messages)
+
+
+def test_a_pool_without_nodes_because_of_quota_stops_the_run(tmp_path: Path) -> None:
+    pool = SimpleNamespace(
+        resize_errors=[SimpleNamespace(code="AccountCoreQuotaReached",
+                                       message="The specified account has reached VM core quota.")],
+        current_dedicated_nodes=0, current_low_priority_nodes=0, target_dedicated_nodes=0,
+        target_low_priority_nodes=2, allocation_state="steady")
+    backend = _backend()
+    backend.client = SimpleNamespace(get_pool=lambda _id: pool)  # type: ignore[assignment]
+    warnings: list[object] = []
+    with pytest.raises(BackendError, match="AccountCoreQuotaReached") as caught:
+        backend._pool_status(_plan(tmp_path, 1, None), RunContext(RunOptions(), warnings.append), 1, set())
+    assert caught.value.exit_code == 1 and "quota" in (caught.value.hint or "")
+    assert any("could not get all its nodes" in str(w) for w in warnings)
