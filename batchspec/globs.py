@@ -16,10 +16,22 @@ from functools import cache
 from pathlib import Path
 
 _MAGIC = re.compile(r"[*?\[]")
+_SET_SPECIAL = re.compile(r"[\\\[&~|]")
 
 
 def has_magic(pattern: str) -> bool:
     return bool(_MAGIC.search(pattern))
+
+
+def escape(text: str) -> str:
+    """``text`` as a pattern that matches exactly itself: ``a[1]*.mp3`` -> ``a[[]1][*].mp3``."""
+    return _MAGIC.sub(r"[\g<0>]", text) if _MAGIC.search(text) else text
+
+
+def literal_head(pattern: str) -> str:
+    """The text before the first wildcard (all of it when there is none)."""
+    match = _MAGIC.search(pattern)
+    return pattern if match is None else pattern[: match.start()]
 
 
 def normalize(pattern: str) -> str:
@@ -61,9 +73,10 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             out.append("[^/]")
         elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
             body = pattern[i + 1 : end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            negate = body.startswith("!")
+            # Escape what a regex set would read specially (a literal "[" would warn as a nested set).
+            body = _SET_SPECIAL.sub(r"\\\g<0>", body[1:] if negate else body)
+            out.append(("[^" if negate else "[") + body + "]")
             i = end + 1
             continue
         else:

@@ -7,19 +7,23 @@ with shell syntax (``${VAR}``, ``{a,b}``) or YAML. Two environments exist:
   interpolated value with :func:`shlex.quote` unless the template says ``| raw``, and renders a
   path value that starts with ``-`` as ``./-x`` when it begins a shell word, so a file name can
   never become an option or run code;
-* the **text** environment (outputs, ids, env values) renders values as they are.
+* the **glob** environment (``task.outputs``, which are glob patterns) escapes the glob
+  characters ``*``, ``?`` and ``[`` in path values, so ``Clip [1].mp4`` yields an output pattern
+  that matches ``Clip [1].mp3`` and nothing else;
+* the **text** environment (ids, env values) renders values as they are.
 
-Both are :class:`jinja2.sandbox.SandboxedEnvironment` with ``StrictUndefined``: an unknown
+All are :class:`jinja2.sandbox.SandboxedEnvironment` with ``StrictUndefined``: an unknown
 variable or an attempt to reach Python internals is an error, never a crash or an escape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import shlex
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -28,6 +32,8 @@ import jinja2.meta
 import jinja2.nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+
+from .globs import escape as escape_glob
 
 
 class Raw(str):
@@ -70,7 +76,10 @@ def _text(value: Any) -> str:
 
 
 def _finalize_shell(value: Any) -> str:
-    if type(value) is str:  # the common case first: this runs for every value of every task
+    cls = type(value)
+    if cls is str:  # the common cases first: this runs for every value of every task
+        return shlex.quote(value)
+    if cls is PathValue and value[:1] != "-":
         return shlex.quote(value)
     if isinstance(value, Raw):
         return str.__str__(value)
@@ -78,6 +87,12 @@ def _finalize_shell(value: Any) -> str:
     if isinstance(value, PathValue) and text.startswith("-"):
         return f"{_MARK_OPEN}{text}{_MARK_CLOSE}"
     return shlex.quote(text)
+
+
+def _finalize_glob(value: Any) -> str:
+    if isinstance(value, PathValue):  # a file name: its glob characters are literal
+        return escape_glob(value)
+    return _text(value)
 
 
 def _unmark(rendered: str) -> str:
@@ -120,6 +135,7 @@ def _make_env(finalize: Callable[[Any], Any]) -> SandboxedEnvironment:
 
 SHELL_ENV = _make_env(_finalize_shell)
 TEXT_ENV = _make_env(_text)
+GLOB_ENV = _make_env(_finalize_glob)
 _GLOBALS = dict(SHELL_ENV.globals)  # range, dict, ... (the same in both environments)
 
 
@@ -146,6 +162,17 @@ class Template:
     shell: bool
     _template: jinja2.Template
     _parts: tuple[_Part, ...] | None  # the fast path, when the template is simple enough
+    # Derived from _parts: the text as a str.format string with one {} per substitution.
+    _format: str = field(init=False, repr=False, compare=False)
+    _subs: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
+    _finalize: Callable[[Any], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts = self._parts or ()
+        text = "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "{}" for p in parts)
+        object.__setattr__(self, "_format", text)
+        object.__setattr__(self, "_subs", tuple(p for p in parts if not isinstance(p, str)))
+        object.__setattr__(self, "_finalize", self._template.environment.finalize)
 
     def render(self, variables: dict[str, Any]) -> str:
         """Render with ``variables`` (Jinja's globals such as ``range`` are added as needed)."""
@@ -174,26 +201,42 @@ class Template:
         return "".join(template.root_render_func(context))
 
     def _render_parts(self, variables: dict[str, Any]) -> str:
-        env = self._template.environment
-        finalize = env.finalize
-        assert finalize is not None
-        out: list[str] = []
-        for part in self._parts or ():
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            name, attrs = part
+        getattr_ = self._template.environment.getattr
+        finalize = self._finalize
+        values: list[str] = []
+        for name, attrs in self._subs:
             try:
                 value = variables[name]
             except KeyError:
                 raise jinja2.UndefinedError(f"'{name}' is undefined") from None
             for attr in attrs:
                 # A Namespace key is user data, never a Python internal: no sandbox check needed.
-                value = value[attr] if type(value) is Namespace and attr in value else env.getattr(value, attr)
+                value = value[attr] if type(value) is Namespace and attr in value else getattr_(value, attr)
             if isinstance(value, jinja2.Undefined):
                 value._fail_with_undefined_error()
-            out.append(finalize(value))
-        return "".join(out)
+            values.append(finalize(value))
+        return self._format.format(*values)
+
+    def bind(self, constants: Mapping[str, Any]) -> Template:
+        """This template with the substitutions that read only ``constants`` rendered once.
+
+        The planner binds the variables every task shares (``params``, ``job_id``, ``count``),
+        so per task only the per-input values are looked up. A substitution that fails here is
+        left as it is, to fail (with its usual message) when a task renders it.
+        """
+        if not self._parts:
+            return self
+        parts: list[_Part] = []
+        for part in self._parts:
+            bound = part
+            if type(part) is not str and part[0] in constants:
+                with contextlib.suppress(Exception):  # rendered again, and reported, per task
+                    bound = replace(self, _parts=(part,))._render_parts(dict(constants))
+            if type(bound) is str and parts and type(parts[-1]) is str:
+                parts[-1] = f"{parts[-1]}{bound}"
+            else:
+                parts.append(bound)
+        return replace(self, _parts=tuple(parts))
 
 
 def _simple_parts(ast: jinja2.nodes.Template) -> tuple[_Part, ...] | None:
@@ -217,9 +260,13 @@ def _simple_parts(ast: jinja2.nodes.Template) -> tuple[_Part, ...] | None:
 
 
 @cache
-def compile_template(source: str, *, shell: bool) -> Template:
-    """Parse and compile ``source`` (cached: a plan renders the same few templates many times)."""
-    env = SHELL_ENV if shell else TEXT_ENV
+def compile_template(source: str, *, shell: bool, glob: bool = False) -> Template:
+    """Parse and compile ``source`` (cached: a plan renders the same few templates many times).
+
+    ``shell`` quotes values for a shell command; ``glob`` escapes glob characters in path
+    values for an output pattern.
+    """
+    env = SHELL_ENV if shell else GLOB_ENV if glob else TEXT_ENV
     try:
         parts = _simple_parts(env.parse(source))
         return Template(source, shell, env.from_string(source), parts)
@@ -247,16 +294,34 @@ def check_variables(
     ``params`` and ``matrix``), or to None when any attribute is fine. Attribute names starting
     with ``_`` are reported as sandbox escapes.
     """
+    simple = _check_simple(source, known)
+    if simple is not None:
+        return simple
     env = SHELL_ENV if shell else TEXT_ENV
     try:
         ast = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         return [VariableProblem(f"template syntax error: {exc.message}", exc.lineno or 1)]
     problems: list[VariableProblem] = []
-    undeclared = jinja2.meta.find_undeclared_variables(ast)
+    for call in ast.find_all((jinja2.nodes.Filter, jinja2.nodes.Test)):
+        is_filter = isinstance(call, jinja2.nodes.Filter)
+        table = env.filters if is_filter else env.tests
+        kind = "filter" if is_filter else "test"
+        if call.name not in table:
+            close = difflib.get_close_matches(call.name, sorted(table), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(VariableProblem(f"unknown {kind} '{call.name}'{hint}", call.lineno, call.name))
+        elif is_filter and call.name == "attr" and call.args and isinstance(call.args[0], jinja2.nodes.Const):
+            attr = call.args[0].value
+            if isinstance(attr, str) and attr.startswith("_"):
+                problems.append(VariableProblem(f"template may not access '{attr}' (sandboxed)", call.lineno, attr))
+    try:
+        undeclared = jinja2.meta.find_undeclared_variables(ast)
+    except jinja2.TemplateSyntaxError as exc:  # TemplateAssertionError: found while compiling
+        return problems or [VariableProblem(f"template error: {exc.message}", exc.lineno or 1)]
     for name in sorted(undeclared - set(known)):
         line = next((n.lineno for n in _names(ast) if n.name == name), 1)
-        problems.append(VariableProblem(f"unknown template variable '{name}'{_suggest(name, known)}", line, name))
+        problems.append(_unknown_variable(name, known, line))
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         attr = _attr_name(node)
         if attr is None:
@@ -268,11 +333,55 @@ def check_variables(
         if isinstance(base, jinja2.nodes.Name) and base.name in undeclared:
             allowed = known.get(base.name)
             if allowed is not None and attr not in allowed:
-                problems.append(VariableProblem(
-                    f"unknown {base.name} key '{attr}' in '{base.name}.{attr}'{_suggest(attr, allowed)}",
-                    node.lineno, attr,
-                ))
+                problems.append(_unknown_key(base.name, attr, allowed, node.lineno))
     return problems
+
+
+# ``<< name >>`` and ``<< name.attr.attr >>``: what nearly every template consists of.
+_SIMPLE_TAG = re.compile(r"<<\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*>>")
+# Words the Jinja parser reads as constants or operators, never as variables.
+_JINJA_WORDS = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is",
+                          "if", "else"})
+
+
+def _check_simple(source: str, known: Mapping[str, Collection[str] | None]) -> list[VariableProblem] | None:
+    """:func:`check_variables` for a text-and-substitutions template without running Jinja's
+    parser and compiler (most of the cost of validating a spec); None for any other template."""
+    if "<%" in source or "<#" in source:
+        return None
+    tags = list(_SIMPLE_TAG.finditer(source))
+    if "<<" in _SIMPLE_TAG.sub("", source):
+        return None
+    uses: list[tuple[str, tuple[str, ...], int]] = []
+    for tag in tags:
+        name, *attrs = tag.group(1).split(".")
+        if name in _JINJA_WORDS or any(a in _JINJA_WORDS for a in attrs):
+            return None
+        uses.append((name, tuple(attrs), source.count("\n", 0, tag.start(1)) + 1))
+    problems: list[VariableProblem] = []
+    undeclared = {name for name, _, _ in uses if name not in _GLOBALS}
+    first_line: dict[str, int] = {}
+    for name, _, line in uses:
+        first_line.setdefault(name, line)
+    for name in sorted(undeclared - set(known)):
+        problems.append(_unknown_variable(name, known, first_line[name]))
+    for name, attrs, line in uses:
+        for i, attr in enumerate(attrs):
+            if attr.startswith("_"):
+                problems.append(VariableProblem(f"template may not access '{attr}' (sandboxed)", line, attr))
+            elif i == 0 and name in undeclared:
+                allowed = known.get(name)
+                if allowed is not None and attr not in allowed:
+                    problems.append(_unknown_key(name, attr, allowed, line))
+    return problems
+
+
+def _unknown_variable(name: str, known: Mapping[str, object], line: int) -> VariableProblem:
+    return VariableProblem(f"unknown template variable '{name}'{_suggest(name, known)}", line, name)
+
+
+def _unknown_key(name: str, attr: str, allowed: Collection[str], line: int) -> VariableProblem:
+    return VariableProblem(f"unknown {name} key '{attr}' in '{name}.{attr}'{_suggest(attr, allowed)}", line, attr)
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:

@@ -10,7 +10,6 @@ SAS signatures never appear in messages.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
@@ -18,10 +17,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from batchspec.emulator.wire import Json, failure_info
+from batchspec.globs import glob_files, normalize, split_fixed
 
 _SIG_RE = re.compile(r"(sig=)[^&\s'\"]*", re.IGNORECASE)
 _WILDCARD_RE = re.compile(r"[*?\[]")
@@ -152,18 +152,10 @@ def _expand(pattern: str, env: Mapping[str, str]) -> str:
 
 
 def _matches(pattern: str, wd: Path) -> tuple[list[Path], Path]:
-    """Files matching ``pattern`` and the directory blob names are made relative to."""
-    absolute = pattern if os.path.isabs(pattern) else os.path.join(str(wd), pattern)
-    absolute = os.path.normpath(absolute) if not _WILDCARD_RE.search(pattern) else absolute
-    parts = PurePosixPath(absolute).parts
-    base_parts: list[str] = []
-    for part in parts:
-        if _WILDCARD_RE.search(part):
-            break
-        base_parts.append(part)
-    base = Path(*base_parts) if base_parts else Path("/")
-    found = [Path(p) for p in glob.glob(absolute, recursive=True) if os.path.isfile(p)]
-    return sorted(found), base
+    """Files matching ``pattern`` (relative to ``wd``, or absolute) and the directory that
+    wildcard matches' blob names are made relative to: the pattern's fixed leading part."""
+    prefix, _ = split_fixed(normalize(pattern))
+    return sorted(wd / rel for rel in glob_files(wd, pattern)), wd / prefix
 
 
 def upload_output_files(

@@ -6,6 +6,7 @@ through a lister the caller supplies), so ``batchspec plan`` is a faithful dry r
 
 from __future__ import annotations
 
+import datetime as _dt
 import gc
 import hashlib
 import itertools
@@ -48,8 +49,12 @@ def parse_overrides(pairs: Iterable[str], params: Mapping[str, Scalar]) -> dict[
             value = yaml.load(text) if text.strip() else ""
         except YAMLError:
             value = text
-        if isinstance(value, dict | list):
+        if isinstance(value, dict | list | set):
             raise PlanError(f"--set {key}: the value must be a single value, not a list or mapping")
+        if isinstance(value, _dt.date):  # as in a spec file: a date reads as its ISO text
+            value = value.isoformat()
+        elif not isinstance(value, str | int | float | bool | None):  # e.g. !!binary: keep the text
+            value = text
         out[key] = value
     return out
 
@@ -128,56 +133,68 @@ def _expand(
     spec: Spec, params: dict[str, Scalar], job_id: str, items: list[InputItem], combos: list[dict[str, Scalar]]
 ) -> list[PlannedTask]:
     task = spec.task
-    command_t = _compile(spec, "$.task.command", task.command, shell=True)
-    output_ts = [_compile(spec, f"$.task.outputs[{i}]", o, shell=False) for i, o in enumerate(task.outputs)]
-    id_t = _compile(spec, "$.task.id", task.id, shell=False) if task.id else None
-    env_ts = [(k, _compile(spec, f"$.task.env.{k}", v, shell=False)) for k, v in task.env.items()]
+    # What every task shares is rendered once (Template.bind); per task only input values remain.
     base = {"params": Namespace(params), "count": len(items) * len(combos), "job_id": job_id}
+    command_t = _compile(spec, "$.task.command", task.command, shell=True).bind(base)
+    output_ts = [
+        (f"$.task.outputs[{i}]", _compile(spec, f"$.task.outputs[{i}]", o, shell=False, glob=True).bind(base))
+        for i, o in enumerate(task.outputs)
+    ]
+    id_t = _compile(spec, "$.task.id", task.id, shell=False).bind(base) if task.id else None
+    env_ts = [(k, f"$.task.env.{k}", _compile(spec, f"$.task.env.{k}", v, shell=False).bind(base))
+              for k, v in task.env.items()]
     tasks: list[PlannedTask] = []
-    ids: dict[str, _Where] = {}  # casefolded id -> who has it
+    ids: dict[str, int] = {}  # casefolded id -> index of the task that has it
     produced: dict[str, str] = {}  # output pattern -> task id
     matrices = [Namespace(combo) for combo in combos]
-    for item in items:
-        item_vars = _path_variables(base, item)
-        for combo, matrix in zip(combos, matrices, strict=True):
-            variables = {**item_vars, "matrix": matrix, "index": len(tasks)}
-            where = _Where(item, combo)
-            if id_t is not None:
-                task_id = _render_t(spec, "$.task.id", id_t, variables, where)
-                if problem := batch_id_problem(task_id, "task id"):
-                    raise PlanError(f"{spec.where('$.task.id')}: $.task.id for {where}: {problem}")
-            else:
-                task_id = _default_id(item, item_vars.get("stem", "item"), combo)
-            previous = ids.setdefault(task_id.casefold(), where)
-            if previous is not where:
-                raise PlanError(
-                    f"task id '{task_id}' is used twice (ids are compared ignoring case): by {previous} and {where}",
-                    "make task.id unique, e.g. include << index >> or a matrix value",
-                )
-            variables["task_id"] = task_id
-            command = _render_t(spec, "$.task.command", command_t, variables, where)
-            outputs = tuple(
-                _output(spec, i, _render_t(spec, f"$.task.outputs[{i}]", t, variables, where), task_id, produced)
-                for i, t in enumerate(output_ts)
-            )
-            env = tuple((k, _render_t(spec, f"$.task.env.{k}", t, variables, where)) for k, t in env_ts)
-            tasks.append(PlannedTask(task_id, command, (item.file,) if item.file else (), outputs, env))
+    field = "$.task.command"  # the field being rendered, for error messages
+    try:
+        for item in items:
+            item_vars = _path_variables(base, item)
+            stem = item_vars.get("stem", "item")
+            inputs = (item.file,) if item.file else ()
+            for combo, matrix in zip(combos, matrices, strict=True):
+                index = len(tasks)
+                variables = {**item_vars, "matrix": matrix, "index": index}
+                if id_t is not None:
+                    field = "$.task.id"
+                    task_id = id_t.render(variables)
+                    if problem := batch_id_problem(task_id, "task id"):
+                        where = _where(items, combos, index)
+                        raise PlanError(f"{spec.where(field)}: {field} for {where}: {problem}")
+                else:
+                    task_id = _default_id(item, stem, combo)
+                previous = ids.setdefault(task_id.casefold(), index)
+                if previous != index:
+                    raise PlanError(
+                        f"task id '{task_id}' is used twice (ids are compared ignoring case): "
+                        f"by {_where(items, combos, previous)} and {_where(items, combos, index)}",
+                        "make task.id unique, e.g. include << index >> or a matrix value",
+                    )
+                variables["task_id"] = task_id
+                field = "$.task.command"
+                command = command_t.render(variables)
+                outputs: list[str] = []
+                for field, template in output_ts:
+                    outputs.append(_output(spec, field, template.render(variables), task_id, produced))
+                env: list[tuple[str, str]] = []
+                for key, env_field, template in env_ts:
+                    field = env_field
+                    env.append((key, template.render(variables)))
+                tasks.append(PlannedTask(task_id, command, inputs, tuple(outputs), tuple(env)))
+    except TemplateError as exc:
+        where = _where(items, combos, len(tasks))
+        raise PlanError(f"{spec.where(field)}: {field} for {where}: {exc.message}") from None
     return tasks
 
 
-class _Where:
-    """Which input (and matrix combination) a task comes from; formatted only for messages."""
-
-    __slots__ = ("combo", "item")
-
-    def __init__(self, item: InputItem, combo: dict[str, Scalar]) -> None:
-        self.item, self.combo = item, combo
-
-    def __str__(self) -> str:
-        text = f"input '{self.item.key}'"
-        if self.combo:
-            text += " with " + ", ".join(f"{k}={v}" for k, v in self.combo.items())
-        return text
+def _where(items: list[InputItem], combos: list[dict[str, Scalar]], index: int) -> str:
+    """Which input (and matrix combination) task ``index`` comes from, for messages."""
+    item, combo = items[index // len(combos)], combos[index % len(combos)]
+    text = f"input '{item.key}'"
+    if combo:
+        text += " with " + ", ".join(f"{k}={v}" for k, v in combo.items())
+    return text
 
 
 def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
@@ -192,7 +209,7 @@ def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
         "input": PathValue(path),
         "name": PathValue(name),
         "stem": PathValue(stem),
-        "ext": ext,
+        "ext": PathValue(ext),
         "dir": PathValue(directory or "."),
     }
 
@@ -205,11 +222,17 @@ def _default_id(item: InputItem, stem: str, combo: dict[str, Scalar]) -> str:
     return f"{readable[: _MAX_ID - _HASH_CHARS - 1]}-{digest}"
 
 
-def _output(spec: Spec, i: int, rendered: str, task_id: str, produced: dict[str, str]) -> str:
-    field = f"$.task.outputs[{i}]"
-    pattern = posixpath.normpath(rendered) if rendered.strip() else rendered
-    if problem := output_pattern_problem(pattern if pattern != "." else ""):
-        raise PlanError(f"{spec.where(field)}: {field} of task '{task_id}': {problem}")
+def _output(spec: Spec, field: str, rendered: str, task_id: str, produced: dict[str, str]) -> str:
+    pattern = rendered
+    # A plain file name (the common case) is already normal and safe; anything else is checked.
+    if "/" in rendered or "\\" in rendered or ":" in rendered or rendered in (".", "..") or not rendered.strip():
+        # As rendered (no '..' even where normalising would remove it), then normalised.
+        problem = output_pattern_problem(rendered)
+        if problem is None:
+            pattern = posixpath.normpath(rendered)
+            problem = output_pattern_problem("" if pattern == "." else pattern)
+        if problem:
+            raise PlanError(f"{spec.where(field)}: {field} of task '{task_id}': {problem}")
     other = produced.setdefault(pattern, task_id)
     if other != task_id:
         raise PlanError(
@@ -219,9 +242,9 @@ def _output(spec: Spec, i: int, rendered: str, task_id: str, produced: dict[str,
     return pattern
 
 
-def _compile(spec: Spec, field: str, source: str, *, shell: bool) -> Template:
+def _compile(spec: Spec, field: str, source: str, *, shell: bool, glob: bool = False) -> Template:
     try:
-        return compile_template(source, shell=shell)
+        return compile_template(source, shell=shell, glob=glob)
     except TemplateError as exc:
         raise PlanError(f"{spec.where(field)}: {field}: {exc.message}") from None
 

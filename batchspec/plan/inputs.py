@@ -124,4 +124,13 @@ def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> list[
         )
     strip = prefix[: prefix.rfind("/") + 1]
     names = sorted(n for n in lister(container, prefix) if not n.endswith("/"))
+    # A blob name is any text; staged under it, '..' or a leading '/' would leave the working directory.
+    unsafe = [n for n in names if n[len(strip):].startswith("/") or ".." in n[len(strip):].split("/")]
+    if unsafe:
+        shown = ", ".join(f"'{n}'" for n in unsafe[:5]) + (f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
+        raise PlanError(
+            f"inputs.container '{container}' has blobs whose names cannot be staged in a task's working "
+            f"directory (a '..' segment or a leading '/'): {shown}",
+            "rename them, or choose a prefix that leaves them out",
+        )
     return [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container), n) for n in names]

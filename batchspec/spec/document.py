@@ -8,15 +8,15 @@ never an exception from the YAML library.
 from __future__ import annotations
 
 import datetime as _dt
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import Diagnostic
 
@@ -45,7 +45,7 @@ class Document:
     data: Any
     values: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     keys: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
-    # Lines a block scalar (| or >) starts below its indicator, by path.
+    # Lines a literal block scalar (|) starts below its indicator, by path.
     block_offset: dict[JsonPath, int] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)  # the source text, for columns inside values
 
@@ -71,14 +71,43 @@ class Document:
         return line + self.block_offset.get(path, 0) + template_line - 1
 
     def template_diagnostic(self, path: JsonPath, template_line: int, token: str, message: str) -> Diagnostic:
-        """A problem inside the template at ``path``: point at ``token`` on its line when found."""
+        """A problem inside the template at ``path``: point at ``token`` on its line when found.
+
+        A literal block scalar (``|``) keeps the template's lines, so ``template_line`` names the
+        file line. A plain, quoted or folded (``>``) scalar joins its lines, so the token is
+        searched from the value's start to the next node instead.
+        """
         value_line, value_col = self.position(path)
         line = self.template_line(path, template_line)
+        if path in self.block_offset:
+            candidates = [line]
+        else:
+            end = min((pos[0] for pos in (*self.keys.values(), *self.values.values())
+                       if pos > (value_line, value_col)), default=len(self.lines))
+            candidates = list(range(value_line, max(end, value_line) + 1))
+        if token:
+            for candidate in candidates:
+                text = self.lines[candidate - 1] if 0 < candidate <= len(self.lines) else ""
+                found = _find_token(text, token, value_col - 1 if candidate == value_line else 0)
+                if found >= 0:
+                    return Diagnostic(self.file, candidate, found + 1, format_path(path), message)
         text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
-        start = value_col - 1 if line == value_line else 0
-        found = text.find(token, start) if token else -1
-        column = found + 1 if found >= 0 else (value_col if line == value_line else 1)
+        # Not found (a syntax error, say): the start of the template's text on that line.
+        column = value_col if line == value_line else len(text) - len(text.lstrip()) + 1
         return Diagnostic(self.file, line, column, format_path(path), message)
+
+
+_TAG = re.compile(r"<<.*?(?:>>|$)|<%.*?(?:%>|$)", re.DOTALL)
+
+
+def _find_token(text: str, token: str, start: int) -> int:
+    """Index of ``token`` as a whole name in ``text`` from ``start``, preferring template tags."""
+    word = re.compile(rf"(?<![\w]){re.escape(token)}(?![\w])" if token[:1].isidentifier() else re.escape(token))
+    for tag in _TAG.finditer(text, start):
+        if match := word.search(text, tag.start(), tag.end()):
+            return match.start()
+    match = word.search(text, start)
+    return match.start() if match else -1
 
 
 class _TooBig(Exception):
@@ -86,9 +115,9 @@ class _TooBig(Exception):
 
 
 def _yaml() -> YAML:
-    yaml = YAML(typ="rt", pure=True)
-    yaml.allow_duplicate_keys = False
-    return yaml
+    # The "safe" pipeline: no comment bookkeeping (the round-trip loader's scanner costs about
+    # twice as much). Duplicate keys and merge keys are handled while converting the nodes.
+    return YAML(typ="safe", pure=True)
 
 
 def read_document(path: Path, display: str | None = None) -> Document | Diagnostic:
@@ -99,12 +128,18 @@ def read_document(path: Path, display: str | None = None) -> Document | Diagnost
         return Diagnostic(name, line, column, "$", message)
 
     try:
-        size = path.stat().st_size
-        if path.is_dir():
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
             return fail("is a directory, not a spec file")
-        if size > MAX_SPEC_BYTES:
-            return fail(f"file is {size / 1e6:.1f} MB; a spec file may be at most {MAX_SPEC_BYTES // 1024} KiB")
-        raw = path.read_bytes()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+            return fail("not a regular file")
+        too_big = f"; a spec file may be at most {MAX_SPEC_BYTES // 1024} KiB"
+        if info.st_size > MAX_SPEC_BYTES:
+            return fail(f"file is {info.st_size / 1e6:.1f} MB{too_big}")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_SPEC_BYTES + 1)  # the file may have grown since stat
+        if len(raw) > MAX_SPEC_BYTES:
+            return fail(f"file is larger than {MAX_SPEC_BYTES // 1024} KiB{too_big}")
     except FileNotFoundError:
         return fail("no such file")
     except OSError as exc:
@@ -125,15 +160,12 @@ def parse_document(raw: bytes, name: str) -> Document | Diagnostic:
         return fail(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})", line, 1)
     if not text.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
         return fail("empty file: a spec needs at least batchspec, name, pool, inputs and task")
+    if (depth := _flow_depth(text)) > MAX_DEPTH:
+        # Checked before parsing: the YAML scanner slows down sharply with flow nesting.
+        return fail(f"document nests deeper than {MAX_DEPTH} levels ({depth} levels of [ and {{)")
+    yaml = _yaml()
     try:
-        loaded = _yaml().load(text)
-    except DuplicateKeyError as exc:
-        mark = exc.problem_mark
-        key = _duplicate_key_name(str(exc.problem))
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        first = exc.context_mark.line + 1 if exc.context_mark else None
-        where = f" (mapping starts on line {first})" if first else ""
-        return fail(f"duplicate key {key}{where}: each key may appear once", line, col)
+        root = yaml.compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -143,71 +175,132 @@ def parse_document(raw: bytes, name: str) -> Document | Diagnostic:
         return fail(f"invalid YAML/JSON: {exc}")
     except RecursionError:
         return fail(f"document nests deeper than {MAX_DEPTH} levels")
-    if not isinstance(loaded, CommentedMap):
-        kind = "empty" if loaded is None else type(loaded).__name__.replace("Commented", "").lower()
-        return fail(f"a spec must be a mapping of keys to values, not a {kind} value", 1, 1)
+    if not isinstance(root, MappingNode):
+        kind = "list" if isinstance(root, SequenceNode) else "empty" if root is None else "scalar"
+        if isinstance(root, ScalarNode) and root.tag == _NULL_TAG:
+            kind = "empty"
+        article = "an" if kind == "empty" else "a"
+        return fail(f"a spec must be a mapping of keys to values, not {article} {kind} value", 1, 1)
     doc = Document(name, None, lines=text.splitlines())
-    counter = [0]
     try:
-        doc.data = _plain(loaded, (), doc, counter, 0)
+        doc.data = _Converter(doc, yaml.constructor).value(root, (), 0)
     except _TooBig as exc:
         return fail(str(exc))
+    except _Invalid as exc:
+        return Diagnostic(name, exc.line, exc.column, format_path(exc.path), exc.message)
     doc.values.setdefault((), (1, 1))
     return doc
 
 
-def _duplicate_key_name(problem: str) -> str:
-    # ruamel says: found duplicate key "a" with value "2" (original value: "1")
-    start = problem.find('"')
-    end = problem.find('"', start + 1)
-    return f"'{problem[start + 1 : end]}'" if 0 <= start < end else "(unknown)"
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` (an upper bound: brackets in strings count too)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(text):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
+    return deepest
 
 
-def _plain(node: Any, path: JsonPath, doc: Document, counter: list[int], depth: int) -> Any:
-    """Convert ruamel nodes to plain Python values, recording positions; bounded work."""
-    counter[0] += 1
-    if counter[0] > MAX_NODES:
-        raise _TooBig(f"too many YAML nodes (over {MAX_NODES:,} after expanding aliases)")
-    if depth > MAX_DEPTH:
-        raise _TooBig(f"document nests deeper than {MAX_DEPTH} levels")
-    if isinstance(node, CommentedMap):
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+class _Invalid(Exception):
+    """A structural problem found while converting (a duplicate key, a bad merge), with its place."""
+
+    def __init__(self, path: JsonPath, line: int, column: int, message: str) -> None:
+        super().__init__(message)
+        self.path, self.line, self.column, self.message = path, line, column, message
+
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Converter:
+    """YAML nodes to plain Python values, recording positions; bounded work.
+
+    Works on the composed node graph (not ruamel's round-trip objects): the parse is cheaper and
+    every node carries its position. An alias is the same node reached again, so expanding
+    aliases counts towards :data:`MAX_NODES`.
+    """
+
+    def __init__(self, doc: Document, constructor: Any) -> None:
+        self.doc = doc
+        self.constructor = constructor
+        self.count = 0
+
+    def value(self, node: Node, path: JsonPath, depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooBig(f"too many YAML nodes (over {MAX_NODES:,} after expanding aliases)")
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"document nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, MappingNode):
+            return self.mapping(node, path, depth)
+        if isinstance(node, SequenceNode):
+            items = []
+            for i, item in enumerate(node.value):
+                child = (*path, i)
+                self.doc.values[child] = _position(item)
+                items.append(self.value(item, child, depth + 1))
+            return items
+        return self.scalar(node)
+
+    def mapping(self, node: MappingNode, path: JsonPath, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key, value in node.items():
-            skey = key if isinstance(key, str) else _scalar_text(key)
-            child = (*path, skey)
-            try:
-                kl, kc = node.lc.key(key)
-                vl, vc = node.lc.value(key)
-                doc.keys[child] = (kl + 1, kc + 1)
-                doc.values[child] = (vl + 1, vc + 1)
-            except (KeyError, TypeError, AttributeError):
-                pass
-            if isinstance(value, LiteralScalarString | FoldedScalarString):
-                doc.block_offset[child] = 1
-            out[skey] = _plain(value, child, doc, counter, depth + 1)
+        merges: list[tuple[Node, Node]] = []  # (the << key, a mapping to merge)
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: *base` (merged after the explicit keys)
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                merges.extend((key_node, source) for source in sources)
+                continue
+            key = self.key(key_node, path, depth)
+            child = (*path, key)
+            if key in out:
+                line, column = _position(key_node)
+                first = node.start_mark.line + 1
+                raise _Invalid(child, line, column,
+                                 f"duplicate key '{key}' (mapping starts on line {first}): each key may appear once")
+            self.entry(out, child, key_node, value_node, depth)
+        for merge_key, merged in merges:
+            if not isinstance(merged, MappingNode):
+                line, column = _position(merge_key)
+                raise _Invalid(path, line, column, "a merge key (<<) must refer to a mapping")
+            for key_node, value_node in merged.value:
+                key = self.key(key_node, path, depth)
+                if key not in out:
+                    self.entry(out, (*path, key), key_node, value_node, depth)
         return out
-    if isinstance(node, CommentedSeq):
-        items = []
-        for i, value in enumerate(node):
-            child = (*path, i)
-            try:
-                il, ic = node.lc.item(i)
-                doc.values[child] = (il + 1, ic + 1)
-            except (KeyError, TypeError, AttributeError, IndexError):
-                pass
-            items.append(_plain(value, child, doc, counter, depth + 1))
-        return items
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, _dt.date | _dt.datetime):
-        return node.isoformat()
-    return _scalar_text(node)
+
+    def entry(self, out: dict[str, Any], child: JsonPath, key_node: Node, value_node: Node, depth: int) -> None:
+        self.doc.keys[child] = _position(key_node)
+        self.doc.values[child] = _position(value_node)
+        if isinstance(value_node, ScalarNode) and value_node.style == "|":  # literal: lines kept
+            self.doc.block_offset[child] = 1
+        out[str(child[-1])] = self.value(value_node, child, depth + 1)
+
+    def key(self, node: Node, path: JsonPath, depth: int) -> str:
+        key = self.value(node, path, depth + 1)
+        return key if isinstance(key, str) else _scalar_text(key)
+
+    def scalar(self, node: Node) -> Any:
+        try:
+            value = self.constructor.construct_object(node)
+        except (YAMLError, ValueError, TypeError):  # e.g. a custom tag: keep the text
+            return str(node.value)
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        return _scalar_text(value)
+
+
+def _position(node: Node) -> tuple[int, int]:
+    mark = node.start_mark
+    return (mark.line + 1, mark.column + 1)
 
 
 def _scalar_text(value: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
@@ -84,7 +85,8 @@ def _explain(doc: Document, error: jsonschema.ValidationError) -> Iterator[Diagn
         yield doc.diagnostic(
             path, f"unsupported spec format version {error.instance!r}; this batchspec reads `batchspec: 1`"
         )
-    elif kind == "propertyNames":
+    elif kind == "propertyNames" or (kind == "pattern" and list(error.schema_path)[-2:-1] == ["propertyNames"]):
+        # jsonschema reports a bad key as the key (the instance) failing the pattern, at the mapping
         key = str(error.instance)
         yield doc.diagnostic(
             (*path, key), f"'{key}' is not a valid name: use letters, digits and '_', not starting with a digit",
@@ -246,11 +248,14 @@ def _check_outputs(doc: Document) -> Iterator[Diagnostic]:
             yield doc.diagnostic(("task", "outputs", i), problem)
 
 
+_DRIVE = re.compile(r"[A-Za-z]:(?:[/\\]|$)")  # C:\x, C:/x or C: (but a:b.mp3 is a relative name)
+
+
 def output_pattern_problem(pattern: str) -> str | None:
     """Why a (rendered) output pattern is unsafe, or None."""
     if not pattern.strip():
         return "empty output pattern"
-    if pattern.startswith(("/", "\\")) or (len(pattern) > 1 and pattern[1] == ":"):
+    if pattern.startswith(("/", "\\")) or _DRIVE.match(pattern):
         return f"output pattern '{pattern}' must be relative to the task's working directory"
     if ".." in pattern.replace("\\", "/").split("/"):
         return f"output pattern '{pattern}' must not contain '..'"

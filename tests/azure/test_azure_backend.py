@@ -242,3 +242,19 @@ def test_force_runs_the_job_again(tmp_path: Path, world: AzureWorld) -> None:
     assert result.exit_code == 0, result.output
     assert "added 2 task(s)" in result.output
     assert world.emulator.request_counts()["create_task_collection"] == adds + 1
+
+
+def test_wildcard_outputs_round_trip(tmp_path: Path, world: AzureWorld) -> None:
+    spec = copy_spec("thumbnails.yaml", tmp_path / "specs", **{"every: 10": "every: 1"})
+    for stem in ("a", "ab"):  # "a-*.jpg" must not collect "ab-*.jpg" twice, nor miss it
+        make_mp4(spec.parent / "inputs" / f"{stem}.mp4", 2.5)
+    other = world.blobs.get_container_client("thumbnails-output")
+    other.create_container()
+    other.upload_blob("unrelated.txt", b"not an output of this job")
+    result = world.run("run", str(spec), "--backend", "azure")
+    assert result.exit_code == 0, result.output
+    out = spec.parent / "out" / "thumbnails"
+    got = sorted(p.name for p in out.iterdir())
+    assert got == ["a-0001.jpg", "a-0002.jpg", "a-0003.jpg", "ab-0001.jpg", "ab-0002.jpg", "ab-0003.jpg"]
+    again = world.run("run", str(spec), "--backend", "azure")
+    assert again.exit_code == 0 and "nothing to add" in again.output and "6 unchanged" in again.output

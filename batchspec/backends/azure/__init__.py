@@ -23,7 +23,7 @@ from azure.storage.blob import ContainerSasPermissions
 
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
-from ...globs import has_magic, normalize, split_fixed
+from ...globs import compile_glob, has_magic, literal_head, normalize
 from ...plan import BlobLister, InputFile, Plan
 from ...redact import redact
 from ...runner import node_command_line
@@ -452,13 +452,10 @@ def _text(value: Any) -> str:
 
 
 def _present(pattern: str, blobs: Mapping[str, object]) -> bool:
-    """Is an output pattern's result in the container: the blob itself, or any blob under a
-    wildcard pattern's directory."""
+    """Is a literal output in the container? (What a wildcard matched is not known here; the
+    task's success record, uploaded with its outputs, stands for it.)"""
     norm = normalize(pattern)
-    if not has_magic(norm):
-        return norm in blobs
-    prefix = split_fixed(norm)[0]
-    return any(name.startswith(prefix + "/" if prefix else "") for name in blobs)
+    return has_magic(norm) or norm in blobs
 
 
 def _with_sas(url: str, sas: str) -> str:
@@ -466,22 +463,26 @@ def _with_sas(url: str, sas: str) -> str:
 
 
 def _output_matcher(plan: Plan) -> Callable[[str], bool]:
-    """Tells whether a blob name is an output of this plan (not a log, not another job's file)."""
+    """Tells whether a blob name is an output of this plan (not a record, not a file another
+    job put in the container). Wildcard patterns are indexed by their literal head, so each
+    blob is checked against the few patterns that could match it, not all of them."""
     names: set[str] = set()
-    prefixes: set[str] = set()
+    heads: dict[str, list[re.Pattern[str]]] = {}
     for task in plan.tasks:
         for pattern in task.outputs:
             norm = normalize(pattern)
             if has_magic(norm):
-                prefix = split_fixed(norm)[0]
-                prefixes.add(prefix + "/" if prefix else "")
+                heads.setdefault(literal_head(norm), []).append(compile_glob(norm))
             else:
                 names.add(norm)
-    ordered = tuple(prefixes)
 
     def is_output(name: str) -> bool:
         if name.startswith(RECORDS_PREFIX + "/"):
             return False
-        return name in names or name.startswith(ordered)
+        if name in names:
+            return True
+        return any(
+            any(rx.match(name) for rx in heads.get(name[:i], ())) for i in range(len(name) + 1)
+        )
 
     return is_output
