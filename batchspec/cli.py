@@ -91,7 +91,7 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
       batchspec validate specs/ --format json
     """
     from .report import validation_json, validation_text
-    from .spec import discover, validate_file
+    from .spec import discover, validate_files
 
     targets = list(paths) or [Path("specs")]
     missing = [str(p) for p in targets if not p.exists()]
@@ -100,7 +100,7 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     files = discover(targets)
     if not files:
         raise click.UsageError(f"no spec files (*.yaml, *.yml, *.json) under {', '.join(map(str, targets))}")
-    results = [(str(f), validate_file(f, str(f))[1]) for f in files]
+    results = validate_files(files)
     click.echo(validation_json(results) if fmt == "json" else validation_text(results))
     sys.exit(EXIT_FAILED if any(diags for _, diags in results) else EXIT_OK)
 
@@ -171,7 +171,8 @@ def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, backend: 
 
     the_plan = make_plan(spec, overrides, backend, _environment(azure))
     if fmt == "json":
-        click.echo(the_plan.to_json())
+        the_plan.write_json(sys.stdout)
+        sys.stdout.write("\n")
     else:
         print_plan(the_plan, limit, console())
 

@@ -12,8 +12,9 @@ with shell syntax (``${VAR}``, ``{a,b}``) or YAML. Two environments exist:
   that matches ``Clip [1].mp3`` and nothing else;
 * the **text** environment (ids, env values) renders values as they are.
 
-All are :class:`jinja2.sandbox.SandboxedEnvironment` with ``StrictUndefined``: an unknown
-variable or an attempt to reach Python internals is an error, never a crash or an escape.
+All are :class:`jinja2.sandbox.ImmutableSandboxedEnvironment` with ``StrictUndefined``: an
+unknown variable, an attempt to reach Python internals, or to change shared values (one task's
+render must not alter the next's ``params``) is an error, never a crash or an escape.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .globs import escape as escape_glob
 
@@ -115,8 +116,8 @@ def _shell_quote(value: Any) -> Raw:
     return Raw(shlex.quote(_text(value)))
 
 
-def _make_env(finalize: Callable[[Any], Any]) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
         variable_start_string="<<",
         variable_end_string=">>",
         block_start_string="<%",

@@ -11,10 +11,10 @@ from typing import Any
 
 from .document import Document, format_path
 from .model import Autoscale, Cleanup, Image, Inputs, Outputs, Pool, Spec, StartTask, Task
-from .validate import discover, load_document, schema, templated_fields, validate_file
+from .validate import discover, load_document, schema, templated_fields, validate_file, validate_files
 from .values import parse_duration
 
-__all__ = ["Spec", "discover", "load_spec", "schema", "validate_file"]
+__all__ = ["Spec", "discover", "load_spec", "schema", "validate_file", "validate_files"]
 
 
 def load_spec(path: Path) -> Spec:

@@ -242,3 +242,11 @@ def test_rendered_command_splits_into_the_same_words() -> None:
         command = shell("prog <<input>> end", input=PathValue(name))
         expected = "./" + name if name.startswith("-") else name
         assert shlex.split(command) == ["prog", expected, "end"]
+
+
+def test_templates_cannot_change_shared_values() -> None:
+    template = compile_template("<< params.update({'bitrate': '1k'}) >><< params.bitrate >>", shell=False)
+    params = Namespace({"bitrate": "192k"})
+    with pytest.raises(TemplateError, match="not allowed in a template"):
+        template.render({"params": params})
+    assert params == {"bitrate": "192k"}

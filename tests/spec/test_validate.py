@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+
+from batchspec.spec import validate_file, validate_files
+from batchspec.spec.validate import PARALLEL_FROM
 
 from .conftest import VALID, Check, Problem, edit, position, problems
 
@@ -354,3 +358,15 @@ def test_merge_keys_are_expanded(check: Check) -> None:
     found = problems(check(text))
     assert found == [(1, 1, "$.x-pool", found[0][3])]  # only the extra top-level key
     assert found[0][3].startswith("unknown key 'x-pool'")
+
+
+def test_many_files_are_checked_in_parallel_with_the_same_results(tmp_path: Path) -> None:
+    files = []
+    for i in range(PARALLEL_FROM + 6):
+        path = tmp_path / f"spec-{i:03}.yaml"
+        path.write_text(VALID if i % 3 else edit(VALID, "spot: 2", "spot: -1"))
+        files.append(path)
+    parallel = validate_files(files)
+    assert [name for name, _ in parallel] == [str(p) for p in files]
+    assert parallel == [(str(p), validate_file(p, str(p))[1]) for p in files]
+    assert sum(1 for _, diags in parallel if diags) == len(range(0, PARALLEL_FROM + 6, 3))
