@@ -1,5 +1,5 @@
-"""Reporters turn run events into output: a live progress bar on a terminal, plain log lines
-in CI, or one JSON object per line (``--json``)."""
+"""Reporters turn run events into output: a live progress bar on a terminal
+(:mod:`batchspec.engine.live`), plain log lines in CI, or one JSON object per line (``--json``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ import json
 import sys
 import time
 from typing import TextIO
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as Bar
 
 from ..events import (
     BackendChosen,
@@ -49,7 +44,7 @@ class JsonReporter(Reporter):
         self.out.flush()
 
 
-def _eta(progress: Progress, started: float) -> str:
+def eta(progress: Progress, started: float) -> str:
     done = progress.done - progress.skipped
     remaining = progress.total - progress.done
     elapsed = time.monotonic() - started
@@ -58,7 +53,7 @@ def _eta(progress: Progress, started: float) -> str:
     return format_duration(elapsed / done * remaining)
 
 
-def _counts(p: Progress) -> str:
+def counts(p: Progress) -> str:
     text = f"{p.done}/{p.total} done, {p.failed} failed, {p.running} running"
     if p.skipped:
         text += f", {p.skipped} skipped (done earlier)"
@@ -92,20 +87,20 @@ class PlainReporter(Reporter):
             self.line(f"{'warning: ' if event.level == 'warning' else ''}{event.text}")
         elif isinstance(event, TaskFinished):
             if event.state == "failed" or self.total <= EACH_TASK_LIMIT:
-                self.line(_task_line(event))
+                self.line(task_line(event))
         elif isinstance(event, Progress):
             self.last = event
             now = time.monotonic()
             if event.detail or (self.total > EACH_TASK_LIMIT and now - self.last_line >= PLAIN_INTERVAL):
                 self.last_line = now
                 detail = f" ({event.detail})" if event.detail else ""
-                self.line(f"progress: {_counts(event)}, eta {_eta(event, self.started)}{detail}")
+                self.line(f"progress: {counts(event)}, eta {eta(event, self.started)}{detail}")
         elif isinstance(event, RunFinished):
             self.out.write(summary_text(event))
             self.out.flush()
 
 
-def _task_line(event: TaskFinished) -> str:
+def task_line(event: TaskFinished) -> str:
     took = f" in {format_duration(event.seconds)}" if event.seconds is not None else ""
     tries = f" after {event.attempts} attempts" if event.attempts > 1 else ""
     if event.state == "failed":
@@ -130,74 +125,11 @@ def summary_text(event: RunFinished) -> str:
         lines.append(f"outputs: {event.outputs}")
     for failure in event.failures:
         lines.append("")
-        lines.append(_task_line(failure))
+        lines.append(task_line(failure))
         if failure.stderr_tail:
             lines.append(f"  last {len(failure.stderr_tail)} lines of stderr:")
             lines.extend(f"  | {line}" for line in failure.stderr_tail)
     return "\n".join(lines) + "\n"
-
-
-class RichReporter(Reporter):
-    """A live progress bar (done, failed, running, ETA) with messages printed above it."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.started = time.monotonic()
-        self.bar: Bar | None = None
-        self.task: TaskID | None = None
-        self.total = 0
-
-    def _ensure_bar(self) -> Bar:
-        if self.bar is None:
-            self.bar = Bar(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.fields[counts]}"),
-                TextColumn("eta {task.fields[eta]}, elapsed"),
-                TimeElapsedColumn(),
-                console=self.console,
-                transient=False,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("tasks", total=self.total, counts="", eta="--")
-        return self.bar
-
-    def print(self, text: str) -> None:
-        (self.bar.console if self.bar else self.console).print(text, highlight=False)
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, BackendChosen):
-            self.print(f"backend: [bold]{event.backend}[/] ({escape(event.reason)})")
-        elif isinstance(event, PlanReady):
-            self.total = event.tasks
-            self.print(f"job [bold]{escape(event.job_id)}[/]: {event.tasks} tasks")
-        elif isinstance(event, StageStarted):
-            if event.stage in ("collect", "clean up"):
-                self.close()  # the tasks are done: leave the bar's final state on screen
-            if event.stage not in ("validate", "plan", "watch"):
-                self.print(f"[dim]== {event.stage}[/]")
-        elif isinstance(event, Message):
-            style = "yellow" if event.level == "warning" else ""
-            prefix = "warning: " if event.level == "warning" else ""
-            self.print(f"[{style}]{prefix}{escape(event.text)}[/]" if style else escape(event.text))
-        elif isinstance(event, TaskFinished):
-            if event.state == "failed":
-                self.print(f"[red]{escape(_task_line(event))}[/]")
-        elif isinstance(event, Progress):
-            bar = self._ensure_bar()
-            assert self.task is not None
-            counts = _counts(event) + (f" - {event.detail}" if event.detail else "")
-            bar.update(self.task, completed=event.done, total=event.total, counts=escape(counts),
-                       eta=_eta(event, self.started))
-        elif isinstance(event, RunFinished):
-            self.close()
-            text = summary_text(event)
-            self.console.print(escape(text), end="", style="red" if event.failed else None, highlight=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
 
 
 def make_reporter(json_lines: bool, out: TextIO | None = None) -> Reporter:
@@ -206,5 +138,7 @@ def make_reporter(json_lines: bool, out: TextIO | None = None) -> Reporter:
     if json_lines:
         return JsonReporter(stream)
     if stream.isatty():
-        return RichReporter(Console(file=stream))
+        from .live import RichReporter  # rich loads only when there is a terminal to draw on
+
+        return RichReporter(stream)
     return PlainReporter(stream)
