@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import signal
 import socket
 import struct
 import tempfile
@@ -283,14 +284,21 @@ class Emulator:
         self._server = None
 
     def serve_until_interrupted(self) -> None:
-        """Block until Ctrl-C (used by the CLI)."""
+        """Block until Ctrl-C or SIGTERM (used by the CLI), so either stops the nodes' tasks."""
         if self._thread is None:
             raise RuntimeError("the emulator is not running")
+
+        def on_term(_signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
         try:
             while self._thread.is_alive():
                 self._thread.join(timeout=0.5)
         except KeyboardInterrupt:
             pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def request_counts(self) -> dict[str, int]:
         """Requests received per operation (e.g. ``create_task_collection``), faults included."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,20 +36,7 @@ class AzureWorld:
 
 
 @pytest.fixture
-def node_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Stand-ins for what a start task installs with apt-get, first on the PATH that emulated
-    nodes (this process's children) see: the start task runs for real, but apt-get does nothing."""
-    tools = tmp_path / "node-tools"
-    tools.mkdir()
-    stub = tools / "apt-get"
-    stub.write_text('#!/bin/sh\necho "apt-get (test stand-in) $*"\n')
-    stub.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
-    return tools
-
-
-@pytest.fixture
-def world(azurite: Azurite, node_tools: Path) -> Iterator[AzureWorld]:
+def world(azurite: Azurite) -> Iterator[AzureWorld]:
     """A fresh emulator, and Azurite (shared by the session) emptied of earlier tests' containers."""
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     for container in service.list_containers():

@@ -13,6 +13,7 @@ from batchspec.backends.base import RunContext, RunOptions
 from batchspec.emulator.testing import running_emulator
 from batchspec.plan import build_plan
 from batchspec.spec import load_spec
+from tests.azurite import Azurite
 from tests.media import decodes_cleanly, make_mp4, probe_duration
 
 from .conftest import AzureWorld, copy_spec
@@ -129,7 +130,7 @@ def test_a_restarted_runner_resumes_where_the_service_is(tmp_path: Path, world: 
 
 def test_start_task_failure_is_shown_with_its_stderr(tmp_path: Path, world: AzureWorld) -> None:
     spec = mp4_spec(tmp_path, {"a": 1.0})
-    text = spec.read_text().replace("apt-get update && apt-get install -y ffmpeg",
+    text = spec.read_text().replace("command -v ffmpeg >/dev/null || (apt-get update && apt-get install -y ffmpeg)",
                                     "\"echo 'E: Unable to locate package ffmpeg' >&2; exit 100\"")
     spec.write_text(text)
     result = world.run("run", str(spec), "--backend", "azure")
@@ -139,10 +140,7 @@ def test_start_task_failure_is_shown_with_its_stderr(tmp_path: Path, world: Azur
     assert "the start task failed on every node of pool ffmpeg-pool" in result.output
 
 
-def test_transient_faults_are_retried(tmp_path: Path, azurite: object, node_tools: Path) -> None:
-    from tests.azurite import Azurite
-
-    assert isinstance(azurite, Azurite)
+def test_transient_faults_are_retried(tmp_path: Path, azurite: Azurite) -> None:
     spec = mp4_spec(tmp_path, {"a": 1.0, "b": 1.0, "c": 1.0})
     with running_emulator(nodes=2, faults="http503=0.2,http429=0.1,reset=0.1", seed=7) as emulator:
         world = AzureWorld(emulator, azurite, {
@@ -167,10 +165,7 @@ class _StaticToken:
         return AccessToken(self.token, 2**31 - 1)
 
 
-def test_entra_id_token(tmp_path: Path, azurite: object, node_tools: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.azurite import Azurite
-
-    assert isinstance(azurite, Azurite)
+def test_entra_id_token(tmp_path: Path, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = mp4_spec(tmp_path, {"a": 1.0})
     monkeypatch.setattr("batchspec.backends.azure.config.entra_credential", lambda: _StaticToken("let-me-in"))
     with running_emulator(nodes=1, token="let-me-in") as emulator:

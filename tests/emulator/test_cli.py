@@ -10,6 +10,7 @@ import sys
 import time
 
 import click
+import pytest
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from click.testing import CliRunner
@@ -36,7 +37,8 @@ def test_bad_faults_are_a_usage_error() -> None:
     assert "unknown fault" in result.output
 
 
-def test_serves_prints_exports_and_stops_cleanly_on_ctrl_c() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serves_prints_exports_and_stops_cleanly(stop: signal.Signals) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN_CLI, "--port", "0", "--nodes", "1", "--account", "cliacct", "--token", "t0k3n"],
         stdout=subprocess.PIPE,
@@ -65,7 +67,7 @@ def test_serves_prints_exports_and_stops_cleanly_on_ctrl_c() -> None:
         )
         assert list(client.list_pools()) == []
 
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
