@@ -12,26 +12,11 @@ from click.testing import CliRunner, Result
 from batchspec.cli import cli
 from batchspec.plan import Plan
 from batchspec.spec import schema
+from tests.spec.conftest import VALID
 
 REPO = Path(__file__).resolve().parents[1]
 
-SPEC = """\
-batchspec: 1
-name: demo
-params:
-  bitrate: 192k
-pool:
-  id: demo-pool
-  vm_size: standard_a1_v2
-  image: {publisher: canonical, offer: ubuntu-24_04-lts, sku: server}
-  node_agent_sku: batch.node.ubuntu 24.04
-  nodes: {dedicated: 0, spot: 2}
-inputs:
-  path: inputs/*.mp4
-task:
-  command: ffmpeg -i <<input>> -b:a <<params.bitrate>> <<stem>>.mp3
-  outputs: ["<<stem>>.mp3"]
-"""
+SPEC = VALID  # the valid spec the validation tests start from
 # Ten levels of nine aliases: a billion nodes once expanded, a few hundred bytes on disk.
 ALIAS_BOMB = b"a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + b"".join(
     f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n".encode() for i in range(1, 10)

@@ -607,12 +607,7 @@ class Engine:
                 if timer is not None:
                     timer.cancel()
                 if result.error is not None:
-                    failure = failure_info(
-                        "usererror",
-                        "CommandProgramNotFound",
-                        "The specified command program is not found.",
-                        Message=result.error,
-                    )
+                    failure = program_not_found(result.error)
         self._finish_task(attempt, result, failure, outputs=outputs, paths=paths, env=env)
 
     def _finish_task(
@@ -768,12 +763,7 @@ class Engine:
                         return
                 result = proc.run()
                 if result.error is not None:
-                    failure = failure_info(
-                        "usererror",
-                        "CommandProgramNotFound",
-                        "The specified command program is not found.",
-                        Message=result.error,
-                    )
+                    failure = program_not_found(result.error)
             except FileError as exc:
                 failure = exc.info
             except ValueError as exc:
@@ -822,3 +812,9 @@ class Engine:
                 node.ready = False
                 self._set_node_state(node, "starttaskfailed")
             self.state.touch()
+
+
+def program_not_found(error: str) -> Json:
+    """The failureInfo of a task whose program could not be started."""
+    return failure_info("usererror", "CommandProgramNotFound", "The specified command program is not found.",
+                        Message=error)
