@@ -1,12 +1,24 @@
-"""Helpers shared by the validate and plan benchmarks: run a child process and measure it."""
+"""Helpers shared by the benchmarks: run a child process and measure it; run the emulator in
+its own process, as users run it (in the benchmark's process it would share the GIL with the
+client and hide what concurrency buys)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from azure.batch import BatchClient
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.rest import HttpRequest
 
 SPEC_HEAD = """\
 # yaml-language-server: $schema=../schemas/batchspec.schema.json
@@ -61,3 +73,34 @@ def run_child(argv: list[str], cwd: Path | None = None) -> Measured:
         process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
     return Measured(seconds, rusage.ru_maxrss / 1024, process.returncode, stdout)
+
+
+@contextmanager
+def emulator_process(*options: str) -> Iterator[tuple[BatchClient, str]]:
+    """``batchspec emulator --nodes 0 OPTIONS`` in a child process; yields a client and the endpoint."""
+    proc = subprocess.Popen([sys.executable, "-m", "batchspec", "emulator", "--nodes", "0", *options],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    exports: dict[str, str] = {}
+    try:
+        for line in proc.stdout:
+            if line.startswith("export "):
+                name, _, value = line[len("export "):].strip().partition("=")
+                exports[name] = shlex.split(value)[0]
+            if len(exports) == 3:
+                break
+        endpoint = exports["AZURE_BATCH_ENDPOINT"]
+        credential = AzureNamedKeyCredential(exports["AZURE_BATCH_ACCOUNT"], exports["AZURE_BATCH_ACCESS_KEY"])
+        with BatchClient(endpoint, credential) as client:
+            yield client, endpoint
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def request_counts(client: BatchClient) -> dict[str, int]:
+    """Requests the emulator served per operation (its signed, emulator-only stats endpoint)."""
+    response = client.send_request(HttpRequest("GET", "/batchspec/stats?api-version=2025-06-01"))
+    response.raise_for_status()
+    counts: dict[str, int] = json.loads(response.text())["requests"]
+    return counts

@@ -11,18 +11,12 @@ target is missed.
 from __future__ import annotations
 
 import os
-import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from azure.batch import BatchClient, models
-from azure.core.credentials import AzureNamedKeyCredential
 
 from batchspec.backends.azure.config import AzureConfig
 from batchspec.backends.azure.storage import Storage
@@ -31,6 +25,9 @@ from batchspec.plan import InputFile, Plan, PlannedTask, build_plan
 from batchspec.spec import load_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import emulator_process
+
 from tests.azurite import running_azurite
 
 TASKS = 10_000
@@ -64,35 +61,13 @@ def submit(client: BatchClient, job_id: str, options: list[models.BatchTaskCreat
     return time.perf_counter() - started, submitter
 
 
-@contextmanager
-def emulator_process() -> Iterator[tuple[str, str, str]]:
-    """``batchspec emulator --nodes 0`` in its own process, as users run it (in this process it
-    would share the GIL with the client and hide what concurrency buys)."""
-    proc = subprocess.Popen([sys.executable, "-m", "batchspec", "emulator", "--nodes", "0"],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    exports: dict[str, str] = {}
-    try:
-        for line in proc.stdout:
-            if line.startswith("export "):
-                name, _, value = line[len("export "):].strip().partition("=")
-                exports[name] = shlex.split(value)[0]
-            if len(exports) == 3:
-                break
-        yield exports["AZURE_BATCH_ENDPOINT"], exports["AZURE_BATCH_ACCOUNT"], exports["AZURE_BATCH_ACCESS_KEY"]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
-
-
 def submission_bench(work: Path) -> bool:
     plan = tenk_plan(work)
     sas = "sv=2025-01-05&sr=c&sp=r&se=2030-01-01T00%3A00%3A00Z&sig=" + "x" * 44
     urls = Urls(lambda f: f"http://127.0.0.1:10000/devstoreaccount1/bench-input/{f.source}?{sas}",
                 f"http://127.0.0.1:10000/devstoreaccount1/bench-output?{sas}")
     options = [task_options(plan, t, urls) for t in plan.tasks]
-    with emulator_process() as (endpoint, account, key):  # no nodes: this measures submission alone
-        client = BatchClient(endpoint, AzureNamedKeyCredential(account, key))
+    with emulator_process() as (client, _):  # no nodes: this measures submission alone
         client.create_pool(models.BatchPoolCreateOptions(
             id="p", vm_size="standard_a1_v2", target_dedicated_nodes=0,
             virtual_machine_configuration=models.VirtualMachineConfiguration(

@@ -5,7 +5,8 @@ Targets (issue 5): 10,000 tasks added through ``create_tasks`` in under 5 s, and
 raw keep-alive HTTP round trips to the same server (the transport floor), the SDK's own cost for
 a trivial authenticated GET (``get_job``), and ``create_tasks`` sequential vs ``max_concurrency=4``.
 
-The pool has no nodes, so the figures measure the API, not task execution.
+The emulator runs in its own process, as users run it, and its pool has no nodes, so the
+figures measure the API, not task execution.
 
     .venv/bin/python benchmarks/emulator_bench.py [--tasks 10000] [--calls 2000]
 """
@@ -18,13 +19,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlparse
 
 from azure.batch import BatchClient
 from azure.batch import models as m
 
-from batchspec.emulator import Emulator, EmulatorConfig
-from batchspec.emulator.testing import batch_client
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import emulator_process, request_counts
 
 
 def _latencies(call: Callable[[], object], n: int) -> list[float]:
@@ -66,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args(argv)
 
-    with Emulator(EmulatorConfig(nodes=0)) as emu:
-        client = batch_client(emu)
+    with emulator_process() as (client, endpoint):
         client.create_pool(
             m.BatchPoolCreateOptions(
                 id="bench",
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             )
         )
-        print(f"Batch emulator benchmark ({emu.endpoint}), azure-batch SDK with Shared Key auth")
+        print(f"Batch emulator benchmark ({endpoint}, `batchspec emulator` in its own process), "
+              "azure-batch SDK with Shared Key auth")
 
         print(f"\ncreate_tasks: {args.tasks} tasks ({(args.tasks + 99) // 100} requests of up to 100 tasks)")
         results = {}
@@ -87,15 +89,15 @@ def main(argv: list[str] | None = None) -> int:
             ("max_concurrency=4", "par", 4),
         ):
             _setup(client, job_id)
-            before = emu.request_counts().get("create_task_collection", 0)
+            before = request_counts(client).get("create_task_collection", 0)
             elapsed, added = _add(client, job_id, args.tasks, concurrency)
-            requests = emu.request_counts().get("create_task_collection", 0) - before
+            requests = request_counts(client).get("create_task_collection", 0) - before
             results[label] = elapsed
             rate = added / elapsed if elapsed else float("inf")
             print(f"  {label:<46} {elapsed:6.2f} s   {added} added, {requests} requests, {rate:,.0f} tasks/s")
 
         print(f"\nround-trip latency, {args.calls} calls each (job 'seq' holds {args.tasks} tasks)")
-        url = urlparse(emu.endpoint)
+        url = urlparse(endpoint)
         conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
 
         def raw() -> None:
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nTargets")
         print(f"  create_tasks {args.tasks} tasks < 5 s:        {seq:6.2f} s   {'PASS' if seq < 5 else 'FAIL'}")
         print(f"  median taskcounts latency < 2 ms:  {median_ms:6.3f} ms  {'PASS' if median_ms < 2 else 'FAIL'}")
-        print(f"\nrequests served per operation: {emu.request_counts()}")
+        print(f"\nrequests served per operation: {request_counts(client)}")
         return 0 if seq < 5 and median_ms < 2 else 1
 
 
