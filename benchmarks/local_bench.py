@@ -59,9 +59,11 @@ def ffmpeg_bench(work: Path, rounds: int, media: Path | None) -> bool:
         if media is not None:
             shutil.copyfile(media, inputs / f"clip{i}.mp4")
             continue
-        subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=60",
-                        "-f", "lavfi", "-i", f"sine=frequency={300 + 50 * i}:duration=60", "-c:v", "libx264",
-                        "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(inputs / f"clip{i}.mp4")], check=True)
+        # Shaped like the tutorial's clips: 640x360 at 30 fps, stereo 44.1 kHz AAC at 128 kb/s.
+        subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=60",
+                        "-f", "lavfi", "-i", f"sine=frequency={300 + 50 * i}:sample_rate=44100:duration=60",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-ac", "2", "-b:a", "128k",
+                        "-shortest", str(inputs / f"clip{i}.mp4")], check=True)
     spec = work / "spec.yaml"
     spec.write_text(json.dumps({
         "batchspec": 1, "name": "bench-mp3", "pool": POOL, "requires": ["ffmpeg"],
