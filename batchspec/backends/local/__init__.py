@@ -28,6 +28,7 @@ from ...runner import (
     TaskProcess,
     batch_environment,
     node_command_line,
+    process_start_ticks,
     split_command_line,
     tail_lines,
 )
@@ -42,6 +43,7 @@ NODE_ID = "local"
 class _Started:
     task_id: str
     pgid: int
+    pgid_ticks: int | None  # the process's start time, so a later run never kills a recycled pid
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,14 @@ class LocalBackend(Backend):
         remaining = len(self.todo)
         job_dir = self.job_dir(plan)
         while remaining:
-            message = self.queue.get()
+            try:
+                message = self.queue.get_nowait()
+            except queue.Empty:
+                self.state.commit()  # group commit: durable before waiting, one commit per burst
+                message = self.queue.get()
             if isinstance(message, _Started):
                 running.add(message.task_id)
-                self.state.started(message.task_id, message.pgid)
+                self.state.started(message.task_id, message.pgid, message.pgid_ticks)
             else:
                 self.state.finished(message.task_id, message.state, message.exit_code, message.attempts,
                                     message.seconds, message.reason, message.outputs)
@@ -237,7 +243,8 @@ class LocalBackend(Backend):
             with self.running_lock:
                 self.running[task.id] = process
             try:
-                result = process.run(timeout, on_start=lambda pid: self.queue.put(_Started(task.id, pid)))
+                result = process.run(timeout, on_start=lambda pid: self.queue.put(
+                    _Started(task.id, pid, process_start_ticks(pid))))
             finally:
                 with self.running_lock:
                     self.running.pop(task.id, None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import BackendError
-from ...runner import kill_stale_group, process_start_ticks
+from ...runner import kill_stale_group
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -66,12 +66,27 @@ class RunState:
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
         self.db = sqlite3.connect(job_dir / "state.db", isolation_level=None)
-        # WAL + NORMAL: each commit survives the process being killed, without an fsync each.
+        # WAL + NORMAL: a commit survives the process being killed, without an fsync each.
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(_SCHEMA)
+        self._in_transaction = False
+
+    def commit(self) -> None:
+        """Make what was recorded durable. The run commits whenever it is about to wait for the
+        next task event, so a busy run groups many records into one commit."""
+        if self._in_transaction:
+            self.db.execute("COMMIT")
+            self._in_transaction = False
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        if not self._in_transaction:
+            self.db.execute("BEGIN")
+            self._in_transaction = True
+        self.db.execute(sql, args)
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
@@ -93,17 +108,17 @@ class RunState:
     def reset(self) -> None:
         self.db.execute("DELETE FROM tasks")
 
-    def started(self, task_id: str, pgid: int) -> None:
-        self.db.execute(
+    def started(self, task_id: str, pgid: int, pgid_ticks: int | None) -> None:
+        self._write(
             "INSERT INTO tasks (id, state, pgid, pgid_ticks, updated) VALUES (?, 'running', ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET state='running', pgid=excluded.pgid, pgid_ticks=excluded.pgid_ticks, "
             "updated=excluded.updated",
-            (task_id, pgid, process_start_ticks(pgid), time.time()),
+            (task_id, pgid, pgid_ticks, time.time()),
         )
 
     def finished(self, task_id: str, state: str, exit_code: int | None, attempts: int, seconds: float,
                  reason: str | None, outputs: list[str]) -> None:
-        self.db.execute(
+        self._write(
             "INSERT INTO tasks (id, state, exit_code, attempts, seconds, reason, outputs, pgid, pgid_ticks, updated) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?) "
             "ON CONFLICT(id) DO UPDATE SET state=excluded.state, exit_code=excluded.exit_code, "
