@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,10 +19,9 @@ from .plan import Plan
 from .spec.values import format_duration
 
 
-def console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
-    """A rich console on the current stdout/stderr (looked up at call time, for CliRunner)."""
-    target = file or (sys.stderr if stderr else sys.stdout)
-    return Console(file=target, highlight=False, soft_wrap=True)
+def console() -> Console:
+    """A rich console on the current stdout (looked up at call time, for CliRunner)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
 def validation_text(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:

@@ -239,9 +239,6 @@ class State:
     def sorted_jobs(self) -> list[Job]:
         return [self.jobs[k] for k in sorted(self.jobs)]
 
-    def pool_of(self, job: Job) -> Pool | None:
-        return self.pools.get(key(job.pool_id))
-
     # ---- task state machine
 
     def add_task(self, job: Job, task: Task) -> None:

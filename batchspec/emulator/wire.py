@@ -17,9 +17,6 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-#: The api-version azure-batch 15.1 sends (any version is accepted).
-API_VERSION = "2025-06-01"
-
 #: .NET ticks (100 ns) at the Unix epoch: the service's times and ETags are tick based.
 EPOCH_TICKS = 621_355_968_000_000_000
 TICKS_PER_SECOND = 10_000_000
@@ -48,10 +45,6 @@ class Clock:
                 now = self._last + 1
             self._last = now
             return now
-
-
-def now_ticks() -> int:
-    return time.time_ns() // 100 + EPOCH_TICKS
 
 
 def iso(ticks: int) -> str:

@@ -61,9 +61,9 @@ class Document:
             probe = probe[:-1]
         return (1, 1)
 
-    def diagnostic(self, path: JsonPath, message: str, *, key: bool = False, line_offset: int = 0) -> Diagnostic:
+    def diagnostic(self, path: JsonPath, message: str, *, key: bool = False) -> Diagnostic:
         line, col = self.position(path, key=key)
-        return Diagnostic(self.file, line + line_offset, col, format_path(path), message)
+        return Diagnostic(self.file, line, col, format_path(path), message)
 
     def template_line(self, path: JsonPath, template_line: int) -> int:
         """The file line of line ``template_line`` (1-based) of the template at ``path``."""

@@ -179,9 +179,6 @@ class Storage:
     def container_url(self, container: str) -> str:
         return str(self.service.get_container_client(container).url)
 
-    def blob_url(self, container: str, name: str) -> str:
-        return str(self.service.get_blob_client(container, name).url)
-
     def _user_delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
         if self._delegation_key and self._delegation_key[0] >= expiry:
             return self._delegation_key[1]
