@@ -211,8 +211,12 @@ def tail_lines(path: Path, count: int = 20, max_bytes: int = 64 * 1024) -> tuple
             data = f.read()
     except OSError:
         return ()
-    lines = data.decode("utf-8", "replace").splitlines()
-    return tuple(lines[-count:])
+    return last_lines(data, count)
+
+
+def last_lines(data: bytes, count: int = 20) -> tuple[str, ...]:
+    """The last ``count`` lines of a log's bytes (undecodable bytes replaced)."""
+    return tuple(data.decode("utf-8", "replace").splitlines()[-count:])
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

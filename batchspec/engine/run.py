@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import backends
 from ..backends import Backend, RunContext, RunOptions
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BackendError
 from ..events import BackendChosen, Emit, Event, PlanReady, Progress, RunFinished, StageStarted, TaskFinished
 from ..plan import Plan, build_plan
 from ..spec import Spec, load_spec
@@ -119,6 +119,10 @@ def _stages(backend: Backend, plan: Plan, ctx: RunContext, tally: _Tally) -> Non
     emit(StageStarted("prepare"))
     backend.prepare(plan, ctx)
     emit(StageStarted("stage inputs"))
+    # Planning found them; a slow prepare (a pool coming up) leaves time for them to go away.
+    missing = [s for s in plan.local_inputs() if not plan.resolve(s).is_file()]
+    if missing:
+        raise BackendError(f"input files disappeared since planning: {', '.join(missing[:5])}")
     backend.stage_inputs(plan, ctx)
     emit(StageStarted("submit"))
     backend.submit(plan, ctx)

@@ -66,6 +66,10 @@ class Plan:
         """A path from the spec (input source, download dir) on this machine."""
         return self.base_dir / relative
 
+    def local_inputs(self) -> list[str]:
+        """Every input file on this machine (not in a storage container), once, sorted."""
+        return sorted({f.source for t in self.tasks for f in t.inputs if f.container is None})
+
     @property
     def download_dir(self) -> Path:
         return self.resolve(self.outputs.download)

@@ -7,6 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from batchspec.cli import cli
@@ -206,3 +207,21 @@ def test_program_not_found_fails_cleanly(tmp_path: Path, write_spec: SpecWriter)
     code, output = invoke(spec)
     assert code == 1
     assert "exit code 127" in output and "definitely-not-a-program-xyz" in output
+
+
+def test_inputs_that_vanish_after_planning_stop_the_run(tmp_path: Path, write_spec: SpecWriter,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchspec.backends.local import LocalBackend
+
+    make_inputs(tmp_path, ["a.txt", "b.txt"])
+    spec = write_spec("cp <<input>> <<stem>>.out", outputs=["<<stem>>.out"])
+    prepare = LocalBackend.prepare
+
+    def prepare_then_lose_an_input(self: LocalBackend, plan: object, ctx: object) -> None:
+        prepare(self, plan, ctx)  # type: ignore[arg-type]
+        (tmp_path / "inputs" / "b.txt").unlink()
+
+    monkeypatch.setattr(LocalBackend, "prepare", prepare_then_lose_an_input)
+    code, output = invoke(spec)
+    assert code == 2
+    assert "input files disappeared since planning: inputs/b.txt" in output

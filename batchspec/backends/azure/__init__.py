@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +26,7 @@ from ...events import Event, Progress, TaskFinished
 from ...globs import compile_glob, has_magic, literal_head, normalize
 from ...plan import BlobLister, InputFile, Plan
 from ...redact import redact
-from ...runner import node_command_line
+from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
 from ..base import Backend, RunContext, RunOptions
 from .config import AzureConfig, batch_client_args
@@ -121,15 +121,12 @@ class AzureBackend(Backend):
 
     def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
         container = self.input_container(plan)
-        local = sorted({(f.source, blob_name_for(f.source)) for t in plan.tasks for f in t.inputs if not f.container})
+        local = [(source, blob_name_for(source)) for source in plan.local_inputs()]
         with self._errors("staging inputs in Azure Storage"):
             self.storage.ensure_container(plan.outputs.container)
             if local:
                 self.storage.ensure_container(container)
                 files = [(plan.resolve(source), name) for source, name in local]
-                missing = [str(p) for p, _ in files if not p.is_file()]
-                if missing:
-                    raise BackendError(f"input files disappeared since planning: {', '.join(missing[:5])}")
                 started = time.monotonic()
                 report = self.storage.upload(container, files)
                 ctx.info(f"inputs: uploaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
@@ -305,11 +302,7 @@ class AzureBackend(Backend):
             )
 
     def _tail(self, job_id: str, task_id: str) -> tuple[str, ...]:
-        try:
-            data = b"".join(self.client.download_task_file(job_id, task_id, "stderr.txt"))
-        except ResourceNotFoundError:
-            return ()
-        return tuple(redact(line) for line in data.decode("utf-8", "replace").splitlines()[-STDERR_TAIL:])
+        return _log_tail(lambda: self.client.download_task_file(job_id, task_id, "stderr.txt"))
 
     def _pool_status(self, plan: Plan, ctx: RunContext, polls: int, warned: set[str]) -> str:
         """While no task runs: alternate between the pool (resize errors) and its nodes (start
@@ -348,13 +341,9 @@ class AzureBackend(Backend):
     def _start_task_failure(self, pool_id: str, node: models.BatchNode) -> str:
         info = node.start_task_info
         code = info.exit_code if info else None
-        try:
-            data = b"".join(self.client.download_node_file(pool_id, node.id, "startup/stderr.txt"))
-            tail = data.decode("utf-8", "replace").splitlines()[-STDERR_TAIL:]
-        except ResourceNotFoundError:
-            tail = []
+        tail = _log_tail(lambda: self.client.download_node_file(pool_id, node.id, "startup/stderr.txt"))
         lines = [f"start task failed on node {node.id} (exit code {code})"]
-        lines += [f"  | {redact(line)}" for line in tail]
+        lines += [f"  | {line}" for line in tail]
         return "\n".join(lines)
 
     # --- collect and clean up ------------------------------------------------------------------
@@ -444,6 +433,15 @@ def pool_options(plan: Plan) -> models.BatchPoolCreateOptions:
         task_slots_per_node=pool.task_slots_per_node,
         start_task=start,
     )
+
+
+def _log_tail(download: Callable[[], Iterable[bytes]]) -> tuple[str, ...]:
+    """The last lines of a task or node log file on the service, secrets redacted; none if absent."""
+    try:
+        data = b"".join(download())
+    except ResourceNotFoundError:
+        return ()
+    return tuple(redact(line) for line in last_lines(data, STDERR_TAIL))
 
 
 def _text(value: Any) -> str:

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import BackendError
 from ...events import Event, Progress, TaskFinished
 from ...globs import glob_files
 from ...plan import Plan, PlannedTask
@@ -97,10 +96,7 @@ class LocalBackend(Backend):
         ctx.info(f"{self.slots} parallel slot(s); task directories under {self.job_dir(plan)}")
 
     def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
-        missing = [f.source for t in plan.tasks for f in t.inputs if not plan.resolve(f.source).is_file()]
-        if missing:
-            raise BackendError(f"input files disappeared since planning: {', '.join(missing[:5])}")
-        # Each task links its own inputs into its working directory when it starts.
+        """Nothing to do up front: each task links its own inputs into its working directory."""
 
     def submit(self, plan: Plan, ctx: RunContext) -> int:
         assert self.state is not None
@@ -143,8 +139,7 @@ class LocalBackend(Backend):
                 running.add(message.task_id)
                 self.state.started(message.task_id, message.pgid, message.pgid_ticks)
             else:
-                self.state.finished(message.task_id, message.state, message.exit_code, message.attempts,
-                                    message.seconds, message.reason, message.outputs)
+                self._record(message)
                 remaining -= 1
                 running.discard(message.task_id)
                 if message.state == "succeeded":
@@ -179,6 +174,11 @@ class LocalBackend(Backend):
         else:
             ctx.info(f"nothing to delete: {job_dir} does not exist")
 
+    def _record(self, done: _Done) -> None:
+        assert self.state is not None
+        self.state.finished(done.task_id, done.state, done.exit_code, done.attempts, done.seconds, done.reason,
+                            done.outputs)
+
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         self.stop_event.set()
         with self.running_lock:
@@ -194,8 +194,7 @@ class LocalBackend(Backend):
             except queue.Empty:
                 break
             if isinstance(message, _Done):
-                self.state.finished(message.task_id, message.state, message.exit_code, message.attempts,
-                                    message.seconds, message.reason, message.outputs)
+                self._record(message)
         self.state.kill_stale()  # anything still marked running becomes interrupted
 
     def close(self) -> None:
