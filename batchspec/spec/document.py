@@ -51,11 +51,10 @@ class Document:
 
     def position(self, path: JsonPath, *, key: bool = False) -> tuple[int, int]:
         """Line and column of ``path`` (of its key when ``key``); the nearest ancestor if unknown."""
-        table = self.keys if key else self.values
         probe = path
         while probe:
-            if probe in table:
-                return table[probe]
+            if key and probe in self.keys:
+                return self.keys[probe]
             if probe in self.values:
                 return self.values[probe]
             probe = probe[:-1]

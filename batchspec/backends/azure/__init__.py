@@ -121,12 +121,12 @@ class AzureBackend(Backend):
 
     def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
         container = self.input_container(plan)
-        local = [(source, blob_name_for(source)) for source in plan.local_inputs()]
+        local = {source: blob_name_for(source) for source in plan.local_inputs()}  # path -> blob name
         with self._errors("staging inputs in Azure Storage"):
             self.storage.ensure_container(plan.outputs.container)
             if local:
                 self.storage.ensure_container(container)
-                files = [(plan.resolve(source), name) for source, name in local]
+                files = [(plan.resolve(source), name) for source, name in local.items()]
                 started = time.monotonic()
                 report = self.storage.upload(container, files)
                 ctx.info(f"inputs: uploaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
@@ -143,7 +143,7 @@ class AzureBackend(Backend):
 
         def input_url(item: InputFile) -> str:
             where = item.container or container
-            name = item.source if item.container else blob_name_for(item.source)
+            name = item.source if item.container else local[item.source]
             return f"{container_urls[where]}/{quote(name, safe='~/')}?{self._sas[where]}"
 
         self.urls = Urls(input_url, _with_sas(self.storage.container_url(plan.outputs.container), out_sas))
