@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from ..backends import Backend, RunContext, RunOptions
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BackendError
 from ..events import BackendChosen, Emit, Event, PlanReady, Progress, RunFinished, StageStarted, TaskFinished
 from ..plan import Plan, build_plan
-from ..spec import Spec, load_spec
+from ..spec import load_spec
 
 
 def make_plan(spec_path: Path, overrides: Iterable[str] = (), backend: str = "auto",
@@ -23,14 +23,13 @@ def make_plan(spec_path: Path, overrides: Iterable[str] = (), backend: str = "au
     """The plan for a spec file, as ``batchspec plan`` shows it (no side effects)."""
     environ = os.environ if env is None else env
     spec = load_spec(spec_path)
-    return _plan(spec, overrides, lambda: backends.create(backends.choose(backend, environ)[0],
-                                                          RunOptions(env=environ)))
-
-
-def _plan(spec: Spec, overrides: Iterable[str], backend: Callable[[], Backend]) -> Plan:
-    # Only container inputs need a backend at planning time (to list blobs).
-    lister = backend().blob_lister() if spec.inputs.container is not None else None
-    return build_plan(spec, overrides, lister)
+    if spec.inputs.container is None:  # only blobs in storage need a backend to plan
+        return build_plan(spec, overrides)
+    lister_backend = backends.create(backends.choose(backend, environ)[0], RunOptions(env=environ))
+    try:
+        return build_plan(spec, overrides, lister_backend.blob_lister())
+    finally:
+        lister_backend.close()
 
 
 @dataclass
@@ -66,7 +65,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
     interrupted = False
     try:
         emit(StageStarted("plan"))
-        plan = _plan(spec, overrides, lambda: backend)
+        plan = build_plan(spec, overrides, backend.blob_lister())
         for warning in plan.warnings:
             ctx.warn(warning)
         emit(PlanReady(plan.job_id, len(plan.tasks), str(spec_path)))
@@ -108,7 +107,7 @@ def remove(spec_path: Path, overrides: Iterable[str], backend_name: str, options
     spec = load_spec(spec_path)
     backend = backends.create(name, options)
     try:
-        plan = _plan(spec, overrides, lambda: backend)
+        plan = build_plan(spec, overrides, backend.blob_lister())
         backend.remove(plan, RunContext(options, emit))
     finally:
         backend.close()
