@@ -283,14 +283,14 @@ class _MissingOutput(Exception):
 
 def _collect_outputs(wd: Path, patterns: tuple[str, ...], download: Path) -> list[str]:
     """Move files matching ``patterns`` from ``wd`` into ``download`` (relative names kept)."""
-    matched: list[str] = []
+    matched: dict[str, None] = {}  # ordered, and a file two patterns match is moved once
     for pattern in patterns:
         found = sorted(glob_files(wd, pattern))
         if not found:
             raise _MissingOutput(f"output '{pattern}' was not produced (no file in wd/ matches it)")
-        matched.extend(found)
-    for rel in dict.fromkeys(matched):
+        matched.update(dict.fromkeys(found))
+    for rel in matched:
         target = download / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(wd / rel), str(target))  # a rename when on the same filesystem
-    return list(dict.fromkeys(matched))
+    return list(matched)
