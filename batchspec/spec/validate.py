@@ -22,13 +22,15 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from ..errors import Diagnostic, SpecError
-from ..templating import check_variables, is_template
+from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template
 from .document import Document, JsonPath, read_document
 from .values import batch_id_problem, container_problem, parse_duration
 
 #: Variables every task template may use (the planner provides exactly these).
 TASK_VARIABLES = ("input", "name", "stem", "ext", "dir", "item", "index", "count", "params", "matrix",
                   "task_id", "job_id")
+#: Those that are a single value (text or a number): ``<< input.encode >>`` is a mistake.
+SCALAR_VARIABLES = frozenset({"input", "name", "stem", "ext", "dir", "index", "count", "task_id", "job_id"})
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -251,11 +253,71 @@ def _check_templates(doc: Document) -> Iterator[Diagnostic]:
     attrs: dict[str, frozenset[str] | None] = {
         "params": frozenset(params) if isinstance(params, dict) else frozenset(),
         "matrix": frozenset(matrix) if isinstance(matrix, dict) else frozenset(),
+        **dict.fromkeys(SCALAR_VARIABLES, SCALAR),
     }
+    templated: set[JsonPath] = set()
     for path, source, shell, names in templated_fields(doc.data):
+        templated.add(path)
         known = {name: attrs.get(name) for name in names}
-        for problem in check_variables(source, known, shell=shell):
+        problems = check_variables(source, known, shell=shell) + _foreign_syntax(source, names)
+        if shell:
+            problems += check_shell(source)
+        for problem in problems:
             yield doc.template_diagnostic(path, problem.line, problem.token, problem.message)
+    yield from _untemplated(doc, doc.data, (), templated, schema())
+
+
+# Jinja's usual delimiters, which batchspec does not use (a shell command has its own braces).
+_JINJA_VARIABLE = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)[^{}]*?-?\}\}")
+_JINJA_BLOCK = re.compile(r"\{%-?\s*(if|elif|else|endif|for|endfor|set|raw|endraw|macro|filter|with)\b[^%]*%\}")
+
+
+def _foreign_syntax(source: str, names: Sequence[str]) -> list[VariableProblem]:
+    """``{{ input }}`` and ``{% if %}`` in a template: Jinja's usual syntax, left as text here."""
+    problems = []
+    for match in _JINJA_VARIABLE.finditer(source):
+        if match.group(1) in names:
+            expr = match.group(1) + match.group(2)
+            problems.append(VariableProblem(
+                f"'{match.group(0)}' is not replaced: batchspec templates write values as << {expr} >>",
+                source.count("\n", 0, match.start()) + 1, match.group(0)))
+    for match in _JINJA_BLOCK.finditer(source):
+        body = match.group(0)[2:-2].strip("- ")
+        problems.append(VariableProblem(
+            f"'{match.group(0)}' is not a block here: batchspec templates write blocks as <% {body} %>",
+            source.count("\n", 0, match.start()) + 1, match.group(0)))
+    return problems
+
+
+_TEMPLATE_TAG = re.compile(r"<<.*?>>|<%.*?%>", re.DOTALL)
+#: Where a value is data for templates, not a spec setting: text there is never checked.
+_DATA_KEYS = {("params",), ("matrix",), ("description",), ("inputs", "list")}
+TEMPLATED = "task.command, task.outputs, task.id, task.env, pool.start_task.command and job.id"
+
+
+def _untemplated(doc: Document, data: Any, path: JsonPath, templated: set[JsonPath],
+                 node: Any = None) -> Iterator[Diagnostic]:
+    """``<< >>`` in a field that is not a template: it would be taken literally. ``node`` is the
+    field's schema (keys the schema does not know are reported as unknown already)."""
+    if path in templated or path in _DATA_KEYS:
+        return
+    node = node if isinstance(node, dict) else {}
+    if isinstance(data, dict):
+        known, extra = node.get("properties"), node.get("additionalProperties")
+        for key, value in data.items():
+            if known is not None and key not in known and not isinstance(extra, dict):
+                continue
+            sub = known.get(key, extra) if known is not None else extra
+            yield from _untemplated(doc, value, (*path, key), templated, sub)
+    elif isinstance(data, list):
+        items = node.get("items") or next((a["items"] for a in node.get("anyOf", node.get("oneOf", []))
+                                           if isinstance(a, dict) and "items" in a), None)
+        for i, value in enumerate(data):
+            yield from _untemplated(doc, value, (*path, i), templated, items)
+    elif isinstance(data, str) and (match := _TEMPLATE_TAG.search(data)):
+        field = "$." + ".".join(str(p) for p in path)
+        yield doc.diagnostic(path, f"'{match.group(0)}' is not replaced in {field}, which is not a template "
+                                   f"(only {TEMPLATED} are); write the value itself")
 
 
 def _check_outputs(doc: Document) -> Iterator[Diagnostic]:
