@@ -71,6 +71,7 @@ class Progress(Event):
     running: int
     skipped: int = 0
     detail: str = ""  # e.g. "waiting for nodes: 2/5 idle"
+    changed: int = 0  # tasks run again because what produced their earlier result changed
 
     @property
     def done(self) -> int:
@@ -91,6 +92,7 @@ class RunFinished(Event):
     exit_code: int
     interrupted: bool = False
     failures: tuple[TaskFinished, ...] = field(default=())
+    changed: int = 0  # of the tasks run: those whose command, environment, inputs or settings changed
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

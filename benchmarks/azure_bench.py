@@ -66,7 +66,7 @@ def submission_bench(work: Path) -> bool:
     sas = "sv=2025-01-05&sr=c&sp=r&se=2030-01-01T00%3A00%3A00Z&sig=" + "x" * 44
     urls = Urls(lambda f: f"http://127.0.0.1:10000/devstoreaccount1/bench-input/{f.source}?{sas}",
                 f"http://127.0.0.1:10000/devstoreaccount1/bench-output?{sas}")
-    options = [task_options(plan, t, urls) for t in plan.tasks]
+    options = [task_options(plan, t, urls, "0" * 32) for t in plan.tasks]
     with emulator_process() as (client, _):  # no nodes: this measures submission alone
         client.create_pool(models.BatchPoolCreateOptions(
             id="p", vm_size="standard_a1_v2", target_dedicated_nodes=0,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..events import Emit, Event, Message, Progress, TaskFinished
 from ..plan import BlobLister, Plan
+from .download import Ledger, ledger_file
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,18 @@ class RunOptions:
     slots: int | None = None  # parallel task slots (local)
     run_dir: Path | None = None  # where task directories and run state live (local)
     force: bool = False  # rerun tasks that already succeeded
+    overwrite: bool = False  # outputs may replace files in the download directory batchspec did not write
+
+    def state_dir(self, plan: Plan) -> Path:
+        """Where batchspec keeps what it knows between runs of ``plan`` (the local backend's
+        task directories and run record; every backend's record of the files it downloaded):
+        ``--run-dir``, or ``.batchspec/`` next to the spec."""
+        return (self.run_dir or plan.resolve(".batchspec")).absolute()
+
+    def ledger(self, plan: Plan) -> Ledger:
+        """The record of what batchspec placed in ``plan``'s download directory."""
+        return Ledger(plan.download_dir, ledger_file(self.state_dir(plan), plan.download_dir),
+                      overwrite=self.overwrite)
 
 
 @dataclass
@@ -46,6 +59,10 @@ class Backend(ABC):
     def blob_lister(self) -> BlobLister | None:
         """Lists input blobs for ``inputs.container`` specs; None when this backend has no storage."""
         return None
+
+    def check(self, plan: Plan, ctx: RunContext) -> None:  # noqa: B027 - optional hook
+        """Check everything that can fail (credentials, settings, reaching services) before
+        anything that costs money exists; raise :class:`~batchspec.errors.BatchspecError`."""
 
     @abstractmethod
     def prepare(self, plan: Plan, ctx: RunContext) -> None:

@@ -121,6 +121,9 @@ def summary_text(event: RunFinished) -> str:
         + (f", {event.skipped} skipped (done earlier)" if event.skipped else "")
         + f" of {event.total} tasks in {format_duration(event.seconds)} [{event.backend}, job {event.job_id}]"
     )
+    if event.changed:
+        lines.append(f"{event.changed} task(s) ran again because their command, environment, inputs or settings "
+                     "changed since they last succeeded; their outputs were replaced")
     if event.succeeded or event.skipped:
         lines.append(f"outputs: {event.outputs}")
     for failure in event.failures:

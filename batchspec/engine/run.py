@@ -12,9 +12,11 @@ from pathlib import Path
 
 from .. import backends
 from ..backends import Backend, RunContext, RunOptions
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BackendError
+from ..backends.download import check_download
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BackendError, BatchspecError
 from ..events import BackendChosen, Emit, Event, PlanReady, Progress, RunFinished, StageStarted, TaskFinished
 from ..plan import Plan, build_plan
+from ..redact import redacting
 from ..spec import load_spec
 
 
@@ -50,12 +52,17 @@ class _Tally:
         p = self.progress
         return (p.succeeded, p.failed, p.skipped) if p else (0, 0, 0)
 
+    @property
+    def changed(self) -> int:
+        return self.progress.changed if self.progress else 0
+
 
 def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions,
         emit: Emit) -> RunFinished:
     """Run a spec end to end; returns the summary (also emitted). User errors raise
     :class:`~batchspec.errors.BatchspecError`."""
     started = time.monotonic()
+    emit = redacting(emit, options.env)
     name, reason = backends.choose(backend_name, options.env)
     emit(BackendChosen(name, reason))
     emit(StageStarted("validate"))
@@ -95,6 +102,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
         exit_code=exit_code,
         interrupted=interrupted,
         failures=tuple(tally.failures),
+        changed=tally.changed,
     )
     emit(summary)
     return summary
@@ -102,6 +110,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
 
 def remove(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions, emit: Emit) -> None:
     """Delete what runs of a spec left behind on a backend (``batchspec cleanup``)."""
+    emit = redacting(emit, options.env)
     name, reason = backends.choose(backend_name, options.env)
     emit(BackendChosen(name, reason))
     spec = load_spec(spec_path)
@@ -115,8 +124,29 @@ def remove(spec_path: Path, overrides: Iterable[str], backend_name: str, options
 
 def _stages(backend: Backend, plan: Plan, ctx: RunContext, tally: _Tally) -> None:
     emit = ctx.emit
+    # Everything that can fail is checked before anything that costs money (a pool) exists.
+    emit(StageStarted("check"))
+    ledger = ctx.options.ledger(plan)
+    try:
+        check_download(ledger, (o for t in plan.tasks for o in t.outputs))
+    finally:
+        ledger.close()
+    backend.check(plan, ctx)
     emit(StageStarted("prepare"))
     backend.prepare(plan, ctx)
+    try:
+        _run_prepared(backend, plan, ctx, tally)
+    except BatchspecError:
+        # The run stops here: what it made that costs money goes as the spec's cleanup says.
+        try:
+            backend.cleanup(plan, ctx, succeeded=False)
+        except BatchspecError as exc:
+            ctx.warn(f"cleaning up after the error failed too: {exc.message}")
+        raise
+
+
+def _run_prepared(backend: Backend, plan: Plan, ctx: RunContext, tally: _Tally) -> None:
+    emit = ctx.emit
     emit(StageStarted("stage inputs"))
     # Planning found them; a slow prepare (a pool coming up) leaves time for them to go away.
     missing = [s for s in plan.local_inputs() if not plan.resolve(s).is_file()]

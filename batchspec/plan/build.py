@@ -197,15 +197,25 @@ def _where(items: list[InputItem], combos: list[dict[str, Scalar]], index: int) 
     return text
 
 
+def _item_value(value: Any) -> Any:
+    """An input's ``item``: its text (a path, or a list entry) and the text values of a list
+    entry's mapping are guarded like file names (``-x`` or ``pipe:x`` never begins an argument)."""
+    if isinstance(value, str):
+        return PathValue(value)
+    if isinstance(value, dict):
+        return Namespace({k: PathValue(v) if isinstance(v, str) else v for k, v in value.items()})
+    return value
+
+
 def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
     if item.file is None:
-        return {**base, "item": item.item}
+        return {**base, "item": _item_value(item.item)}
     path = item.file.path
     directory, _, name = path.rpartition("/")
     stem, ext = posixpath.splitext(name)
     return {
         **base,
-        "item": item.item,
+        "item": _item_value(item.item),
         "input": PathValue(path),
         "name": PathValue(name),
         "stem": PathValue(stem),

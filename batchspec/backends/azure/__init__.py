@@ -1,18 +1,24 @@
 """The Azure backend: the tutorial's whole workflow, for any spec.
 
-Stages: create or reuse the pool (prepare); upload inputs with MD5 skipping and issue SAS URLs
-(stage inputs); create or find the job and add only the missing tasks (submit); poll task counts
-with backoff, surfacing node problems and failed tasks' stderr (watch); download outputs
-(collect); delete what the spec's cleanup says (clean up). Built on azure-batch 15.x
-(``BatchClient``), azure-storage-blob 12.x and azure-identity.
+Stages: reach Batch and Storage with the configured credentials before anything is created
+(check); create or reuse the pool (prepare); upload inputs with MD5 skipping and issue SAS URLs
+(stage inputs); create or find the job and add only the tasks not done, where done means the
+same fingerprint (:mod:`batchspec.plan.fingerprint`, inputs by MD5) and outputs unchanged since
+(submit); poll task counts with backoff, surfacing node problems and failed tasks' stderr
+(watch); download the outputs of tasks that succeeded as planned and record them (collect);
+delete what the spec's cleanup says (clean up). Built on azure-batch 15.x (``BatchClient``),
+azure-storage-blob 12.x and azure-identity.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -23,16 +29,26 @@ from azure.storage.blob import ContainerSasPermissions
 
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
-from ...globs import compile_glob, has_magic, literal_head, normalize
-from ...plan import BlobLister, InputFile, Plan
+from ...globs import compile_glob, has_magic, literal_head, literal_path, normalize
+from ...plan import BlobLister, InputFile, Plan, PlannedTask
+from ...plan.fingerprint import Fingerprinter
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
 from ..base import Backend, RunContext, RunOptions
 from .config import AzureConfig, batch_client_args
 from .errors import resend, translate_errors
-from .storage import Storage, blob_name_for
-from .tasks import RECORDS_PREFIX, Submitter, Urls, success_marker, task_options
+from .storage import BlobInfo, Storage, blob_name_for
+from .tasks import (
+    RECORDS_PREFIX,
+    Submitter,
+    Urls,
+    fingerprint_of,
+    job_record,
+    success_marker,
+    success_markers,
+    task_options,
+)
 
 POLL_MIN, POLL_MAX, POLL_GROWTH = 1.0, 10.0, 1.5
 #: SAS lifetime bounds: a user delegation key lives at most 7 days.
@@ -59,8 +75,11 @@ class AzureBackend(Backend):
         self.sleep = sleep
         self.urls: Urls | None = None
         self.skipped = 0
+        self.changed = 0
         self.job_was_complete = False
         self._sas: dict[str, str] = {}
+        self._content: dict[tuple[str | None, str], str] = {}  # (container, source) -> content identity
+        self.fingerprints: dict[str, str] = {}
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -83,6 +102,20 @@ class AzureBackend(Backend):
 
     def _errors(self, doing: str) -> Any:
         return translate_errors(self.config, doing)
+
+    # --- check: before anything costs money ---------------------------------------------------
+
+    def check(self, plan: Plan, ctx: RunContext) -> None:
+        """Every credential and setting, and both services reached, before the pool exists."""
+        with self._errors("checking access to Azure Storage"):
+            self.storage.check(plan.outputs.container)
+            # Entra ID signs SAS URLs with a user delegation key: get it now, not after the pool.
+            expiry = datetime.now(timezone.utc) + timedelta(hours=1)
+            self.storage.container_sas(plan.outputs.container, ContainerSasPermissions(read=True), expiry)
+        with self._errors("checking access to Azure Batch"), contextlib.suppress(ResourceNotFoundError):
+            self.client.get_pool(plan.pool.id, select=["id"])  # not found is fine: reached, and let in
+        ctx.info(f"Azure Batch account {self.config.batch_account} and storage account {self.storage.account_name} "
+                 "reached")
 
     # --- prepare: the pool ---------------------------------------------------------------------
 
@@ -131,6 +164,12 @@ class AzureBackend(Backend):
                 report = self.storage.upload(container, files)
                 ctx.info(f"inputs: uploaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
                          f"{format_duration(time.monotonic() - started)}; {report.skipped} unchanged, not uploaded")
+                self._content.update({(None, source): report.md5[name].hex() for source, name in local.items()})
+            for name, sources in _by_container(plan).items():
+                prefix = posixpath.commonprefix(sorted(sources))
+                listed = self.storage.list_blobs(name, prefix)
+                self._content.update({(name, source): listed[source].content_id if source in listed else "missing"
+                                      for source in sources})
             expiry = datetime.now(timezone.utc) + self._sas_lifetime(plan, ctx)
             read = ContainerSasPermissions(read=True)
             blob_containers = {f.container for t in plan.tasks for f in t.inputs if f.container}
@@ -168,23 +207,65 @@ class AzureBackend(Backend):
 
     def submit(self, plan: Plan, ctx: RunContext) -> int:
         assert self.urls is not None, "stage_inputs runs before submit"
-        done = set() if self.options.force else self._succeeded_before(plan)
+        fingerprint = Fingerprinter(plan, lambda item: self._content.get((item.container, item.source), "missing"))
+        self.fingerprints = fps = {t.id: fingerprint(t) for t in plan.tasks}
+        container = plan.outputs.container
+        with self._errors(f"reading container '{container}'"):
+            blobs = self.storage.list_blobs(container)
+            record = self._record(plan)
+        done: set[str] = set()
+        missing = 0
+        for task in plan.tasks:
+            entry = record.get(task.id)
+            if self.options.force or entry is None:
+                continue
+            if entry.get("fingerprint") == fps[task.id] and _intact(task, entry, blobs):
+                done.add(task.id)
+            elif entry.get("fingerprint") != fps[task.id]:
+                self.changed += 1
+            else:
+                missing += 1
         todo = [t for t in plan.tasks if t.id not in done]
         if not todo:
             ctx.info(f"all {len(plan.tasks)} task(s) succeeded in an earlier run and their outputs are in container "
-                     f"{plan.outputs.container}: nothing to add (--force runs them again)")
+                     f"{container}, unchanged: nothing to add (--force runs them again)")
             self.skipped = len(done)
             return 0
+        if self.changed:
+            ctx.info(f"{self.changed} task(s) changed since they last succeeded (command, environment, inputs or "
+                     "settings): running them again, replacing their outputs")
+        if missing:
+            ctx.info(f"{missing} task(s) succeeded before but their outputs are missing or were replaced: "
+                     "running them again")
         with self._errors(f"creating job '{plan.job_id}'"):
             in_job = self._create_job(plan, ctx)
-        # Tasks the job already has are followed, not added; tasks recorded as succeeded in an
-        # earlier (since deleted) job count as skipped.
-        self.skipped = len(done - in_job)
-        missing = [t for t in todo if t.id not in in_job]
-        if missing and self.job_was_complete:
-            raise BackendError(f"job '{plan.job_id}' has completed, but {len(missing)} of its tasks are missing",
-                               "rerun with --force to run the job again from the start")
-        options = [task_options(plan, t, self.urls) for t in missing]
+        # A task the job has, added with the same fingerprint and not yet recorded, is followed
+        # (a killed runner's rerun); one that failed, or was added as planned differently, or
+        # whose recorded outputs changed since, is replaced.
+        follow = {t.id for t in todo if t.id in in_job and in_job[t.id].fingerprint == fps[t.id]
+                  and not in_job[t.id].failed and t.id not in record}
+        replace = [t for t in todo if t.id in in_job and t.id not in follow]
+        add = [t for t in todo if t.id not in in_job] + replace
+        if add and self.job_was_complete:
+            # A completed job takes no new tasks: what it finished is recorded, then it starts over.
+            finished = [t for t in plan.tasks if t.id in follow and in_job[t.id].completed]
+            with self._errors(f"recording tasks of job '{plan.job_id}'"):
+                self._remember(plan, finished, blobs, record)
+            done |= {t.id for t in finished}
+            with self._errors(f"replacing completed job '{plan.job_id}'"):
+                ctx.info(f"job {plan.job_id} has completed; {len(add)} task(s) must run again: replacing the job")
+                self.client.begin_delete_job(plan.job_id)
+                self._wait_until_deleted(plan.job_id, ctx)
+                resend(lambda: self.client.create_job(self._job(plan)))
+            follow, in_job, replace, self.job_was_complete = set(), {}, [], False
+            add = [t for t in todo if t.id not in done]
+        self.skipped = len(done - set(in_job))
+        with self._errors(f"replacing outputs in container '{container}'"):
+            self._clear(plan, add, blobs, record)
+        with self._errors(f"replacing tasks of job '{plan.job_id}'"):
+            for task in replace:
+                self.client.delete_task(plan.job_id, task.id)
+        options = [task_options(plan, t, self.urls, fps[t.id]) for t in add]
         submitter = Submitter(self.client, plan.job_id)
         started = time.monotonic()
         with self._errors(f"adding tasks to job '{plan.job_id}'"):
@@ -194,30 +275,63 @@ class AzureBackend(Backend):
                 terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
                 resend(lambda: self.client.update_job(plan.job_id, terminate))
         ctx.info(f"added {submitter.added} task(s) in {submitter.requests} request(s) "
-                 f"({format_duration(time.monotonic() - started)}); {len(in_job)} already in the job, "
+                 f"({format_duration(time.monotonic() - started)}); {len(follow)} already in the job, "
                  f"{self.skipped} done in an earlier run")
         return submitter.added
 
-    def _succeeded_before(self, plan: Plan) -> set[str]:
-        """Tasks an earlier run of this job finished: their success record and every output
-        they declare are in the output container (the job itself may be gone)."""
-        with self._errors(f"reading container '{plan.outputs.container}'"):
-            blobs = self.storage.list_blobs(plan.outputs.container)
-        done = set()
-        for task in plan.tasks:
-            if success_marker(plan.job_id, task.id) in blobs and all(
-                _present(pattern, blobs) for pattern in task.outputs
-            ):
-                done.add(task.id)
-        return done
+    def _record(self, plan: Plan) -> dict[str, dict[str, Any]]:
+        """The job's record: per task, the fingerprint and output ETags of its last success."""
+        value = self.storage.read_json(plan.outputs.container, job_record(plan.job_id))
+        return value if isinstance(value, dict) else {}
 
-    def _create_job(self, plan: Plan, ctx: RunContext) -> set[str]:
-        """Create the plan's job, or find it from an earlier run; returns the ids of its tasks."""
-        job = models.BatchJobCreateOptions(id=plan.job_id, pool_info=models.BatchPoolInfo(pool_id=plan.pool.id))
+    def _remember(self, plan: Plan, tasks: Iterable[PlannedTask], blobs: Mapping[str, BlobInfo],
+                  record: dict[str, dict[str, Any]]) -> None:
+        """Record ``tasks`` as succeeded with their current fingerprints and the outputs in
+        ``blobs`` now, and write the record."""
+        outputs = _Outputs(plan)
+        produced: dict[str, dict[str, str]] = {t.id: {} for t in tasks}
+        for name, blob in blobs.items():
+            owner = outputs.owner(name)
+            if owner in produced:
+                produced[owner][name] = blob.etag
+        for task_id, etags in produced.items():
+            record[task_id] = {"fingerprint": self.fingerprints[task_id], "outputs": etags}
+        self.storage.write_json(plan.outputs.container, job_record(plan.job_id), record)
+
+    def _clear(self, plan: Plan, tasks: list[PlannedTask], blobs: Mapping[str, BlobInfo],
+               record: dict[str, dict[str, Any]]) -> None:
+        """Before ``tasks`` run (again): their earlier outputs and success markers go, in the
+        container and (if unchanged since batchspec put them there) in the download directory,
+        so what a changed task leaves is never mixed with what it left before."""
+        if not tasks:
+            return
+        ids = {t.id for t in tasks}
+        outputs = _Outputs(plan)
+        stale = [n for n in blobs if outputs.owner(n) in ids]
+        stale += [n for t in tasks for n in _under(blobs, success_markers(plan.job_id, t.id))]
+        if stale:
+            self.storage.delete_blobs(plan.outputs.container, stale)
+        ledger = self.options.ledger(plan)
+        try:
+            for task in tasks:
+                entry = record.pop(task.id, None)
+                if entry is not None:
+                    for name in entry.get("outputs", {}):
+                        ledger.remove(name, str(entry.get("fingerprint")))
+        finally:
+            ledger.close()
+
+    @staticmethod
+    def _job(plan: Plan) -> models.BatchJobCreateOptions:
+        return models.BatchJobCreateOptions(id=plan.job_id, pool_info=models.BatchPoolInfo(pool_id=plan.pool.id))
+
+    def _create_job(self, plan: Plan, ctx: RunContext) -> dict[str, _JobTask]:
+        """Create the plan's job, or find it from an earlier run; returns the tasks it has."""
+        job = self._job(plan)
         try:
             resend(lambda: self.client.create_job(job))
             ctx.info(f"created job {plan.job_id}")
-            return set()
+            return {}
         except ResourceExistsError:
             pass
         current = self.client.get_job(plan.job_id)
@@ -228,14 +342,18 @@ class AzureBackend(Backend):
             self._wait_until_deleted(plan.job_id, ctx)
             resend(lambda: self.client.create_job(job))
             ctx.info(f"created job {plan.job_id}")
-            return set()
+            return {}
         state = _text(current.state)
         if state in ("disabled", "disabling"):
             raise BackendError(f"job '{plan.job_id}' is {state}", "enable it, or rerun with --force")
         self.job_was_complete = state in ("completed", "terminating")
-        ids = {t.id for t in self.client.list_tasks(plan.job_id, select=["id"])}
-        ctx.info(f"found job {plan.job_id} from an earlier run ({state}, {len(ids)} task(s))")
-        return ids
+        tasks = {
+            t.id: _JobTask(fingerprint_of(t.display_name), _text(t.state) == "completed",
+                           _text(getattr(t.execution_info, "result", None)) == "failure")
+            for t in self.client.list_tasks(plan.job_id, select=["id", "displayName", "state", "executionInfo"])
+        }
+        ctx.info(f"found job {plan.job_id} from an earlier run ({state}, {len(tasks)} task(s))")
+        return tasks
 
     def _wait_until_deleted(self, job_id: str, ctx: RunContext, limit: float = 600.0) -> None:
         ctx.info(f"waiting for job {job_id} to finish deleting")
@@ -258,7 +376,7 @@ class AzureBackend(Backend):
     def _watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
         total, skipped = len(plan.tasks), self.skipped
         if skipped == total:
-            yield Progress(total, total, 0, 0, skipped)
+            yield Progress(total, total, 0, 0, skipped, changed=self.changed)
             return
         delay = POLL_MIN
         reported: set[str] = set()
@@ -273,7 +391,8 @@ class AzureBackend(Backend):
                 yield from self._failed_tasks(plan, reported)
             elif counts.running == 0 and counts.completed + skipped < total:
                 detail = self._pool_status(plan, ctx, polls, warned)
-            progress = Progress(total, counts.succeeded + skipped, counts.failed, counts.running, skipped, detail)
+            progress = Progress(total, counts.succeeded + skipped, counts.failed, counts.running, skipped, detail,
+                                self.changed)
             if progress != last:
                 yield progress
                 delay = POLL_MIN
@@ -349,12 +468,25 @@ class AzureBackend(Backend):
     # --- collect and clean up ------------------------------------------------------------------
 
     def collect(self, plan: Plan, ctx: RunContext) -> None:
-        with self._errors(f"downloading outputs from container '{plan.outputs.container}'"):
-            blobs = self.storage.list_blobs(plan.outputs.container)
-            is_output = _output_matcher(plan)
-            wanted = [b for b in blobs.values() if is_output(b.name)]
+        """Download the outputs of every task that succeeded as planned (its success marker for
+        its fingerprint is there, or it was done before), and record them for reruns."""
+        container = plan.outputs.container
+        with self._errors(f"downloading outputs from container '{container}'"):
+            blobs = self.storage.list_blobs(container)
+            record = self._record(plan)
+            fps = self.fingerprints
+            succeeded = [t for t in plan.tasks if success_marker(plan.job_id, t.id, fps[t.id]) in blobs
+                         or record.get(t.id, {}).get("fingerprint") == fps[t.id]]
+            self._remember(plan, succeeded, blobs, record)
+            outputs = _Outputs(plan)
+            ok = {t.id for t in succeeded}
+            wanted = [(b, fps[owner]) for b in blobs.values() if (owner := outputs.owner(b.name)) in ok]
             started = time.monotonic()
-            report = self.storage.download(plan.outputs.container, wanted, plan.download_dir)
+            ledger = self.options.ledger(plan)
+            try:
+                report = self.storage.download(container, wanted, ledger)
+            finally:
+                ledger.close()
         ctx.info(f"outputs: downloaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
                  f"{format_duration(time.monotonic() - started)} to {plan.download_dir}; "
                  f"{report.skipped} unchanged")
@@ -449,38 +581,67 @@ def _text(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def _present(pattern: str, blobs: Mapping[str, object]) -> bool:
-    """Is a literal output in the container? (What a wildcard matched is not known here; the
-    task's success record, uploaded with its outputs, stands for it.)"""
-    norm = normalize(pattern)
-    return has_magic(norm) or norm in blobs
+@dataclass(frozen=True)
+class _JobTask:
+    """What a rerun needs to know of a task already in the job."""
+
+    fingerprint: str | None  # the one it was added with (None: added by an older batchspec)
+    completed: bool
+    failed: bool
+
+
+def _intact(task: PlannedTask, entry: Mapping[str, Any], blobs: Mapping[str, BlobInfo]) -> bool:
+    """Are the outputs a task's record lists all there with the same ETags, and every output
+    it names literally among them?"""
+    etags = entry.get("outputs")
+    if not isinstance(etags, dict):
+        return False
+    if any(name not in blobs or blobs[name].etag != etag for name, etag in etags.items()):
+        return False
+    return all(path in etags for p in task.outputs if (path := literal_path(p)) is not None)
+
+
+def _under(blobs: Mapping[str, object], prefix: str) -> list[str]:
+    return [name for name in blobs if name.startswith(prefix)]
+
+
+def _by_container(plan: Plan) -> dict[str, set[str]]:
+    """The blob inputs (``inputs.container``), by container."""
+    found: dict[str, set[str]] = {}
+    for task in plan.tasks:
+        for item in task.inputs:
+            if item.container:
+                found.setdefault(item.container, set()).add(item.source)
+    return found
 
 
 def _with_sas(url: str, sas: str) -> str:
     return f"{url}?{sas}"
 
 
-def _output_matcher(plan: Plan) -> Callable[[str], bool]:
-    """Tells whether a blob name is an output of this plan (not a record, not a file another
-    job put in the container). Wildcard patterns are indexed by their literal head, so each
-    blob is checked against the few patterns that could match it, not all of them."""
-    names: set[str] = set()
-    heads: dict[str, list[re.Pattern[str]]] = {}
-    for task in plan.tasks:
-        for pattern in task.outputs:
-            norm = normalize(pattern)
-            if has_magic(norm):
-                heads.setdefault(literal_head(norm), []).append(compile_glob(norm))
-            else:
-                names.add(norm)
+class _Outputs:
+    """Which task of the plan a blob is an output of (None: a record, or a file another job put
+    in the container). Wildcard patterns are indexed by their literal head, so each blob is
+    checked against the few patterns that could match it, not all of them."""
 
-    def is_output(name: str) -> bool:
+    def __init__(self, plan: Plan) -> None:
+        self.names: dict[str, str] = {}
+        self.heads: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+        for task in plan.tasks:
+            for pattern in task.outputs:
+                norm = normalize(pattern)
+                if has_magic(norm):
+                    self.heads.setdefault(literal_head(norm), []).append((compile_glob(norm), task.id))
+                else:
+                    self.names[norm] = task.id
+
+    def owner(self, name: str) -> str | None:
         if name.startswith(RECORDS_PREFIX + "/"):
-            return False
-        if name in names:
-            return True
-        return any(
-            any(rx.match(name) for rx in heads.get(name[:i], ())) for i in range(len(name) + 1)
-        )
-
-    return is_output
+            return None
+        if name in self.names:
+            return self.names[name]
+        for i in range(len(name) + 1):
+            for rx, task_id in self.heads.get(name[:i], ()):
+                if rx.match(name):
+                    return task_id
+        return None

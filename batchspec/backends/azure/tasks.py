@@ -26,14 +26,38 @@ from .errors import resend
 #: The service's limits for one addtaskcollection request.
 MAX_TASKS_PER_REQUEST = 100
 SUBMIT_CONCURRENCY = 4
-#: Per-job records in the output container: ``<prefix>/<job>/succeeded/<task>/stdout.txt`` marks a
-#: task that succeeded (so a rerun skips it even after the job was deleted), ``.../failed/<task>/``
+#: Per-job records in the output container: ``<prefix>/<job>/succeeded/<task>/<fingerprint>/stdout.txt``
+#: (uploaded by the node) marks a task that succeeded as planned with that fingerprint;
+#: ``<prefix>/<job>/record.json`` (written by batchspec when it collects) holds, per task, the
+#: fingerprint and the ETags of the outputs it produced, so a rerun skips exactly the tasks whose
+#: fingerprint and outputs are unchanged, even after the job was deleted; ``.../failed/<task>/``
 #: keeps a failed task's logs.
 RECORDS_PREFIX = ".batchspec/jobs"
 
 
-def success_marker(job_id: str, task_id: str) -> str:
-    return f"{RECORDS_PREFIX}/{job_id}/succeeded/{task_id}/stdout.txt"
+def success_marker(job_id: str, task_id: str, fingerprint: str) -> str:
+    return f"{success_markers(job_id, task_id)}{fingerprint}/stdout.txt"
+
+
+def success_markers(job_id: str, task_id: str) -> str:
+    """The prefix of every success marker of a task (whatever its fingerprint)."""
+    return f"{RECORDS_PREFIX}/{job_id}/succeeded/{task_id}/"
+
+
+def job_record(job_id: str) -> str:
+    return f"{RECORDS_PREFIX}/{job_id}/record.json"
+
+
+def display_name(task_id: str, fingerprint: str) -> str:
+    """The Batch task's display name, which carries the fingerprint it was added with."""
+    return f"{task_id} [{fingerprint}]"
+
+
+def fingerprint_of(name: str | None) -> str | None:
+    """The fingerprint a display name from :func:`display_name` carries."""
+    if not name or not name.endswith("]") or " [" not in name:
+        return None
+    return name[name.rindex(" [") + 2 : -1]
 
 
 @dataclass(frozen=True)
@@ -54,7 +78,7 @@ def output_destination(pattern: str) -> str:
     return prefix
 
 
-def task_options(plan: Plan, task: PlannedTask, urls: Urls) -> models.BatchTaskCreateOptions:
+def task_options(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str) -> models.BatchTaskCreateOptions:
     """The Batch task for a planned task: the same command line the local backend runs."""
     resource_files = [
         models.ResourceFile(http_url=urls.input_blob(f), file_path=f.path)
@@ -62,7 +86,7 @@ def task_options(plan: Plan, task: PlannedTask, urls: Urls) -> models.BatchTaskC
     ]
     output_files = [_output_file(p, urls, output_destination(p) or None, "tasksuccess") for p in task.outputs]
     output_files += [
-        _output_file("../stdout.txt", urls, success_marker(plan.job_id, task.id), "tasksuccess"),
+        _output_file("../stdout.txt", urls, success_marker(plan.job_id, task.id, fingerprint), "tasksuccess"),
         _output_file("../std*.txt", urls, f"{RECORDS_PREFIX}/{plan.job_id}/failed/{task.id}", "taskfailure"),
     ]
     constraints = models.BatchTaskConstraints(
@@ -71,6 +95,7 @@ def task_options(plan: Plan, task: PlannedTask, urls: Urls) -> models.BatchTaskC
     )
     return models.BatchTaskCreateOptions(
         id=task.id,
+        display_name=display_name(task.id, fingerprint),
         command_line=node_command_line(task.command),
         resource_files=resource_files or None,
         output_files=output_files,

@@ -1,37 +1,51 @@
 """The local backend: run a plan in parallel on this machine, laid out like a Batch node.
 
-Each task gets ``<run dir>/<job id>/<task id>/`` with ``stdout.txt``, ``stderr.txt`` and
-``wd/``; its inputs are hard-linked (or copied) into ``wd/``; it runs through
-:mod:`batchspec.runner` exactly as a node runs the Azure backend's command line, with the same
-``AZ_BATCH_*`` variables. Outputs matching the task's patterns move to the download directory
-when it succeeds. State lives in SQLite (:mod:`.state`) so reruns resume.
+Each task gets ``<run dir>/<job id>/<task id>/`` with ``stdout.txt``, ``stderr.txt`` and a fresh
+``wd/``; its inputs are copied into ``wd/`` (reflinked where the filesystem can: never a shared
+inode a task could write through); it runs through :mod:`batchspec.runner` exactly as a node runs
+the Azure backend's command line, with the environment a node gives (``AZ_BATCH_*``, the spec's
+``env``, none of the runner's secrets), watched so that it dies with the runner and its exit
+status survives a runner killed at any moment. Outputs matching the task's patterns move to the
+download directory when it succeeds, never through a symbolic link out of ``wd/``, never over a
+file batchspec did not write there (:mod:`..download`). State lives in SQLite (:mod:`.state`)
+with each task's fingerprint (:mod:`batchspec.plan.fingerprint`), so a rerun skips exactly the
+tasks whose fingerprint and outputs are unchanged, and keeps what a killed run finished.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import shutil
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import BatchspecError
 from ...events import Event, Progress, TaskFinished
-from ...globs import glob_files
-from ...plan import Plan, PlannedTask
+from ...globs import compile_glob, glob_files, normalize
+from ...plan import InputFile, Plan, PlannedTask
+from ...plan.fingerprint import Fingerprinter
+from ...redact import redact
 from ...runner import (
     ProcessResult,
     TaskPaths,
     TaskProcess,
+    Watch,
     batch_environment,
     node_command_line,
     process_start_ticks,
+    read_status,
     split_command_line,
     tail_lines,
+    wait_for_watcher,
 )
 from ..base import Backend, RunContext, RunOptions
+from ..download import Ledger, copy_file
 from .state import RunState
 from .tools import resolve_tools
 
@@ -54,6 +68,7 @@ class _Done:
     seconds: float
     reason: str | None = None
     outputs: list[str] = field(default_factory=list)
+    fingerprint: str | None = None
 
 
 class LocalBackend(Backend):
@@ -70,12 +85,15 @@ class LocalBackend(Backend):
         self.threads: list[threading.Thread] = []
         self.todo: list[PlannedTask] = []
         self.skipped = 0
+        self.changed = 0
+        self.fingerprints: dict[str, str] = {}
+        self.ledger: Ledger | None = None
         self.task_path = os.environ.get("PATH", os.defpath)
 
     # --- paths ---------------------------------------------------------------------------------
 
     def run_dir(self, plan: Plan) -> Path:
-        return (self.options.run_dir or plan.resolve(".batchspec")).absolute()
+        return self.options.state_dir(plan)
 
     def job_dir(self, plan: Plan) -> Path:
         return self.run_dir(plan) / plan.job_id
@@ -91,8 +109,9 @@ class LocalBackend(Backend):
             ctx.info(note)
         (self.run_dir(plan) / "shared").mkdir(parents=True, exist_ok=True)  # exists on every node
         self.state = RunState(self.job_dir(plan))
-        if killed := self.state.kill_stale():
-            ctx.warn(f"stopped {killed} task process group(s) left running by an earlier, killed run")
+        if left := self.state.mark_interrupted():
+            ctx.warn(f"an earlier run of this job was killed while {left} task(s) ran: what they finished is kept, "
+                     "the rest runs again")
         ctx.info(f"{self.slots} parallel slot(s); task directories under {self.job_dir(plan)}")
 
     def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
@@ -102,17 +121,41 @@ class LocalBackend(Backend):
         assert self.state is not None
         if self.options.force:
             self.state.reset()
-        download = plan.download_dir
-        done = {
-            r.id
-            for r in self.state.records()
-            if r.state == "succeeded" and all((download / o).is_file() for o in r.outputs)
-        }
-        self.todo = [t for t in plan.tasks if t.id not in done]
+        self.ledger = ledger = self.options.ledger(plan)
+        fingerprint = Fingerprinter(plan, _local_content(plan))
+        self.fingerprints = {task.id: fingerprint(task) for task in plan.tasks}
+        records = {r.id: r for r in self.state.records()}
+        self.todo = []
+        missing = adopted = 0
+        for task in plan.tasks:
+            fp = self.fingerprints[task.id]
+            record = records.get(task.id)
+            if record is not None and record.state == "succeeded":
+                if record.fingerprint == fp and all(ledger.produced(o, fp) for o in record.outputs):
+                    continue  # done: same fingerprint, its outputs exactly as it left them
+                if record.fingerprint != fp:
+                    self.changed += 1
+                    for name in record.outputs:  # replaced, never mixed with the new ones
+                        ledger.remove(name, record.fingerprint or "")
+                else:
+                    missing += 1
+            if not self.options.force and self._adopt(plan, task, fp, ctx):
+                adopted += 1
+                continue
+            self.todo.append(task)
+        self.state.commit()
         self.skipped = len(plan.tasks) - len(self.todo)
-        if self.skipped:
-            ctx.info(f"{self.skipped} task(s) already succeeded in an earlier run with their outputs present: "
-                     "skipping them (--force reruns everything)")
+        if self.skipped - adopted:
+            ctx.info(f"{self.skipped - adopted} task(s) already succeeded in an earlier run with the same command, "
+                     "inputs and settings, and their outputs unchanged: skipping them (--force reruns everything)")
+        if adopted:
+            ctx.info(f"{adopted} task(s) finished in an earlier run that was killed: their outputs are kept")
+        if self.changed:
+            ctx.info(f"{self.changed} task(s) changed since they last succeeded (command, environment, inputs or "
+                     "settings): running them again, replacing their outputs")
+        if missing:
+            ctx.info(f"{missing} task(s) succeeded before but their outputs are missing or were modified: "
+                     "running them again")
         work: queue.SimpleQueue[PlannedTask] = queue.SimpleQueue()
         for task in self.todo:
             work.put(task)
@@ -122,11 +165,30 @@ class LocalBackend(Backend):
             self.threads.append(thread)
         return len(self.todo)
 
+    def _adopt(self, plan: Plan, task: PlannedTask, fp: str, ctx: RunContext) -> bool:
+        """Keep what an attempt of ``task`` left by a killed run finished, if it succeeded: wait
+        for it to end, then place its outputs (some may be placed already)."""
+        assert self.state is not None and self.ledger is not None
+        paths = TaskPaths(self.job_dir(plan) / task.id)
+        if not paths.root.is_dir():
+            return False
+        if paths.watch_lock.exists() and not _lock_free(paths):
+            ctx.info(f"waiting for task {task.id}, left running by a killed run, to finish or stop")
+            wait_for_watcher(paths.watch_lock)
+        if read_status(paths.status) != (fp, 0):
+            return False
+        try:
+            outputs = _collect_outputs(self.ledger, paths.wd, task.outputs, fp, adopting=True)
+        except (_MissingOutput, BatchspecError, OSError):
+            return False
+        self.state.finished(task.id, "succeeded", 0, 1, 0.0, None, outputs, fp)
+        return True
+
     def watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
         assert self.state is not None
         total, succeeded, failed = len(plan.tasks), self.skipped, 0
         running: set[str] = set()
-        yield Progress(total, succeeded, failed, 0, self.skipped)
+        yield Progress(total, succeeded, failed, 0, self.skipped, changed=self.changed)
         remaining = len(self.todo)
         job_dir = self.job_dir(plan)
         while remaining:
@@ -151,7 +213,7 @@ class LocalBackend(Backend):
                     yield TaskFinished(message.task_id, "failed", message.exit_code, round(message.seconds, 3),
                                        message.attempts, message.reason,
                                        tail_lines(TaskPaths(job_dir / message.task_id).stderr))
-            yield Progress(total, succeeded, failed, len(running), self.skipped)
+            yield Progress(total, succeeded, failed, len(running), self.skipped, changed=self.changed)
 
     def collect(self, plan: Plan, ctx: RunContext) -> None:
         # Outputs were moved into the download directory as each task succeeded.
@@ -176,8 +238,9 @@ class LocalBackend(Backend):
 
     def _record(self, done: _Done) -> None:
         assert self.state is not None
-        self.state.finished(done.task_id, done.state, done.exit_code, done.attempts, done.seconds, done.reason,
-                            done.outputs)
+        reason = redact(done.reason) if done.reason else None
+        self.state.finished(done.task_id, done.state, done.exit_code, done.attempts, done.seconds, reason,
+                            done.outputs, done.fingerprint)
 
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         self.stop_event.set()
@@ -201,6 +264,8 @@ class LocalBackend(Backend):
         if self.state is not None:
             self.state.close()
             self.state = None
+        if self.ledger is not None:
+            self.ledger.close()
 
     # --- one slot ------------------------------------------------------------------------------
 
@@ -216,8 +281,14 @@ class LocalBackend(Backend):
                 self.queue.put(_Done(task.id, "failed", None, 0, 0.0, f"batchspec could not run the task: {exc}"))
 
     def _run_task(self, plan: Plan, task: PlannedTask) -> _Done:
+        assert self.ledger is not None
         job_dir = self.job_dir(plan)
-        paths = TaskPaths(job_dir / task.id).create()
+        fp = self.fingerprints[task.id]
+        paths = TaskPaths(job_dir / task.id)
+        wait_for_watcher(paths.watch_lock)  # a straggler of a killed run must not write into the new wd
+        if paths.wd.exists():  # what an earlier attempt left must not be collected as this one's
+            shutil.rmtree(paths.wd)
+        paths.create()
         for item in task.inputs:
             _stage(plan.resolve(item.source), paths.wd / item.path)
         env = batch_environment(
@@ -227,9 +298,11 @@ class LocalBackend(Backend):
             pool_id=plan.pool.id,
             node_id=NODE_ID,
             node_root=self.run_dir(plan),
-            extra={**dict(task.env), "PATH": self.task_path},
+            extra=dict(task.env),
+            path=self.task_path,
         )
         argv = split_command_line(node_command_line(task.command))
+        watch = Watch(paths.status, paths.watch_lock, fp)
         began = time.monotonic()
         attempts = 0
         result: ProcessResult | None = None
@@ -238,7 +311,7 @@ class LocalBackend(Backend):
             timeout = None
             if plan.timeout_seconds is not None:  # measured from the task's first start, as on Batch
                 timeout = max(0.0, plan.timeout_seconds - (time.monotonic() - began))
-            process = TaskProcess(argv, paths, env)
+            process = TaskProcess(argv, paths, env, watch)
             with self.running_lock:
                 self.running[task.id] = process
             try:
@@ -260,37 +333,94 @@ class LocalBackend(Backend):
         if not result.succeeded:
             return _Done(task.id, "failed", result.exit_code, attempts, seconds)
         try:
-            outputs = _collect_outputs(paths.wd, task.outputs, plan.download_dir)
-        except _MissingOutput as exc:
+            outputs = _collect_outputs(self.ledger, paths.wd, task.outputs, fp)
+        except (_MissingOutput, BatchspecError) as exc:
             return _Done(task.id, "failed", result.exit_code, attempts, seconds, str(exc))
-        return _Done(task.id, "succeeded", result.exit_code, attempts, seconds, outputs=outputs)
+        return _Done(task.id, "succeeded", result.exit_code, attempts, seconds, outputs=outputs, fingerprint=fp)
+
+
+def _local_content(plan: Plan) -> Callable[[InputFile], str]:
+    """An input's content identity on this machine: its size and modification time (cached:
+    a matrix reads the same file many times)."""
+    seen: dict[str, str] = {}
+
+    def content(item: InputFile) -> str:
+        identity = seen.get(item.source)
+        if identity is None:
+            try:
+                st = os.stat(plan.resolve(item.source))
+                identity = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                identity = "missing"
+            seen[item.source] = identity
+        return identity
+
+    return content
+
+
+def _lock_free(paths: TaskPaths) -> bool:
+    """Is no watcher holding the task's lock? (Without waiting.)"""
+    try:
+        fd = os.open(paths.watch_lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _stage(source: Path, dest: Path) -> None:
-    """Put an input into a working directory: a hard link when possible, else a copy."""
+    """Put an input into a working directory: a copy (a reflink where the filesystem shares
+    blocks), so a task that writes to its input never changes the user's file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() or dest.is_symlink():
-        dest.unlink()
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copy2(source, dest)
+    copy_file(source, dest)
 
 
 class _MissingOutput(Exception):
     pass
 
 
-def _collect_outputs(wd: Path, patterns: tuple[str, ...], download: Path) -> list[str]:
-    """Move files matching ``patterns`` from ``wd`` into ``download`` (relative names kept)."""
-    matched: dict[str, None] = {}  # ordered, and a file two patterns match is moved once
+def _collect_outputs(ledger: Ledger, wd: Path, patterns: tuple[str, ...], fingerprint: str, *,
+                     adopting: bool = False) -> list[str]:
+    """Place the files matching ``patterns`` in ``wd`` in the download directory (relative
+    names kept); returns their names.
+
+    Symbolic links are never followed out of ``wd``: a directory reached through one is not
+    searched, and a matching link to a file outside ``wd`` fails the task. A file with other
+    hard links is copied, not moved. ``adopting`` (what a killed run's attempt left): outputs
+    it placed already, still unchanged, count as found.
+    """
+    placed = ledger.produced_names(fingerprint) if adopting else []
+    matched: dict[str, None] = {}  # ordered, and a file two patterns match is placed once
     for pattern in patterns:
-        found = sorted(glob_files(wd, pattern))
+        found = sorted(glob_files(wd, pattern, follow_links=False))
+        if placed:
+            rx = compile_glob(normalize(pattern))
+            found += [name for name in placed if rx.match(name) and name not in found]
         if not found:
             raise _MissingOutput(f"output '{pattern}' was not produced (no file in wd/ matches it)")
         matched.update(dict.fromkeys(found))
-    for rel in matched:
-        target = download / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(wd / rel), str(target))  # a rename when on the same filesystem
+    real_wd = wd.resolve()
+    for name in matched:
+        source = wd / name
+        try:
+            st = os.lstat(source)
+        except FileNotFoundError:
+            continue  # placed by the killed run (it is in ``placed``)
+        if stat.S_ISLNK(st.st_mode):
+            target = source.resolve()
+            if not target.is_relative_to(real_wd):
+                raise _MissingOutput(f"output '{name}' is a symbolic link to {target}, outside the task's working "
+                                     "directory: batchspec does not follow it")
+            if not target.is_file():
+                raise _MissingOutput(f"output '{name}' is a symbolic link to something that is not a file")
+            ledger.place(target, name, fingerprint, copy=True)
+        elif not stat.S_ISREG(st.st_mode):
+            raise _MissingOutput(f"output '{name}' is not a regular file")
+        else:  # a file with other hard links is shared with something the task did not create
+            ledger.place(source, name, fingerprint, copy=st.st_nlink > 1)
     return list(matched)
