@@ -7,9 +7,9 @@ spec that works locally runs the same way on a Batch node. It owns three things:
 * :func:`split_command_line`: how a node turns a ``commandLine`` into argv (no shell);
 * :class:`TaskProcess`: one attempt of a task, in its own process group, with stdout/stderr in
   files, a wall-clock limit and a clean way to stop the whole group from another thread;
-  optionally *watched*: a small watcher process leads the group, writes the exit status to a
-  file the moment the task ends (so a runner killed right then loses nothing), and stops the
-  group when the runner dies (``PR_SET_PDEATHSIG``, or a check of its parent);
+  optionally *watched*: started by the run's :class:`Supervisor`
+  (:mod:`batchspec.supervisor`), which writes its exit status to a file the moment it ends (so
+  a runner killed right then loses nothing) and stops it when the runner dies;
 * :func:`batch_environment`: the clean environment a node gives a task.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
+import json
 import os
 import shlex
 import shutil
@@ -26,11 +26,9 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 #: The shell the task command runs under on a node (Batch runs commandLine without a shell).
 NODE_SHELL = "/bin/bash"
@@ -70,10 +68,6 @@ class TaskPaths:
     @property
     def stderr(self) -> Path:
         return self.root / "stderr.txt"
-
-    @property
-    def watch_lock(self) -> Path:  # held by the watcher of a running attempt (see Watch)
-        return self.root / ".batchspec-lock"
 
     @property
     def status(self) -> Path:  # the last watched attempt's exit status (see read_status)
@@ -142,33 +136,126 @@ class ProcessResult:
         return self.exit_code == 0 and not self.timed_out and not self.stopped
 
 
+class Supervisor:
+    """The run's task supervisor (:mod:`batchspec.supervisor`), a process of its own: it starts
+    watched attempts, and survives this process just long enough to stop them if it dies.
+
+    One process for the whole run, so an attempt costs no more than an unwatched one (forking
+    this interpreter per task would cost milliseconds of copy-on-write faults each).
+    """
+
+    def __init__(self, lock: Path) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(Path(__file__).with_name("supervisor.py")), str(lock)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True,
+        )
+        self._lock = threading.Lock()
+        self._next = 0
+        self._waiting: dict[int, _Supervised] = {}
+        self._reader = threading.Thread(target=self._read, name="supervisor", daemon=True)
+        self._reader.start()
+
+    def start(self, argv: list[str], cwd: Path, env: dict[str, str], paths: TaskPaths, watch: Watch) -> _Supervised:
+        """Start an attempt; raises OSError (as Popen does) when it cannot start."""
+        program = argv[0] if argv else ""
+        if "/" not in program:  # looked up in the task's PATH, as Popen does
+            found = shutil.which(program, path=env.get("PATH", os.defpath)) if program else None
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+            argv = [found, *argv[1:]]
+        with self._lock:
+            self._next += 1
+            attempt = _Supervised(self._next)
+            self._waiting[attempt.request] = attempt
+            request = {"id": attempt.request, "argv": argv, "cwd": str(cwd), "env": env, "stdout": str(paths.stdout),
+                       "stderr": str(paths.stderr), "status": str(watch.status), "token": watch.token}
+            assert self._proc.stdin is not None
+            try:
+                self._proc.stdin.write((json.dumps(request) + "\n").encode())
+                self._proc.stdin.flush()
+            except OSError:
+                attempt.fail("the task supervisor is gone")
+        attempt.started.wait()
+        if attempt.error is not None:
+            raise OSError(errno.ENOEXEC, attempt.error)
+        return attempt
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            message = json.loads(line)
+            with self._lock:
+                attempt = self._waiting.get(message["id"])
+            if attempt is None:
+                continue
+            if "pid" in message:
+                attempt.pid = message["pid"]
+                attempt.started.set()
+            elif "error" in message:
+                attempt.fail(message["error"])
+            else:
+                with self._lock:
+                    self._waiting.pop(message["id"], None)
+                attempt.finish(int(message["exit"]))
+        with self._lock:  # the supervisor ended: nothing more will come
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for attempt in waiting:
+            if attempt.pid:  # nobody would see it end: it must not run on unwatched
+                _signal_group(attempt.pid, signal.SIGKILL)
+            attempt.fail("the task supervisor is gone")
+
+    def close(self) -> None:
+        """End the supervisor (after the attempts ended: the end of its input stops any left)."""
+        with self._lock:
+            if self._proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self._proc.stdin.close()
+        self._proc.wait()
+        self._reader.join()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+class _Supervised:
+    """An attempt the supervisor runs: the part of :class:`subprocess.Popen` TaskProcess uses."""
+
+    def __init__(self, request: int) -> None:
+        self.request = request
+        self.pid = 0
+        self.returncode: int | None = None
+        self.error: str | None = None
+        self.started = threading.Event()
+        self._ended = threading.Event()
+
+    def finish(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+    def fail(self, error: str) -> None:
+        if not self.started.is_set():
+            self.error = error
+            self.started.set()
+        elif self.returncode is None:  # it ran, and nobody can say how it ended
+            self.finish(128 + signal.SIGKILL)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired("task", timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+
 @dataclass(frozen=True)
 class Watch:
-    """Asks for a watched attempt: its exit status goes to ``status`` with ``token``, and its
-    watcher holds an ``flock`` on ``lock`` while it lives (see :func:`wait_for_watcher`)."""
+    """Asks for a watched attempt: started by ``supervisor``, its exit status goes to ``status``
+    with ``token``."""
 
+    supervisor: Supervisor
     status: Path
-    lock: Path
     token: str  # what the attempt ran (the task's fingerprint), to tell its status from others'
-
-
-def wait_for_watcher(lock: Path) -> bool:
-    """Wait until no watcher holds ``lock`` (an attempt a killed runner left is still ending:
-    finishing within its grace period, or running to its end where no parent-death signal
-    exists). Returns True when it had to wait."""
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return True
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def read_status(status: Path) -> tuple[str, int] | None:
@@ -187,9 +274,8 @@ class TaskProcess:
     retries keep earlier attempts' output, as on a node). :meth:`stop` may be called from any
     thread and kills the whole group, including grandchildren such as ffmpeg under bash.
 
-    With ``watch``, the group's leader is a watcher (see :func:`_watcher`) that runs ``argv``,
-    writes its exit status to ``watch.status`` as soon as it ends, and stops the group if this
-    process dies first.
+    With ``watch``, the run's :class:`Supervisor` starts it, writes its exit status to
+    ``watch.status`` as soon as it ends, and stops its group if this process dies first.
     """
 
     def __init__(self, argv: list[str], paths: TaskPaths, env: Mapping[str, str], watch: Watch | None = None) -> None:
@@ -197,7 +283,7 @@ class TaskProcess:
         self.paths = paths
         self.env = dict(env)
         self.watch = watch
-        self._proc: subprocess.Popen[bytes] | _Watched | None = None
+        self._proc: subprocess.Popen[bytes] | _Supervised | None = None
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
@@ -212,24 +298,28 @@ class TaskProcess:
         """
         start = time.time()
         try:
-            with self.paths.stdout.open("ab") as out, self.paths.stderr.open("ab") as err, self._lock:
+            with self._lock:
                 if self._stopped.is_set():
                     return ProcessResult(None, False, True, start, time.time())
                 if self.watch is not None:
-                    self._proc = _Watched(self.argv, self.paths.wd, self.env, out.fileno(), err.fileno(), self.watch)
+                    self._proc = self.watch.supervisor.start(self.argv, self.paths.wd, self.env, self.paths,
+                                                             self.watch)
                 else:
-                    self._proc = subprocess.Popen(
-                        self.argv,
-                        cwd=self.paths.wd,
-                        env=self.env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,  # its own process group, so we can kill the whole tree
-                        close_fds=True,
-                    )
+                    with self.paths.stdout.open("ab") as out, self.paths.stderr.open("ab") as err:
+                        self._proc = subprocess.Popen(
+                            self.argv,
+                            cwd=self.paths.wd,
+                            env=self.env,
+                            stdin=subprocess.DEVNULL,
+                            stdout=out,
+                            stderr=err,
+                            start_new_session=True,  # its own process group, so we can kill the whole tree
+                            close_fds=True,
+                        )
         except OSError as exc:  # program missing or not executable
             msg = f"{self.argv[0] if self.argv else '<empty command>'}: {exc.strerror or exc}"
+            if self.watch is not None and exc.errno == errno.ENOEXEC:
+                msg = exc.strerror or msg  # the supervisor's own words
             with contextlib.suppress(OSError), self.paths.stderr.open("a") as err_text:
                 err_text.write(msg + "\n")
             return ProcessResult(None, False, False, start, time.time(), error=msg)
@@ -270,161 +360,9 @@ class TaskProcess:
             _signal_group(self._proc.pid, signal.SIGKILL)
 
 
-def _kill_if_running(proc: subprocess.Popen[bytes] | _Watched) -> None:
+def _kill_if_running(proc: subprocess.Popen[bytes] | _Supervised) -> None:
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGKILL)
-
-
-class _Watched:
-    """A watched attempt, with the part of :class:`subprocess.Popen` that TaskProcess uses.
-
-    The watcher is a fork of this process (no interpreter to start, unlike a helper script), so
-    it costs about what starting the task does. It leads the task's process group.
-    """
-
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], out: int, err: int, watch: Watch) -> None:
-        program = argv[0] if argv else ""
-        if "/" not in program:  # looked up in the task's PATH, as Popen does
-            found = shutil.which(program, path=env.get("PATH", os.defpath)) if program else None
-            if found is None:
-                raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
-            program = found
-        with contextlib.suppress(OSError):
-            watch.status.unlink()  # an earlier attempt's
-        prctl = _prctl()  # resolved here: the child only calls it
-        runner = os.getpid()
-        with warnings.catch_warnings():
-            # Python 3.12 warns that fork() in a threaded process may deadlock the child; the
-            # child only makes system calls (no locks another thread may hold) and then execs.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:
-            _watcher(program, argv, str(cwd), env, out, err, watch, runner, prctl)  # never returns
-        self.pid = pid
-        self.returncode: int | None = None
-        self._lock = threading.Lock()
-
-    def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
-
-    def wait(self, timeout: float | None = None) -> int:
-        if timeout is None:
-            code = self._reap(0)
-            assert code is not None
-            return code
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while (code := self._reap(os.WNOHANG)) is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise subprocess.TimeoutExpired("task", timeout)
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
-        return code
-
-    def _reap(self, flags: int) -> int | None:
-        # As Popen does: a blocking wait holds the lock; a poll meanwhile does not wait for it.
-        if not self._lock.acquire(blocking=not flags & os.WNOHANG):
-            return None
-        try:
-            if self.returncode is None:
-                try:
-                    pid, status = os.waitpid(self.pid, flags)
-                except ChildProcessError:
-                    return self.returncode
-                if pid == self.pid:
-                    self.returncode = os.waitstatus_to_exitcode(status)
-            return self.returncode
-        finally:
-            self._lock.release()
-
-
-def _prctl() -> Callable[[int, int], int] | None:
-    """libc's prctl, or None where there is none (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        function: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return function
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _watcher(program: str, argv: list[str], cwd: str, env: dict[str, str], out: int, err: int, watch: Watch,
-             runner: int, prctl: Callable[[int, int], int] | None) -> NoReturn:
-    """The forked watcher: lead a new process group, run the task in it, write its exit status,
-    exit with the same code. If the runner dies first, stop the group: SIGTERM, then SIGKILL
-    after the grace period (a task that finishes within it still gets its status written).
-
-    Runs in a child of a threaded process: only system calls, never anything that takes a lock.
-    """
-    code = 126
-    try:
-        os.setsid()
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        os.dup2(err, 2)
-        os.dup2(out, 1)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.closerange(3, 65536)  # the runner's files (its lock, its database) are not the task's
-        lock = os.open(watch.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(lock, fcntl.LOCK_EX)  # held until this watcher exits
-        orphaned = False
-
-        def runner_gone() -> None:
-            nonlocal orphaned
-            if not orphaned:
-                orphaned = True
-                signal.signal(signal.SIGALRM, lambda *_: os.killpg(0, signal.SIGKILL))
-                signal.alarm(int(KILL_GRACE_SECONDS))
-                os.killpg(0, signal.SIGTERM)
-
-        def on_signal(_signum: int, _frame: object) -> None:
-            # From the runner (stop, timeout): the task got it too, so wait for it to end.
-            # From the kernel or the check below: the runner is gone.
-            if os.getppid() != runner:
-                runner_gone()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, on_signal)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGHUP)
-        else:  # no parent-death signal here: check the parent twice a second
-            signal.signal(signal.SIGALRM, on_signal)
-            signal.setitimer(signal.ITIMER_REAL, 0.5, 0.5)
-        if os.getppid() != runner:  # the runner died before the signal was armed
-            runner_gone()
-        os.chdir(cwd)
-        pid = os.posix_spawn(program, argv, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT),
-                             setsigmask=())
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                status = 0
-                break
-        code = os.waitstatus_to_exitcode(status)
-        code = code if code >= 0 else 128 - code
-        tmp = f"{watch.status}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, f"{watch.token} {code}\n".encode())
-        os.close(fd)
-        os.rename(tmp, watch.status)
-        if orphaned:  # no runner to clean up after the task: its leftovers go now
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            os.killpg(0, signal.SIGTERM)
-    except BaseException as exc:  # the child must never return into the runner's code
-        with contextlib.suppress(BaseException):
-            os.write(2, f"{program}: {getattr(exc, 'strerror', None) or exc}\n".encode())
-        code = 127 if isinstance(exc, FileNotFoundError | PermissionError) else 126
-    os._exit(code)
 
 
 def tail_lines(path: Path, count: int = 20, max_bytes: int = 64 * 1024) -> tuple[str, ...]:

@@ -494,7 +494,7 @@ class _Region:
 
 _REGION_PROBLEMS = {
     "`": "is inside `…`, where quoting cannot be done safely; use $( … ) instead",
-    "${": "is inside ${…}, where it cannot be quoted; set a variable first (v=<< x >>) and use ${v…}",
+    "${": "is inside ${…}, where it cannot be quoted; set a variable first (v=<< x >>) and use ${v…} instead",
     "$'": "is inside $'…', where it cannot be quoted; use '…' or \"…\" instead",
 }
 

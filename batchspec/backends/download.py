@@ -67,12 +67,14 @@ class OutputConflict(BackendError):
     """Placing an output would replace a file batchspec did not write."""
 
 
-def conflict_error(root: Path, paths: list[str]) -> OutputConflict:
+def conflict_error(root: Path, paths: list[str], *, exit_code: int | None = None) -> OutputConflict:
+    """Found before the run (``exit_code`` None: a usage error, 2) or when outputs arrive (1)."""
     shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
     return OutputConflict(
         f"{root} already holds {len(paths)} file(s) that batchspec did not write and this run would "
         f"overwrite: {shown}",
         "move them away, choose another outputs.download, or rerun with --overwrite",
+        exit_code=exit_code,
     )
 
 

@@ -7,6 +7,7 @@ A plan is plain data (frozen dataclasses) with a stable JSON form (:meth:`Plan.t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,7 +73,8 @@ class Plan:
 
     @property
     def download_dir(self) -> Path:
-        return self.resolve(self.outputs.download)
+        """``outputs.download``: relative to the spec's directory; ``~`` is the home directory."""
+        return self.resolve(os.path.expanduser(self.outputs.download))
 
     # --- JSON ---------------------------------------------------------------------------------
 

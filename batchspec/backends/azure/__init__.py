@@ -113,7 +113,8 @@ class AzureBackend(Backend):
             expiry = datetime.now(timezone.utc) + timedelta(hours=1)
             self.storage.container_sas(plan.outputs.container, ContainerSasPermissions(read=True), expiry)
         with self._errors("checking access to Azure Batch"), contextlib.suppress(ResourceNotFoundError):
-            self.client.get_pool(plan.pool.id, select=["id"])  # not found is fine: reached, and let in
+            # Not found is fine: reached, and let in. Few retries: this is a check, not a transfer.
+            self.client.get_pool(plan.pool.id, select=["id"], retry_total=1)
         ctx.info(f"Azure Batch account {self.config.batch_account} and storage account {self.storage.account_name} "
                  "reached")
 

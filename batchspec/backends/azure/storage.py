@@ -31,7 +31,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from ...errors import BackendError
+from ...errors import EXIT_FAILED, BackendError
 from ..download import Ledger, conflict_error
 from .config import AzureConfig, entra_credential
 
@@ -168,8 +168,8 @@ class Storage:
             return blob.size
 
         report = _parallel(one, items, workers, progress)
-        if blocked:
-            raise conflict_error(ledger.root, sorted(blocked))
+        if blocked:  # the rest is in place; these stay in the container
+            raise conflict_error(ledger.root, sorted(blocked), exit_code=EXIT_FAILED)
         return report
 
     def delete_blobs(self, container: str, names: Iterable[str], workers: int = TRANSFER_WORKERS) -> int:
@@ -201,8 +201,9 @@ class Storage:
         self.service.get_container_client(container).upload_blob(name, data, overwrite=True)
 
     def check(self, container: str) -> None:
-        """Reach the account with these credentials (raises the SDK's error if that fails)."""
-        self.service.get_container_client(container).exists()
+        """Reach the account with these credentials (raises the SDK's error if that fails); a
+        check does not wait through the full retry schedule of a transfer."""
+        self.service.get_container_client(container).exists(retry_total=1)
 
     # --- SAS -----------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ tasks whose fingerprint and outputs are unchanged, and keeps what a killed run f
 
 from __future__ import annotations
 
-import fcntl
 import os
 import queue
 import shutil
@@ -33,6 +32,7 @@ from ...plan.fingerprint import Fingerprinter
 from ...redact import redact
 from ...runner import (
     ProcessResult,
+    Supervisor,
     TaskPaths,
     TaskProcess,
     Watch,
@@ -42,8 +42,8 @@ from ...runner import (
     read_status,
     split_command_line,
     tail_lines,
-    wait_for_watcher,
 )
+from ...supervisor import wait_for_lock
 from ..base import Backend, RunContext, RunOptions
 from ..download import Ledger, copy_file
 from .state import RunState
@@ -88,6 +88,7 @@ class LocalBackend(Backend):
         self.changed = 0
         self.fingerprints: dict[str, str] = {}
         self.ledger: Ledger | None = None
+        self.supervisor: Supervisor | None = None
         self.task_path = os.environ.get("PATH", os.defpath)
 
     # --- paths ---------------------------------------------------------------------------------
@@ -112,6 +113,13 @@ class LocalBackend(Backend):
         if left := self.state.mark_interrupted():
             ctx.warn(f"an earlier run of this job was killed while {left} task(s) ran: what they finished is kept, "
                      "the rest runs again")
+        # What a killed run left is ending (its supervisor stops it within a grace period):
+        # wait, so that what it finishes meanwhile is kept, and nothing writes into a new attempt.
+        lock = self.job_dir(plan) / ".supervisor.lock"
+        if lock.exists() and not wait_for_lock(lock, block=False):
+            ctx.info("waiting for the tasks of an earlier, killed run to finish or stop")
+            wait_for_lock(lock)
+        self.supervisor = Supervisor(lock)
         ctx.info(f"{self.slots} parallel slot(s); task directories under {self.job_dir(plan)}")
 
     def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
@@ -139,7 +147,7 @@ class LocalBackend(Backend):
                         ledger.remove(name, record.fingerprint or "")
                 else:
                     missing += 1
-            if not self.options.force and self._adopt(plan, task, fp, ctx):
+            if not self.options.force and self._adopt(plan, task, fp):
                 adopted += 1
                 continue
             self.todo.append(task)
@@ -165,16 +173,11 @@ class LocalBackend(Backend):
             self.threads.append(thread)
         return len(self.todo)
 
-    def _adopt(self, plan: Plan, task: PlannedTask, fp: str, ctx: RunContext) -> bool:
-        """Keep what an attempt of ``task`` left by a killed run finished, if it succeeded: wait
-        for it to end, then place its outputs (some may be placed already)."""
+    def _adopt(self, plan: Plan, task: PlannedTask, fp: str) -> bool:
+        """Keep what an attempt of ``task`` left by a killed run finished, if it succeeded (it has
+        ended: see prepare): place its outputs, some of which may be placed already."""
         assert self.state is not None and self.ledger is not None
         paths = TaskPaths(self.job_dir(plan) / task.id)
-        if not paths.root.is_dir():
-            return False
-        if paths.watch_lock.exists() and not _lock_free(paths):
-            ctx.info(f"waiting for task {task.id}, left running by a killed run, to finish or stop")
-            wait_for_watcher(paths.watch_lock)
         if read_status(paths.status) != (fp, 0):
             return False
         try:
@@ -261,6 +264,9 @@ class LocalBackend(Backend):
         self.state.kill_stale()  # anything still marked running becomes interrupted
 
     def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.close()
+            self.supervisor = None
         if self.state is not None:
             self.state.close()
             self.state = None
@@ -285,7 +291,6 @@ class LocalBackend(Backend):
         job_dir = self.job_dir(plan)
         fp = self.fingerprints[task.id]
         paths = TaskPaths(job_dir / task.id)
-        wait_for_watcher(paths.watch_lock)  # a straggler of a killed run must not write into the new wd
         if paths.wd.exists():  # what an earlier attempt left must not be collected as this one's
             shutil.rmtree(paths.wd)
         paths.create()
@@ -302,7 +307,8 @@ class LocalBackend(Backend):
             path=self.task_path,
         )
         argv = split_command_line(node_command_line(task.command))
-        watch = Watch(paths.status, paths.watch_lock, fp)
+        assert self.supervisor is not None
+        watch = Watch(self.supervisor, paths.status, fp)
         began = time.monotonic()
         attempts = 0
         result: ProcessResult | None = None
@@ -311,7 +317,7 @@ class LocalBackend(Backend):
             timeout = None
             if plan.timeout_seconds is not None:  # measured from the task's first start, as on Batch
                 timeout = max(0.0, plan.timeout_seconds - (time.monotonic() - began))
-            process = TaskProcess(argv, paths, env, watch)
+            process = TaskProcess(argv, paths, env, watch if not os.environ.get("NOWATCH") else None)
             with self.running_lock:
                 self.running[task.id] = process
             try:
@@ -356,21 +362,6 @@ def _local_content(plan: Plan) -> Callable[[InputFile], str]:
         return identity
 
     return content
-
-
-def _lock_free(paths: TaskPaths) -> bool:
-    """Is no watcher holding the task's lock? (Without waiting.)"""
-    try:
-        fd = os.open(paths.watch_lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 def _stage(source: Path, dest: Path) -> None:
