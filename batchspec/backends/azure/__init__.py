@@ -24,13 +24,15 @@ from azure.storage.blob import ContainerSasPermissions
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
 from ...globs import compile_glob, has_magic, literal_head, normalize
+from ...observe.records import RunRecord
 from ...plan import BlobLister, InputFile, Plan
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
-from ..base import Backend, RunContext, RunOptions
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions
 from .config import AzureConfig, batch_client_args
 from .errors import resend, translate_errors
+from .records import job_record, node_log, task_log
 from .storage import Storage, blob_name_for
 from .tasks import RECORDS_PREFIX, Submitter, Urls, success_marker, task_options
 
@@ -276,6 +278,9 @@ class AzureBackend(Backend):
             progress = Progress(total, counts.succeeded + skipped, counts.failed, counts.running, skipped, detail)
             if progress != last:
                 yield progress
+            # Poll quickly again only when tasks moved (the waiting detail alternates between pool and nodes).
+            if last is None or (progress.succeeded, progress.failed, progress.running) != (
+                    last.succeeded, last.failed, last.running):
                 delay = POLL_MIN
             else:
                 delay = min(POLL_MAX, delay * POLL_GROWTH)
@@ -393,6 +398,26 @@ class AzureBackend(Backend):
             ctx.info(f"deleting pool {plan.pool.id}")
         except ResourceNotFoundError:
             pass
+
+    # --- what other commands read (status, logs, report) ---------------------------------------
+
+    def logs_location(self, plan: Plan) -> str:
+        return (f"on the nodes while job {plan.job_id} exists; failed tasks' stdout and stderr also in container "
+                f"{plan.outputs.container} under {RECORDS_PREFIX}/{plan.job_id}/failed/")
+
+    def record(self, plan: Plan, ctx: RunContext) -> RunRecord | None:
+        with self._errors(f"reading job '{plan.job_id}'"):
+            return job_record(self.client, plan, self.logs_location(plan))
+
+    def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:
+        with self._errors("reading a log"):
+            if ref.node_id is not None:
+                return node_log(self.client, plan, ref, offset)
+            try:
+                storage: Storage | None = self.storage
+            except BackendError:  # no storage configured: logs on the nodes only
+                storage = None
+            return task_log(self.client, storage, plan, ref, offset)
 
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         ctx.warn(f"job {plan.job_id} keeps running on Azure Batch: run the same command again to follow it, "
