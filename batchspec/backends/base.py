@@ -104,9 +104,10 @@ class Backend(ABC):
     def remove(self, plan: Plan, ctx: RunContext) -> None:
         """Delete everything runs of this plan left behind (``batchspec cleanup``)."""
 
-    def record(self, plan: Plan, ctx: RunContext) -> RunRecord | None:
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
         """The plan's jobs, tasks and attempts as they stand now (a run may be going on in
-        another process); None when there is no trace of a run of this plan."""
+        another process); None when there is no trace of a run of this plan. ``files``: also
+        each task's input and output bytes, where that costs extra requests."""
         raise BackendError(f"the {self.name} backend keeps no record of its runs")
 
     def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:

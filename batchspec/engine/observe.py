@@ -88,9 +88,10 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def current_record(plan: Plan, backend: Backend, ctx: RunContext, options: RunOptions) -> RunRecord | None:
+def current_record(plan: Plan, backend: Backend, ctx: RunContext, options: RunOptions, *,
+                   files: bool = False) -> RunRecord | None:
     """The record from the backend, or the one saved at the end of the last run."""
-    live = backend.record(plan, ctx)
+    live = backend.record(plan, ctx, files=files)
     if live is not None:
         return live
     loaded = _load_saved(job_dir(plan, options) / RECORD_FILE)
@@ -236,7 +237,7 @@ def write_report(record: RunRecord, plan: Plan, options: RunOptions, output: Pat
 def report(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions,
            output: Path | None, *, offline: bool = False, region: str | None = None) -> tuple[Path, RunRecord]:
     with opened(spec_path, overrides, backend_name, options) as (plan, backend, ctx):
-        record = current_record(plan, backend, ctx, options)
+        record = current_record(plan, backend, ctx, options, files=True)
         if record is None:
             raise BackendError(f"no run of job {plan.job_id} to report on", "batchspec run SPEC starts one")
         if record.source == "live":
@@ -307,7 +308,7 @@ def take_record(plan: Plan, backend: Backend, ctx: RunContext) -> RunRecord | No
     """The run's record once its tasks are done, with stderr tails for the report; a warning,
     not a failed run, when it cannot be had."""
     try:
-        record = backend.record(plan, ctx)
+        record = backend.record(plan, ctx, files=True)
         if record is None:
             return None
         # Every task has finished: what is left of the run (collect, clean up) is not the tasks'.

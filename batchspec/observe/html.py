@@ -71,7 +71,7 @@ svg .row-label { fill: var(--fg); }
 svg .grid { stroke: #eaeef2; stroke-width: 1; }
 svg .zebra { fill: #f6f8fa; }
 svg .attempt { stroke: rgba(0,0,0,.25); stroke-width: .5; }
-svg .badge { fill: #8e5bd6; font-weight: 600; }
+svg .badge { fill: #fff; font-weight: 700; font-size: 10px; }
 .legend { display: flex; flex-wrap: wrap; gap: 14px; margin: 6px 0 4px; font-size: 13px; }
 .legend span::before { content: ""; display: inline-block; width: 12px; height: 12px; border-radius: 2px;
                        margin-right: 5px; vertical-align: -1px; background: var(--c); }
@@ -111,6 +111,11 @@ def _bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
+
+
+def _short(name: str, keep: int = 20) -> str:
+    """A row label that fits: Batch node ids are 70 characters (tvmps_<hash>_d); the ends tell them apart."""
+    return name if len(name) <= keep else f"{name[:9]}\u2026{name[-(keep - 10):]}"
 
 
 def _natural(text: str) -> list[object]:
@@ -267,7 +272,9 @@ def _timeline(record: RunRecord) -> str:
         out.append(f'<text x="{x:.1f}" y="{top - 8}" text-anchor="middle">{seconds_label(i * step, step)}</text>')
     for name in rows:
         y = top + index[name] * ROW_H + ROW_H / 2 + 4
-        out.append(f'<text class="row-label" x="{LABEL_W - 8}" y="{y:.1f}" text-anchor="end">{_e(name)}</text>')
+        out.append(f'<text class="row-label" x="{LABEL_W - 8}" y="{y:.1f}" text-anchor="end">{_e(_short(name))}'
+                   f"<title>{_e(name)}</title></text>")
+    badges = []
     for task, a in placed:
         assert a.start is not None and a.where is not None
         x = LABEL_W + (a.start - start) * scale
@@ -279,15 +286,19 @@ def _timeline(record: RunRecord) -> str:
             f'x="{x:.2f}" y="{y:.1f}" width="{w:.2f}" height="{BAR_H}" rx="2" fill="{COLOURS.get(a.outcome, "#888")}">'
             f"<title>{_e(_attempt_title(task, a))}</title></rect>")
         earlier = sum(1 for e in task.attempts if not e.placed)
-        if earlier and a is task.last:
-            out.append(f'<text class="badge" x="{x + w + 2:.1f}" y="{y + BAR_H - 2:.1f}">+{earlier}'
-                       f"<title>{_e(task.id)}: {earlier} earlier attempt(s) not placed "
-                       f"({task.retries} retries, {task.requeues} requeues)</title></text>")
+        if earlier and a is task.last:  # drawn over every bar: a pill at the bar's start
+            why = (f"{task.id}: {earlier} earlier attempt(s) without recorded times ({task.retries} retries, "
+                   f"{task.requeues} requeued after preemption)")
+            badges.append(
+                f'<g class="earlier"><rect x="{x:.2f}" y="{y - 1:.1f}" width="22" height="{BAR_H + 2}" rx="6" '
+                f'fill="{COLOURS["requeued"]}"/><text class="badge" x="{x + 11:.2f}" y="{y + BAR_H - 2:.1f}" '
+                f'text-anchor="middle">+{earlier}<title>{_e(why)}</title></text></g>')
+    out.extend(badges)
     out.append("</svg>")
     note = ""
     if unplaced:
         note = (f'<p class="note">{unplaced} earlier attempt(s) have no recorded times and are not drawn; '
-                "a purple +N after a bar counts them.</p>")
+                "a purple +N at the start of a task's last attempt counts them.</p>")
     return head + legend + "".join(out) + note
 
 

@@ -32,7 +32,7 @@ from ...spec.values import format_duration
 from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions
 from .config import AzureConfig, batch_client_args
 from .errors import resend, translate_errors
-from .records import job_record, node_log, task_log
+from .records import job_record, node_log, task_log, with_file_sizes
 from .storage import Storage, blob_name_for
 from .tasks import RECORDS_PREFIX, Submitter, Urls, success_marker, task_options
 
@@ -405,9 +405,17 @@ class AzureBackend(Backend):
         return (f"on the nodes while job {plan.job_id} exists; failed tasks' stdout and stderr also in container "
                 f"{plan.outputs.container} under {RECORDS_PREFIX}/{plan.job_id}/failed/")
 
-    def record(self, plan: Plan, ctx: RunContext) -> RunRecord | None:
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
         with self._errors(f"reading job '{plan.job_id}'"):
-            return job_record(self.client, plan, self.logs_location(plan))
+            record = job_record(self.client, plan, self.logs_location(plan))
+        if record is None or not files:
+            return record
+        try:
+            with self._errors("listing inputs and outputs in storage"):
+                return with_file_sizes(record, plan, self.storage, self.input_container(plan))
+        except BackendError as exc:  # sizes are a nicety: the record stands without them
+            ctx.warn(f"no input and output sizes: {exc.message}")
+            return record
 
     def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:
         with self._errors("reading a log"):

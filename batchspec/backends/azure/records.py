@@ -12,8 +12,10 @@ are recorded with their cause but without times or node.
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -21,12 +23,13 @@ from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from ...errors import BackendError
+from ...globs import compile_glob, has_magic, literal_head, normalize
 from ...observe.pricing import is_windows
 from ...observe.records import Attempt, JobRecord, NodeRecord, PoolRecord, RunRecord, TaskRecord
 from ...plan import Plan
 from ...redact import redact
 from ..base import LogChunk, LogRef
-from .storage import Storage
+from .storage import BlobInfo, Storage, blob_name_for
 from .tasks import RECORDS_PREFIX, success_marker
 
 PAGE_SIZE = 1000  # the most a Batch list request returns
@@ -143,6 +146,57 @@ def _node(node: models.BatchNode) -> NodeRecord:
             start_text = "succeeded" if start.exit_code == 0 else f"failed (exit code {start.exit_code})"
     return NodeRecord(id=node.id, state=_text(node.state), spot=node.is_dedicated is False,
                       allocated=_ts(node.allocation_time), tasks_run=node.total_tasks_run, start_task=start_text)
+
+
+# --- bytes in and out, from storage listings ---------------------------------------------------
+
+
+def with_file_sizes(record: RunRecord, plan: Plan, storage: Storage, input_container: str) -> RunRecord:
+    """The record with each task's input and output bytes, from one listing of each container
+    (its inputs' and the output container): not per task. A blob counts for one task only."""
+    listings: dict[str, Mapping[str, BlobInfo]] = {}
+
+    def blobs(container: str) -> Mapping[str, BlobInfo]:
+        if container not in listings:
+            listings[container] = storage.list_blobs(container)
+        return listings[container]
+
+    outputs = blobs(plan.outputs.container)
+    names = sorted(outputs)
+    claimed: set[str] = set()
+    sizes: dict[str, tuple[int, int]] = {}
+    for task in plan.tasks:
+        in_bytes = 0
+        for f in task.inputs:
+            container, name = (f.container, f.source) if f.container else (input_container, blob_name_for(f.source))
+            info = blobs(container).get(name)
+            in_bytes += info.size if info else 0
+        out_bytes = 0
+        for pattern in task.outputs:
+            norm = normalize(pattern)
+            if not has_magic(norm):
+                matched = [norm] if norm in outputs else []
+            else:
+                head, rx = literal_head(norm), compile_glob(norm)
+                start = bisect.bisect_left(names, head)
+                matched = []
+                for name in names[start:]:
+                    if not name.startswith(head):
+                        break
+                    if rx.match(name):
+                        matched.append(name)
+            for name in matched:
+                if name not in claimed:
+                    claimed.add(name)
+                    out_bytes += outputs[name].size
+        sizes[task.id] = (in_bytes, out_bytes)
+    jobs = tuple(
+        replace(job, tasks=tuple(
+            replace(t, input_bytes=sizes[t.id][0], output_bytes=sizes[t.id][1] if t.state == "succeeded" else None)
+            if t.id in sizes else t for t in job.tasks))
+        for job in record.jobs
+    )
+    return replace(record, jobs=jobs)
 
 
 # --- logs -----------------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ class LocalBackend(Backend):
     def logs_location(self, plan: Plan) -> str:
         return f"{self.job_dir(plan)}/<task id>/stdout.txt and stderr.txt"
 
-    def record(self, plan: Plan, ctx: RunContext) -> RunRecord | None:
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
         if self.state is not None:
             self.state.commit()  # this run's last results, for the reader's own connection
         return read_record(plan, self.job_dir(plan), self.logs_location(plan))
