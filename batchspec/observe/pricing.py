@@ -119,6 +119,7 @@ def lookup(vm_size: str, region: str | None, *, windows: bool, env: Mapping[str,
 
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.sub(r"^\w*Connection(Pool)?\([^)]*\):\s*", "", text)  # urllib3's connection repr says nothing new
     return text[:200]
 
 
@@ -279,8 +280,12 @@ def cost(dedicated_hours: float, spot_hours: float, lookup: PriceLookup) -> Cost
 
 
 def money(amount: float, currency: str) -> str:
-    digits = 2 if amount >= 10 else 4 if amount >= 0.01 or amount == 0 else 6
-    return f"{amount:,.{digits}f} {currency}"
+    """2 decimals from 1 up; below, 3 significant digits (a spot node-hour costs fractions of a cent)."""
+    if amount >= 1 or amount <= 0:
+        return f"{amount:,.2f} {currency}"
+    digits = 2 - math.floor(math.log10(amount))
+    text = f"{amount:.{digits}f}".rstrip("0")
+    return f"{text + '0' * max(0, 4 - len(text))} {currency}"
 
 
 def price_dict(lookup: PriceLookup) -> dict[str, Any]:
