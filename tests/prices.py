@@ -7,7 +7,8 @@ It answers ``GET /api/retail/prices?$filter=...`` in the API's documented shape
 and paged (two items a page here, 100 on the real service) through ``NextPageLink`` with
 ``$skip``. The prices are made up; the shape is the service's.
 
-Fixture ``prices``: a running server; ``prices.url`` is what ``BATCHSPEC_PRICES_URL`` takes.
+Fixture ``prices`` (or ``with serve_prices() as prices``): a running server; ``prices.url`` is what
+``BATCHSPEC_PRICES_URL`` takes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import threading
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -85,6 +87,13 @@ def _matches(item: dict[str, Any], clauses: list[tuple[str, str]]) -> bool:
 
 @pytest.fixture
 def prices() -> Iterator[PriceServer]:
+    with serve_prices() as server:
+        yield server
+
+
+@contextmanager
+def serve_prices() -> Iterator[PriceServer]:
+    """The stand-in API on a free loopback port for the duration of the block."""
     server_box: list[PriceServer] = []
 
     class Handler(BaseHTTPRequestHandler):

@@ -29,6 +29,7 @@ from ..observe.records import RunRecord, TaskRecord, from_dict, to_dict, usage
 from ..plan import Plan, build_plan
 from ..runner import last_lines
 from ..spec import Spec, load_spec
+from ..spec.values import format_duration
 from .run import plan_for
 
 RECORD_FILE = "record.json"
@@ -287,7 +288,7 @@ def plan_with_estimate(spec_path: Path, overrides: Iterable[str], backend: str, 
     plan = plan_for(spec, overrides, backend, options.env)
     if spec.expected_task_seconds is not None:
         seconds: float | None = spec.expected_task_seconds
-        basis = f"task.expected_duration in the spec ({spec.expected_task_seconds:g}s)"
+        basis = f"task.expected_duration in the spec ({format_duration(spec.expected_task_seconds)})"
     elif measured := measured_duration(plan, options):
         seconds, basis = measured
     else:

@@ -99,7 +99,9 @@ def _when(ts: float | None) -> str:
 
 
 def _dur(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(seconds)
+    if seconds is None:
+        return "-"
+    return f"{seconds:.2f}s" if seconds < 1 else format_duration(seconds)
 
 
 def _bytes(n: int | None) -> str:
@@ -353,10 +355,13 @@ def _histogram(record: RunRecord) -> str:
                        f'width="{max(1.0, bar_w - 2):.2f}" height="{h:.2f}" fill="{colour}">'
                        f"<title>{n} attempt(s) {LABELS[outcome]}, {seconds_label(lo, width)} to "
                        f"{seconds_label(hi, width)}</title></rect>")
-    for i in range(0, bins + 1, max(1, math.ceil(bins / 8))):
-        x = left + i * bar_w
+    label_step = max(width, nice_step(bins * width / 8))
+    value = math.ceil(low / label_step - 1e-9) * label_step
+    while value <= low + bins * width + 1e-9:
+        x = left + (value - low) / width * bar_w
         out.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">'
-                   f"{_e(seconds_label(low + i * width, width))}</text>")
+                   f"{_e(seconds_label(value, label_step))}</text>")
+        value += label_step
     out.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 34}" text-anchor="middle">'
                f"attempt run time ({len(finished)} finished attempts)</text>")
     out.append("</svg>")
