@@ -13,7 +13,7 @@ import difflib
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -27,6 +27,7 @@ from ..events import Emit, Message
 from ..observe import html, pricing
 from ..observe.records import RunRecord, TaskRecord, from_dict, to_dict, usage
 from ..plan import Plan, build_plan
+from ..redact import redact
 from ..runner import last_lines
 from ..spec import Spec, load_spec
 from ..spec.values import format_duration
@@ -167,13 +168,18 @@ def logs(spec_path: Path, overrides: Iterable[str], backend_name: str, options: 
                         out.write(f"{'' if last_title is None else chr(10)}==> {item.title} ({which}"
                                   f"{chunk.source}) <==\n".encode())
                         last_title = item.title
-                    out.write(chunk.data)
+                    out.write(_redacted(chunk.data, options.env))
                     out.flush()
                 elif not follow and not headers:
                     emit(Message(f"{item.title} is empty ({chunk.source})"))
             if all(item.done for item in logs_):
                 return len(logs_)
             sleep(POLL_SECONDS)
+
+
+def _redacted(data: bytes, env: Mapping[str, str]) -> bytes:
+    """Log bytes with secrets (SAS signatures, keys) replaced; other bytes kept as they are."""
+    return redact(data.decode("utf-8", "surrogateescape"), env).encode("utf-8", "surrogateescape")
 
 
 def _failed_logs(plan: Plan, backend: Backend, ctx: RunContext, options: RunOptions, emit: Emit,
@@ -193,9 +199,9 @@ def _failed_logs(plan: Plan, backend: Backend, ctx: RunContext, options: RunOpti
 # --- the report -----------------------------------------------------------------------------------
 
 
-def with_tails(record: RunRecord, plan: Plan, backend: Backend) -> RunRecord:
+def with_tails(record: RunRecord, plan: Plan, backend: Backend, env: Mapping[str, str]) -> RunRecord:
     """The record with the stderr tails (of their last attempt) of its first failed and its
-    slowest tasks."""
+    slowest tasks, secrets redacted."""
     tails: dict[str, tuple[str, ...]] = {}
     failed = [t.id for t in record.tasks() if t.state == "failed"][:FAILED_TAILS]
     slowest = sorted((t for t in record.tasks() if t.seconds is not None), key=_seconds, reverse=True)
@@ -206,7 +212,7 @@ def with_tails(record: RunRecord, plan: Plan, backend: Backend) -> RunRecord:
             chunk = backend.read_log(plan, LogRef("stderr", task_id=task_id))
         except BatchspecError:
             continue
-        tails[task_id] = last_lines(chunk.data, TAIL_LINES)
+        tails[task_id] = tuple(redact(line, env) for line in last_lines(chunk.data, TAIL_LINES))
     return record.with_tails(tails)
 
 
@@ -242,7 +248,7 @@ def report(spec_path: Path, overrides: Iterable[str], backend_name: str, options
         if record is None:
             raise BackendError(f"no run of job {plan.job_id} to report on", "batchspec run SPEC starts one")
         if record.source == "live":
-            record = with_tails(record, plan, backend)
+            record = with_tails(record, plan, backend, options.env)
         path, _ = write_report(record, plan, options, output, offline=offline, region=region)
         return path, record
 
@@ -313,7 +319,7 @@ def take_record(plan: Plan, backend: Backend, ctx: RunContext) -> RunRecord | No
         if record is None:
             return None
         # Every task has finished: what is left of the run (collect, clean up) is not the tasks'.
-        return with_tails(replace(record, active=False), plan, backend)
+        return with_tails(replace(record, active=False), plan, backend, ctx.options.env)
     except BatchspecError as exc:
         ctx.warn(f"no run record for the report: {exc.message}")
         return None

@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from batchspec.emulator.testing import batch_client
+from batchspec.cli import cli
+from batchspec.emulator.testing import batch_client, running_emulator
+from tests.azurite import Azurite
 from tests.browser import render_report
 from tests.media import make_mp4
 
@@ -114,3 +117,36 @@ def test_status_of_a_spec_never_run(tmp_path: Path, world: AzureWorld) -> None:
     status = world.run("status", str(spec), "--backend", "azure")
     assert status.exit_code == 4
     assert "no run of this spec found" in status.output
+
+
+def test_preemptions_show_as_requeues(tmp_path: Path, azurite: Azurite) -> None:
+    spec = tmp_path / "spec.yaml"
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        (tmp_path / "in" / f"f{i}.txt").write_text("x")
+    spec.write_text(
+        "batchspec: 1\nname: spotty\n"
+        "pool: {id: spot-pool, vm_size: standard_a1_v2, image: {publisher: canonical, offer: ubuntu-24_04-lts, "
+        "sku: server}, node_agent_sku: batch.node.ubuntu 24.04, nodes: {spot: 2}}\n"
+        "inputs: {path: in/*.txt}\ntask: {command: sleep 0.4}\n")
+    with running_emulator(nodes=2, faults="preempt=0.5", seed=3) as emulator:
+        env = {"AZURE_BATCH_ENDPOINT": emulator.endpoint, "AZURE_BATCH_ACCOUNT": emulator.account,
+               "AZURE_BATCH_ACCESS_KEY": emulator.key, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+        runner = CliRunner()
+        run = runner.invoke(cli, ["run", str(spec), "--backend", "azure"], env=env)
+        assert run.exit_code == 0, run.output
+        preempted = emulator.fault_counts()["preempt"]
+        status = runner.invoke(cli, ["status", str(spec), "--backend", "azure", "--format", "json"], env=env)
+        out = tmp_path / "r.html"
+        assert runner.invoke(cli, ["report", str(spec), "--backend", "azure", "-o", str(out)], env=env).exit_code == 0
+    record = json.loads(status.output)
+    tasks = record["jobs"][0]["tasks"]
+    assert preempted >= 1
+    assert sum(t["requeues"] for t in tasks) == record["counts"]["requeues"] == preempted
+    requeued = [a for t in tasks for a in t["attempts"] if a["outcome"] == "requeued"]
+    assert len(requeued) == preempted and all(a["reason"] == "node preempted or removed" for a in requeued)
+    assert record["counts"]["succeeded"] == 4
+    page = render_report(out)
+    assert page.console_errors == [] and page.bars == 4
+    assert len(page.badges) == sum(1 for t in tasks if t["requeues"])
+    assert f"{preempted} requeued (preempted)" in page.text_of(".cards")

@@ -199,3 +199,16 @@ def test_plan_estimates_from_the_last_run_and_prices_it(tmp_path: Path, write_sp
     assert "cost   ~" in offline.output and len(prices.requests) == asked
     elsewhere = cli_run("plan", str(spec), "--region", "uksouth", "--offline", env=env)
     assert "cost   price unknown (--offline and no cached price for standard_a1_v2 in uksouth)" in elsewhere.output
+
+
+def test_secrets_in_task_output_are_redacted_in_logs_and_report(tmp_path: Path, write_spec: SpecWriter) -> None:
+    make_inputs(tmp_path, ["a.txt"])
+    leak = "https://acct.blob.core.windows.net/c/x?sv=2025-01-05&sig=c2VjcmV0c2lnbmF0dXJlMTIzNDU2Nzg5MA%3D%3D"
+    spec = write_spec(f"echo 'fetching {leak}' >&2; echo 'AccountKey=bm90LWEtcmVhbC1rZXk=;' >&2; exit 1",
+                      outputs=[])
+    assert cli_run("run", str(spec)).exit_code == 1
+    logs = cli_run("logs", str(spec), "a", "--stream", "stderr")
+    assert "sig=REDACTED" in logs.output and "AccountKey=REDACTED" in logs.output
+    assert "c2VjcmV0" not in logs.output and "bm90LWEt" not in logs.output
+    report = next((tmp_path / ".batchspec").glob("job-*/report.html")).read_text()
+    assert "sig=REDACTED" in report and "c2VjcmV0" not in report and "bm90LWEt" not in report
