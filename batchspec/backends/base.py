@@ -8,14 +8,15 @@ about a backend. A backend reports through ``ctx.emit`` and raises
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BackendError
+from ..errors import BackendError, BatchspecError
 from ..events import Emit, Event, Message, Progress, TaskFinished
 from ..observe.records import RunRecord
 from ..plan import BlobLister, Plan
+from ..runner import last_lines
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,18 @@ class Backend(ABC):
         """A task's (or node start task's) stdout or stderr from byte ``offset`` on.
         Raises BackendError when there is no such task, node or attempt."""
         raise BackendError(f"the {self.name} backend cannot show task logs")
+
+    def stderr_tails(self, plan: Plan, task_ids: Sequence[str], lines: int) -> dict[str, tuple[str, ...]]:
+        """The last ``lines`` lines of stderr of finished tasks (their last attempt), for the
+        report; a task whose stderr cannot be read is left out."""
+        tails = {}
+        for task_id in task_ids:
+            try:
+                chunk = self.read_log(plan, LogRef("stderr", task_id=task_id))
+            except BatchspecError:
+                continue
+            tails[task_id] = last_lines(chunk.data, lines)
+        return tails
 
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """The user pressed Ctrl-C: stop what runs here and record state."""

@@ -28,7 +28,6 @@ from ..observe import html, pricing
 from ..observe.records import RunRecord, TaskRecord, from_dict, to_dict, usage
 from ..plan import Plan, build_plan
 from ..redact import redact
-from ..runner import last_lines
 from ..spec import Spec, load_spec
 from ..spec.values import format_duration
 from .run import plan_for
@@ -202,18 +201,11 @@ def _failed_logs(plan: Plan, backend: Backend, ctx: RunContext, options: RunOpti
 def with_tails(record: RunRecord, plan: Plan, backend: Backend, env: Mapping[str, str]) -> RunRecord:
     """The record with the stderr tails (of their last attempt) of its first failed and its
     slowest tasks, secrets redacted."""
-    tails: dict[str, tuple[str, ...]] = {}
     failed = [t.id for t in record.tasks() if t.state == "failed"][:FAILED_TAILS]
     slowest = sorted((t for t in record.tasks() if t.seconds is not None), key=_seconds, reverse=True)
-    for task_id in failed + [t.id for t in slowest[:SLOWEST_TAILS]]:
-        if task_id in tails:
-            continue
-        try:
-            chunk = backend.read_log(plan, LogRef("stderr", task_id=task_id))
-        except BatchspecError:
-            continue
-        tails[task_id] = tuple(redact(line, env) for line in last_lines(chunk.data, TAIL_LINES))
-    return record.with_tails(tails)
+    wanted = list(dict.fromkeys(failed + [t.id for t in slowest[:SLOWEST_TAILS]]))
+    tails = backend.stderr_tails(plan, wanted, TAIL_LINES)
+    return record.with_tails({t: tuple(redact(line, env) for line in tail) for t, tail in tails.items()})
 
 
 def _seconds(task: TaskRecord) -> float:

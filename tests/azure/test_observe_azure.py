@@ -81,8 +81,13 @@ def test_status_logs_and_report_of_a_run_with_a_failing_input(tmp_path: Path, wo
     assert start_log.exit_code == 0, start_log.output
 
     out = tmp_path / "report.html"
+    before = world.emulator.request_counts()
     report = world.run("report", str(spec), "--backend", "azure", "-o", str(out))
     assert report.exit_code == 0, report.output
+    after = world.emulator.request_counts()
+    spent = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    # The record's one pass, then one stderr download per task shown with its tail (failed, slowest).
+    assert spent == {"get_job": 1, "list_tasks": 1, "get_pool": 1, "list_nodes": 1, "get_task_file": 3}, spent
     page = render_report(out)
     assert page.console_errors == []
     placed = sum(1 for t in tasks.values() for a in t["attempts"] if a["where"] and a["start"])

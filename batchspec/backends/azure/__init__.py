@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -427,6 +427,14 @@ class AzureBackend(Backend):
                 storage = None
             return task_log(self.client, storage, plan, ref, offset)
 
+    def stderr_tails(self, plan: Plan, task_ids: Sequence[str], lines: int) -> dict[str, tuple[str, ...]]:
+        """One download per task: the record already says they finished and where."""
+        def tail(task_id: str) -> tuple[str, ...]:
+            return _log_tail(lambda: self.client.download_task_file(plan.job_id, task_id, "stderr.txt"), lines)
+
+        with self._errors("reading task logs"):
+            return {task_id: tail(task_id) for task_id in task_ids}
+
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         ctx.warn(f"job {plan.job_id} keeps running on Azure Batch: run the same command again to follow it, "
                  "or `batchspec cleanup SPEC` to delete it")
@@ -468,13 +476,13 @@ def pool_options(plan: Plan) -> models.BatchPoolCreateOptions:
     )
 
 
-def _log_tail(download: Callable[[], Iterable[bytes]]) -> tuple[str, ...]:
+def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL) -> tuple[str, ...]:
     """The last lines of a task or node log file on the service, secrets redacted; none if absent."""
     try:
         data = b"".join(download())
     except ResourceNotFoundError:
         return ()
-    return tuple(redact(line) for line in last_lines(data, STDERR_TAIL))
+    return tuple(redact(line) for line in last_lines(data, lines))
 
 
 def _text(value: Any) -> str:
