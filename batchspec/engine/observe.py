@@ -220,6 +220,8 @@ def price_of(record: RunRecord, plan: Plan, options: RunOptions, *, offline: boo
     where, _ = pricing.region_for(options.env, region)
     vm_size = record.pool.vm_size if record.pool and record.pool.vm_size else plan.pool.vm_size
     lookup = pricing.lookup(vm_size, where, windows=record.windows, env=options.env, offline=offline)
+    if not record.nodes:
+        return pricing.Cost(None, "", f"unknown: {html.NO_NODES}"), lookup
     used = usage(record)
     return pricing.cost(used.dedicated_node_seconds / 3600, used.spot_node_seconds / 3600, lookup), lookup
 

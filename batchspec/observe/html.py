@@ -44,6 +44,7 @@ LABEL_W = 150
 ROW_H = 18
 BAR_H = 12
 SLOWEST = 10
+NO_NODES = "the pool has no nodes now (deleted or scaled down): their time cannot be read"
 TABLE_LIMIT = 200
 
 _CSS = """
@@ -183,6 +184,8 @@ def _totals(record: RunRecord, cost: Cost | None, price: PriceLookup | None) -> 
         cards.append(_card("node time", f"{u.node_hours:.3g} node-hours",
                            f"{u.dedicated_node_seconds / 3600:.3g} dedicated + {u.spot_node_seconds / 3600:.3g} spot; "
                            + util))
+    elif record.billed:
+        cards.append(_card("node time", "unknown", NO_NODES))
     else:
         slots = record.slots or "?"
         cards.append(_card("slot time", _dur(u.capacity_seconds), f"{slots} slots x wall time; {util}"))

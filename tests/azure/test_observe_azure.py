@@ -4,7 +4,10 @@ against the emulator and Azurite, for specs/mp4-to-mp3.yaml with one input that 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from batchspec.emulator.testing import batch_client, running_emulator
 from tests.azurite import Azurite
 from tests.browser import render_report
 from tests.media import make_mp4
+from tests.prices import PriceServer
 
 from .conftest import AzureWorld, copy_spec
 
@@ -30,15 +34,24 @@ def failing_mp4_spec(tmp_path: Path) -> Path:
     return spec
 
 
-def test_status_logs_and_report_of_a_run_with_a_failing_input(tmp_path: Path, world: AzureWorld) -> None:
+def test_status_logs_and_report_of_a_run_with_a_failing_input(tmp_path: Path, world: AzureWorld,
+                                                               prices: PriceServer) -> None:
     spec = failing_mp4_spec(tmp_path)
-    run = world.run("run", str(spec), "--backend", "azure")
+    priced = {"BATCHSPEC_REGION": "westeurope", "BATCHSPEC_PRICES_URL": prices.url,
+              "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run = world.run("run", str(spec), "--backend", "azure", env=priced)
     assert run.exit_code == 1, run.output
     assert "FAILED: 2 succeeded, 1 failed of 3 tasks" in run.output
     report_line = re.search(r"^report: (.+)$", run.output, re.M)
     assert report_line, run.output
     assert "logs: on the nodes while job" in run.output and "under .batchspec/jobs/" in run.output
-    assert re.search(r"^used: [\d.e-]+ node-hours \(", run.output, re.M), run.output
+    # The pool is 5 spot nodes (2 in the emulator): what they were up for, at the Spot price.
+    used = re.search(r"^used: ([\d.e-]+) node-hours \(0 dedicated \+ ([\d.e-]+) spot\), utilisation \d+%; "
+                     r"cost ~([\d.]+) USD \(([\d.e-]+) spot node-h x 0\.0091 USD/h\)$", run.output, re.M)
+    assert used, run.output
+    assert float(used.group(3)) == pytest.approx(float(used.group(2)) * 0.0091, rel=0.01)
+    run_page = render_report(Path(report_line.group(1)))
+    assert "0.0091 USD/h" in run_page.text_of(".cards") and "from 127.0.0.1" in run_page.text_of(".cards")
 
     # A fresh terminal: a new process state, only the spec and the environment.
     before = world.emulator.request_counts()
@@ -155,3 +168,31 @@ def test_preemptions_show_as_requeues(tmp_path: Path, azurite: Azurite) -> None:
     assert page.console_errors == [] and page.bars == 4
     assert len(page.badges) == sum(1 for t in tasks if t["requeues"])
     assert f"{preempted} requeued (preempted)" in page.text_of(".cards")
+
+
+def test_follow_a_running_task_from_another_process(tmp_path: Path, world: AzureWorld) -> None:
+    spec = tmp_path / "spec.yaml"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "slow.txt").write_text("x")
+    spec.write_text(
+        "batchspec: 1\nname: ticking\n"
+        "pool: {id: tick-pool, vm_size: standard_a1_v2, image: {publisher: canonical, offer: ubuntu-24_04-lts, "
+        "sku: server}, node_agent_sku: batch.node.ubuntu 24.04, nodes: {dedicated: 1}}\n"
+        "inputs: {path: in/*.txt}\ntask: {command: 'for i in 1 2 3 4; do echo tick $i; sleep 0.4; done'}\n")
+    env = {**os.environ, **world.env}
+    run = subprocess.Popen([sys.executable, "-m", "batchspec", "run", str(spec), "--backend", "azure"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            status = world.run("status", str(spec), "--backend", "azure")
+            if "running (1):" in status.output or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status.exit_code == 3, status.output
+        assert re.search(r"^  slow-\w+ on \S+ for [\d.]+s$", status.output, re.M), status.output
+        follow = world.run("logs", str(spec), "slow", "--stream", "stdout", "--follow", "--backend", "azure")
+        assert follow.exit_code == 0, follow.output
+        assert follow.output == "tick 1\ntick 2\ntick 3\ntick 4\n"  # to the end, nothing twice
+    finally:
+        assert run.wait(timeout=60) == 0

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from batchspec.cli import cli
 from tests.browser import render_report
+from tests.media import make_mp4
 from tests.prices import PriceServer
 
 from .conftest import SpecWriter, make_inputs
@@ -212,3 +213,29 @@ def test_secrets_in_task_output_are_redacted_in_logs_and_report(tmp_path: Path, 
     assert "c2VjcmV0" not in logs.output and "bm90LWEt" not in logs.output
     report = next((tmp_path / ".batchspec").glob("job-*/report.html")).read_text()
     assert "sig=REDACTED" in report and "c2VjcmV0" not in report and "bm90LWEt" not in report
+
+
+def test_mp4_to_mp3_with_a_broken_input_seen_from_a_fresh_terminal(tmp_path: Path) -> None:
+    """The issue's check on the local backend: the shipped spec, real ffmpeg, one input that is not a video."""
+    repo = Path(__file__).resolve().parents[2]
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    spec = specs / "mp4-to-mp3.yaml"
+    spec.write_text((repo / "specs" / "mp4-to-mp3.yaml").read_text())
+    make_mp4(specs / "inputs" / "clip-1.mp4", 1.0)
+    make_mp4(specs / "inputs" / "clip-2.mp4", 1.5)
+    (specs / "inputs" / "broken.mp4").write_bytes(b"this is not a video\n")
+    run = cli_run("run", str(spec), "--slots", "2")
+    assert run.exit_code == 1, run.output
+
+    status = cli_run("status", str(spec))  # a fresh CliRunner: nothing shared with the run but the files
+    assert status.exit_code == 1
+    assert "tasks: 3 planned: 2 succeeded, 1 failed, 0 running, 0 waiting" in status.output
+    assert "attempts: 5 (2 retries" in status.output  # retries: 2 in the spec
+    logs = cli_run("logs", str(spec), "broken", "--stream", "stderr")
+    assert "Invalid data found when processing input" in logs.output
+    out = tmp_path / "report.html"
+    assert cli_run("report", str(spec), "-o", str(out)).exit_code == 0
+    page = render_report(out)
+    assert page.console_errors == [] and page.bars == 5
+    assert "Invalid data found" in page.text_of("#failed")
