@@ -266,7 +266,7 @@ def logs(spec: Path, task: str | None, stream: str, attempt: int | None, follow:
 
     \b
     Example:
-      batchspec logs specs/mp4-to-mp3.yaml sample-3-1a2b3c --stream stderr --follow
+      batchspec logs specs/mp4-to-mp3.yaml sample-3 --stream stderr --follow
     """
     from .backends import RunOptions
     from .engine import make_reporter
