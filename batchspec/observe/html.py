@@ -191,10 +191,10 @@ def _totals(record: RunRecord, cost: Cost | None, price: PriceLookup | None) -> 
         cards.append(_card("slot time", _dur(u.capacity_seconds), f"{slots} slots x wall time; {util}"))
     cards.append(_card("data", f"{_bytes(sum(ins)) if ins else '-'} in",
                        f"{_bytes(sum(outs)) if outs else '-'} out"))
-    if cost is None:
+    if not record.billed:
         cards.append(_card("cost", "none", "ran on this machine: no Azure nodes"))
-    elif cost.amount is None:
-        cards.append(_card("cost", "unknown", cost.detail))
+    elif cost is None or cost.amount is None:
+        cards.append(_card("cost", "unknown", cost.detail if cost else "no price was looked up"))
     else:
         source = price.price.describe() if price and price.price else ""
         stale = f" ({price.problem})" if price and price.problem else ""
@@ -259,24 +259,30 @@ def _timeline(record: RunRecord) -> str:
         return head + '<p class="note">No attempt has started yet.</p>'
     start, end = window
     length = max(end - start, 1e-3)
-    rows = sorted({a.where for _, a in placed if a.where} | {n.id for n in record.nodes}, key=_natural)
-    index = {name: i for i, name in enumerate(rows)}
+    lane_of, lanes = _lanes(placed, record.observed)
+    names = sorted({a.where for _, a in placed if a.where} | {n.id for n in record.nodes}, key=_natural)
+    first_row: dict[str, int] = {}
+    rows = 0
+    for name in names:
+        first_row[name] = rows
+        rows += lanes.get(name, 1)
     top = 22
-    height = top + len(rows) * ROW_H + 8
+    height = top + rows * ROW_H + 8
     plot = WIDTH - LABEL_W - 10
     scale = plot / length
     out = [f'<svg id="timeline" viewBox="0 0 {WIDTH} {height}" role="img" '
            f'aria-label="Timeline: one row per node or slot, one bar per task attempt">']
-    for i, _name in enumerate(rows):
-        if i % 2:
-            out.append(f'<rect class="zebra" x="0" y="{top + i * ROW_H}" width="{WIDTH}" height="{ROW_H}"/>')
+    for i, name in enumerate(names):
+        if i % 2:  # one band per node, however many slots it has
+            out.append(f'<rect class="zebra" x="0" y="{top + first_row[name] * ROW_H}" width="{WIDTH}" '
+                       f'height="{lanes.get(name, 1) * ROW_H}"/>')
     step = nice_step(length / 8)
     for i in range(int(length // step) + 1):
         x = LABEL_W + i * step * scale
         out.append(f'<line class="grid" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 8}"/>')
         out.append(f'<text x="{x:.1f}" y="{top - 8}" text-anchor="middle">{seconds_label(i * step, step)}</text>')
-    for name in rows:
-        y = top + index[name] * ROW_H + ROW_H / 2 + 4
+    for name in names:
+        y = top + first_row[name] * ROW_H + ROW_H / 2 + 4
         out.append(f'<text class="row-label" x="{LABEL_W - 8}" y="{y:.1f}" text-anchor="end">{_e(_short(name))}'
                    f"<title>{_e(name)}</title></text>")
     badges = []
@@ -285,7 +291,7 @@ def _timeline(record: RunRecord) -> str:
         x = LABEL_W + (a.start - start) * scale
         stop = a.end if a.end is not None else record.observed
         w = max(1.5, (stop - a.start) * scale)
-        y = top + index[a.where] * ROW_H + (ROW_H - BAR_H) / 2
+        y = top + (first_row[a.where] + lane_of[id(a)]) * ROW_H + (ROW_H - BAR_H) / 2
         out.append(
             f'<rect class="attempt o-{_e(a.outcome)}" data-task="{_e(task.id)}" data-attempt="{a.number}" '
             f'x="{x:.2f}" y="{y:.1f}" width="{w:.2f}" height="{BAR_H}" rx="2" fill="{COLOURS.get(a.outcome, "#888")}">'
@@ -305,6 +311,27 @@ def _timeline(record: RunRecord) -> str:
         note = (f'<p class="note">{unplaced} earlier attempt(s) have no recorded times and are not drawn; '
                 "a purple +N at the start of a task's last attempt counts them.</p>")
     return head + legend + "".join(out) + note
+
+
+def _lanes(placed: list[tuple[TaskRecord, Attempt]], now: float) -> tuple[dict[int, int], dict[str, int]]:
+    """Attempts that overlap on one node (several task slots) go to separate lanes: each attempt
+    takes the first lane free when it starts. Returns each attempt's lane and each node's lanes."""
+    by_node: dict[str, list[Attempt]] = {}
+    for _, a in placed:
+        by_node.setdefault(a.where or "", []).append(a)
+    lane_of: dict[int, int] = {}
+    lanes: dict[str, int] = {}
+    for node, attempts in by_node.items():
+        ends: list[float] = []
+        for a in sorted(attempts, key=lambda a: a.start or 0.0):
+            begin = a.start or 0.0
+            lane = next((i for i, e in enumerate(ends) if e <= begin + 1e-6), len(ends))
+            if lane == len(ends):
+                ends.append(0.0)
+            ends[lane] = a.end if a.end is not None else now
+            lane_of[id(a)] = lane
+        lanes[node] = max(1, len(ends))
+    return lane_of, lanes
 
 
 def _legend(outcomes: Iterable[str]) -> str:

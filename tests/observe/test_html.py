@@ -88,3 +88,14 @@ def test_the_error_probe_sees_console_errors_and_blocked_loads(tmp_path: Path) -
         browser.close()
     assert any("boom" in e for e in errors)
     assert any("Content Security Policy" in e for e in errors), errors
+
+
+def test_overlapping_attempts_on_one_node_get_their_own_lanes() -> None:
+    tasks = tuple(TaskRecord(f"t{i}", "succeeded", (Attempt(1, "succeeded", "node-1", s, e, 0),))
+                  for i, (s, e) in enumerate([(0, 10), (1, 5), (6, 9), (10, 12)]))
+    record = RunRecord("s", "n", "azure", (JobRecord("j", "completed", 4, tasks),), False, 12.0,
+                       nodes=(NodeRecord("node-1", "idle", allocated=0.0),), billed=True,
+                       pool=PoolRecord("p", "standard_a1_v2", "steady", 1, slots_per_node=2))
+    page = render(record, cost=None, price=None, generated=12.0)
+    ys = {task: float(y) for task, y in re.findall(r'data-task="(t\d)" data-attempt="1" x="[\d.]+" y="([\d.]+)"', page)}
+    assert ys["t0"] == ys["t3"] != ys["t1"] == ys["t2"]  # t1 and t2 ran beside t0 in the node's second slot
