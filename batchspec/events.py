@@ -92,6 +92,9 @@ class RunFinished(Event):
     exit_code: int
     interrupted: bool = False
     failures: tuple[TaskFinished, ...] = field(default=())
+    usage: str = ""  # node time (and cost) the run used
+    logs: str = ""  # where task logs live
+    report: str = ""  # the HTML report's path
     changed: int = 0  # of the tasks run: those whose command, environment, inputs or settings changed
 
     def to_dict(self) -> dict[str, Any]:

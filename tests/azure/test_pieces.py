@@ -15,9 +15,9 @@ from batchspec.backends.azure import AzureBackend, container_base
 from batchspec.backends.azure.config import AzureConfig
 from batchspec.backends.azure.errors import resend
 from batchspec.backends.azure.storage import blob_name_for
-from batchspec.backends.download import safe_destination
 from batchspec.backends.azure.tasks import Submitter, output_destination
 from batchspec.backends.base import RunContext, RunOptions
+from batchspec.backends.download import safe_destination
 from batchspec.emulator import Emulator
 from batchspec.errors import BackendError
 from batchspec.plan import Plan, build_plan

@@ -35,8 +35,8 @@ NAMES = [*HOSTILE, "pipe:0.mp4", "concat:a|b.mp4", "file:x.mp4", "-i.mp4", "--.m
          "${PATH}x.mp4", "a\\\"b'c`d$(e).mp4", "EOF", "x\nEOF\ntouch pwned-heredoc", "%s %n.mp4", "~root.mp4"]
 # Values from --set: text, so no ./ guard; the same quoting.
 PARAMS = ["10$(touch pwned-p1)", "10`touch pwned-p2`", "a\"; touch pwned-p3; \"", "a'; touch pwned-p4; '",
-          "$(touch pwned-p5)", "'x\\n\ntouch pwned-p6'", "\"x\\ntouch pwned-p10\"", "\\\"$(touch pwned-p7)\\\"", "${IFS}touch${IFS}pwned-p8",
-          "!$ && touch pwned-p9", "-rf", "'\"'\"'", "\\", "$", "10,movie=x"]
+          "$(touch pwned-p5)", "'x\\n\ntouch pwned-p6'", "\"x\\ntouch pwned-p10\"", "\\\"$(touch pwned-p7)\\\"",
+          "${IFS}touch${IFS}pwned-p8", "!$ && touch pwned-p9", "-rf", "'\"'\"'", "\\", "$", "10,movie=x"]
 
 PROBE = "probe() { printf '%s\\0' \"$@\" > argv.bin; cat > stdin.bin; }; "
 # (template, how the probe sees the value v): the value as argv, or as standard input.
@@ -195,7 +195,8 @@ def test_dollar_names_are_collected_locally(project: Path) -> None:
     make_inputs(project, dict.fromkeys(DOLLAR_NAMES, "x\n"))
     spec = write_spec(project, "cp <<input>> <<stem>>.out", outputs=["<<stem>>.out"])
     plan = build_plan(load_spec(spec))
-    assert sorted(t.outputs[0] for t in plan.tasks) == sorted(["[$][$].out", "[$]HOME.out", "[$]{USER}.out", "a[$]b.out"])
+    expected = ["[$][$].out", "[$]HOME.out", "[$]{USER}.out", "a[$]b.out"]
+    assert sorted(t.outputs[0] for t in plan.tasks) == sorted(expected)
     result = run_local(spec)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (project / "out").iterdir()) == sorted(n[:-4] + ".out" for n in DOLLAR_NAMES)

@@ -59,8 +59,8 @@ def test_replaced_input_content_runs_the_task_again(project: Path) -> None:
 def test_any_change_to_what_shapes_a_task_runs_it_again(project: Path, change: str) -> None:
     """With a fixed job id (so the same job and run record) every kind of change is noticed."""
     make_inputs(project, {"a.txt": "a\n"})
-    base = {"command": "echo $GREETING > <<stem>>.out", "outputs": ["<<stem>>.out"], "env": {"GREETING": "hi"}}
-    spec = write_spec(project, base["command"], outputs=base["outputs"], env=base["env"], job={"id": "fixed"})
+    spec = write_spec(project, "echo $GREETING > <<stem>>.out", outputs=["<<stem>>.out"], env={"GREETING": "hi"},
+                      job={"id": "fixed"})
     assert run_local(spec).exit_code == 0
     data = json.loads(spec.read_text())
     if change == "env":

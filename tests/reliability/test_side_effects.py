@@ -24,8 +24,6 @@ def pools(world: AzureWorld) -> list[str]:
     {"AZURE_STORAGE_CONNECTION_STRING": ""},  # Batch configured, storage not at all: the case
     {"AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
                                         "AccountKey=d3Jvbmc=;BlobEndpoint={azurite}/;"},  # reachable, wrong key
-    {"AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-                                        "AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"},
 ])
 def test_storage_problems_stop_the_run_before_the_pool(tmp_path, world: AzureWorld, storage: dict[str, str]) -> None:
     make_inputs(tmp_path, {"a.txt": "a\n"})

@@ -17,7 +17,7 @@ import math
 import posixpath
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -30,21 +30,23 @@ from azure.storage.blob import ContainerSasPermissions
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
 from ...globs import compile_glob, has_magic, literal_head, literal_path, normalize
+from ...observe.records import RunRecord
 from ...plan import BlobLister, InputFile, Plan, PlannedTask
 from ...plan.fingerprint import Fingerprinter
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
-from ..base import Backend, RunContext, RunOptions
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions
 from .config import AzureConfig, batch_client_args
 from .errors import resend, translate_errors
+from .records import job_record, node_log, task_log, with_file_sizes
 from .storage import BlobInfo, Storage, blob_name_for
 from .tasks import (
     RECORDS_PREFIX,
     Submitter,
     Urls,
     fingerprint_of,
-    job_record,
+    record_blob,
     success_marker,
     success_markers,
     task_options,
@@ -113,8 +115,7 @@ class AzureBackend(Backend):
             expiry = datetime.now(timezone.utc) + timedelta(hours=1)
             self.storage.container_sas(plan.outputs.container, ContainerSasPermissions(read=True), expiry)
         with self._errors("checking access to Azure Batch"), contextlib.suppress(ResourceNotFoundError):
-            # Not found is fine: reached, and let in. Few retries: this is a check, not a transfer.
-            self.client.get_pool(plan.pool.id, select=["id"], retry_total=1)
+            self.client.get_pool(plan.pool.id, select=["id"])  # not found is fine: reached, and let in
         ctx.info(f"Azure Batch account {self.config.batch_account} and storage account {self.storage.account_name} "
                  "reached")
 
@@ -282,7 +283,7 @@ class AzureBackend(Backend):
 
     def _record(self, plan: Plan) -> dict[str, dict[str, Any]]:
         """The job's record: per task, the fingerprint and output ETags of its last success."""
-        value = self.storage.read_json(plan.outputs.container, job_record(plan.job_id))
+        value = self.storage.read_json(plan.outputs.container, record_blob(plan.job_id))
         return value if isinstance(value, dict) else {}
 
     def _remember(self, plan: Plan, tasks: Iterable[PlannedTask], blobs: Mapping[str, BlobInfo],
@@ -297,7 +298,7 @@ class AzureBackend(Backend):
                 produced[owner][name] = blob.etag
         for task_id, etags in produced.items():
             record[task_id] = {"fingerprint": self.fingerprints[task_id], "outputs": etags}
-        self.storage.write_json(plan.outputs.container, job_record(plan.job_id), record)
+        self.storage.write_json(plan.outputs.container, record_blob(plan.job_id), record)
 
     def _clear(self, plan: Plan, tasks: list[PlannedTask], blobs: Mapping[str, BlobInfo],
                record: dict[str, dict[str, Any]]) -> None:
@@ -396,6 +397,9 @@ class AzureBackend(Backend):
                                 self.changed)
             if progress != last:
                 yield progress
+            # Poll quickly again only when tasks moved (the waiting detail alternates between pool and nodes).
+            if last is None or (progress.succeeded, progress.failed, progress.running) != (
+                    last.succeeded, last.failed, last.running):
                 delay = POLL_MIN
             else:
                 delay = min(POLL_MAX, delay * POLL_GROWTH)
@@ -527,6 +531,42 @@ class AzureBackend(Backend):
         except ResourceNotFoundError:
             pass
 
+    # --- what other commands read (status, logs, report) ---------------------------------------
+
+    def logs_location(self, plan: Plan) -> str:
+        return (f"on the nodes while job {plan.job_id} exists; failed tasks' stdout and stderr also in container "
+                f"{plan.outputs.container} under {RECORDS_PREFIX}/{plan.job_id}/failed/")
+
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
+        with self._errors(f"reading job '{plan.job_id}'"):
+            record = job_record(self.client, plan, self.logs_location(plan))
+        if record is None or not files:
+            return record
+        try:
+            with self._errors("listing inputs and outputs in storage"):
+                return with_file_sizes(record, plan, self.storage, self.input_container(plan))
+        except BackendError as exc:  # sizes are a nicety: the record stands without them
+            ctx.warn(f"no input and output sizes: {exc.message}")
+            return record
+
+    def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:
+        with self._errors("reading a log"):
+            if ref.node_id is not None:
+                return node_log(self.client, plan, ref, offset)
+            try:
+                storage: Storage | None = self.storage
+            except BackendError:  # no storage configured: logs on the nodes only
+                storage = None
+            return task_log(self.client, storage, plan, ref, offset)
+
+    def stderr_tails(self, plan: Plan, task_ids: Sequence[str], lines: int) -> dict[str, tuple[str, ...]]:
+        """One download per task: the record already says they finished and where."""
+        def tail(task_id: str) -> tuple[str, ...]:
+            return _log_tail(lambda: self.client.download_task_file(plan.job_id, task_id, "stderr.txt"), lines)
+
+        with self._errors("reading task logs"):
+            return {task_id: tail(task_id) for task_id in task_ids}
+
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         ctx.warn(f"job {plan.job_id} keeps running on Azure Batch: run the same command again to follow it, "
                  "or `batchspec cleanup SPEC` to delete it")
@@ -568,13 +608,13 @@ def pool_options(plan: Plan) -> models.BatchPoolCreateOptions:
     )
 
 
-def _log_tail(download: Callable[[], Iterable[bytes]]) -> tuple[str, ...]:
+def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL) -> tuple[str, ...]:
     """The last lines of a task or node log file on the service, secrets redacted; none if absent."""
     try:
         data = b"".join(download())
     except ResourceNotFoundError:
         return ()
-    return tuple(redact(line) for line in last_lines(data, STDERR_TAIL))
+    return tuple(redact(line) for line in last_lines(data, lines))
 
 
 def _text(value: Any) -> str:

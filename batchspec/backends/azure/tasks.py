@@ -44,7 +44,7 @@ def success_markers(job_id: str, task_id: str) -> str:
     return f"{RECORDS_PREFIX}/{job_id}/succeeded/{task_id}/"
 
 
-def job_record(job_id: str) -> str:
+def record_blob(job_id: str) -> str:
     return f"{RECORDS_PREFIX}/{job_id}/record.json"
 
 
