@@ -62,6 +62,16 @@ class LogChunk:
     attempts: int = 0  # how many attempts the task has had
 
 
+def note_reruns(ctx: RunContext, changed: int, missing: int) -> None:
+    """Say why tasks done before run again: what produced them changed, or their outputs did."""
+    if changed:
+        ctx.info(f"{changed} task(s) changed since they last succeeded (command, environment, inputs or "
+                 "settings): running them again, replacing their outputs")
+    if missing:
+        ctx.info(f"{missing} task(s) succeeded before but their outputs are missing or were modified since: "
+                 "running them again")
+
+
 @dataclass
 class RunContext:
     options: RunOptions

@@ -15,16 +15,12 @@ from click.testing import CliRunner, Result
 
 from batchspec.cli import cli
 from tests.azure.conftest import AzureWorld, world
+from tests.local.conftest import POOL as LOCAL_POOL
+from tests.local.test_interrupts import alive
 
-__all__ = ["AzureWorld", "world"]
+__all__ = ["AzureWorld", "alive", "world"]
 
-POOL = {
-    "id": "rel-pool",
-    "vm_size": "standard_a1_v2",
-    "image": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server"},
-    "node_agent_sku": "batch.node.ubuntu 24.04",
-    "nodes": {"dedicated": 1},
-}
+POOL = {**LOCAL_POOL, "id": "rel-pool"}
 NO_AZURE = {"AZURE_BATCH_ENDPOINT": "", "AZURE_BATCH_ACCOUNT": ""}
 
 
@@ -79,14 +75,6 @@ def files_under(root: Path) -> Iterator[Path]:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink():
             yield path
-
-
-def alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "zombie" not in status.lower()
 
 
 @pytest.fixture

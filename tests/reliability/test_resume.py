@@ -36,7 +36,7 @@ def test_the_issue_scenario_with_ffmpeg(tmp_path: Path) -> None:
     again = run_local(spec)
     assert again.exit_code == 0, again.output
     assert "skipped" not in again.output.split("OK:")[1]
-    assert "outputs are missing or were modified" in again.output
+    assert "outputs are missing or were modified since" in again.output
     assert {p.name: p.read_bytes() for p in out.glob("*.mp3")} == first != low
     assert run_local(spec).output.count("2 skipped (done earlier)") == 1  # and now it is done
 
@@ -127,7 +127,7 @@ def test_azure_rerun_after_another_job_overwrote_the_outputs(project: Path, worl
     assert (project / "out" / "a.out").read_text() == "two\n"
     again = world.run("run", str(spec), "--backend", "azure")
     assert again.exit_code == 0, again.output
-    assert "outputs are missing or were replaced" in again.output
+    assert "outputs are missing or were modified since" in again.output
     assert (project / "out" / "a.out").read_text() == "one\n"
     assert "nothing to add" in world.run("run", str(spec), "--backend", "azure").output
 

@@ -36,7 +36,7 @@ from ...plan.fingerprint import Fingerprinter
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
-from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, note_reruns
 from .config import AzureConfig, batch_client_args
 from .errors import resend, translate_errors
 from .records import job_record, node_log, task_log, with_file_sizes
@@ -233,12 +233,7 @@ class AzureBackend(Backend):
                      f"{container}, unchanged: nothing to add (--force runs them again)")
             self.skipped = len(done)
             return 0
-        if self.changed:
-            ctx.info(f"{self.changed} task(s) changed since they last succeeded (command, environment, inputs or "
-                     "settings): running them again, replacing their outputs")
-        if missing:
-            ctx.info(f"{missing} task(s) succeeded before but their outputs are missing or were replaced: "
-                     "running them again")
+        note_reruns(ctx, self.changed, missing)
         with self._errors(f"creating job '{plan.job_id}'"):
             in_job = self._create_job(plan, ctx)
         # A task the job has, added with the same fingerprint and not yet recorded, is followed

@@ -45,7 +45,7 @@ from ...runner import (
     tail_lines,
 )
 from ...supervisor import wait_for_lock
-from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, note_reruns
 from ..download import Ledger, copy_file
 from .records import AttemptEvent, AttemptLog, file_bytes, log_sizes, log_slice, read_record, run_in_progress
 from .state import RunState
@@ -163,12 +163,7 @@ class LocalBackend(Backend):
                      "inputs and settings, and their outputs unchanged: skipping them (--force reruns everything)")
         if adopted:
             ctx.info(f"{adopted} task(s) finished in an earlier run that was killed: their outputs are kept")
-        if self.changed:
-            ctx.info(f"{self.changed} task(s) changed since they last succeeded (command, environment, inputs or "
-                     "settings): running them again, replacing their outputs")
-        if missing:
-            ctx.info(f"{missing} task(s) succeeded before but their outputs are missing or were modified: "
-                     "running them again")
+        note_reruns(ctx, self.changed, missing)
         work: queue.SimpleQueue[PlannedTask] = queue.SimpleQueue()
         for task in self.todo:
             work.put(task)
