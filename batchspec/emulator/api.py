@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote
 
 from batchspec.emulator import odata
 from batchspec.emulator.auth import Authenticator
+from batchspec.emulator.dependencies import depends_on_problem
 from batchspec.emulator.faults import FaultInjector
 from batchspec.emulator.scheduler import Engine
 from batchspec.emulator.store import Job, Pool, State, Task, key
@@ -183,6 +184,134 @@ def _list(name: str, value: object) -> list[Any]:
     if not isinstance(value, list):
         raise invalid_property(name, value, "The value must be an array.")
     return value
+
+
+def _object(name: str, value: object) -> Json:
+    if not isinstance(value, dict):
+        raise invalid_property(name, value, "The value must be an object.")
+    return value
+
+
+RESOURCE_SOURCES = ("autoStorageContainerName", "storageContainerUrl", "httpUrl")
+
+
+def resource_files(value: object) -> list[Json]:
+    """``resourceFiles`` as the service accepts them: exactly one source each; ``httpUrl`` needs a
+    ``filePath`` (the file's path); ``blobPrefix`` only goes with a container source."""
+    out = []
+    for item in _list("resourceFiles", value):
+        spec = _object("resourceFiles", item)
+        sources = [name for name in RESOURCE_SOURCES if spec.get(name)]
+        if len(sources) != 1:
+            raise invalid_property(
+                "resourceFiles",
+                ",".join(sources),
+                "The autoStorageContainerName, storageContainerUrl and httpUrl properties are mutually exclusive "
+                "and one of them must be specified.",
+            )
+        if sources == ["httpUrl"] and not spec.get("filePath"):
+            raise missing_property("filePath")
+        if sources == ["httpUrl"] and spec.get("blobPrefix"):
+            raise invalid_property(
+                "blobPrefix",
+                spec["blobPrefix"],
+                "The property is valid only when autoStorageContainerName or storageContainerUrl is used.",
+            )
+        if spec.get("fileMode") is not None and not re.fullmatch(r"[0-7]{3,4}", str(spec["fileMode"])):
+            raise invalid_property("fileMode", spec["fileMode"], "The file mode must be in octal format, e.g. 0770.")
+        out.append(dict(spec))
+    return out
+
+
+UPLOAD_CONDITIONS = ("tasksuccess", "taskfailure", "taskcompletion")
+
+
+def output_files(value: object) -> list[Json]:
+    """``outputFiles`` with their required parts checked and enums in the service's casing."""
+    out = []
+    for item in _list("outputFiles", value):
+        spec = dict(_object("outputFiles", item))
+        if not spec.get("filePattern"):
+            raise missing_property("filePattern")
+        destination = _object("destination", spec.get("destination"))
+        container = _object("container", destination.get("container"))
+        if not container.get("containerUrl"):
+            raise missing_property("containerUrl")
+        options = dict(_object("uploadOptions", spec.get("uploadOptions")))
+        if options.get("uploadCondition") is None:
+            raise missing_property("uploadCondition")
+        options["uploadCondition"] = _enum("uploadCondition", options["uploadCondition"], UPLOAD_CONDITIONS, "")
+        spec["uploadOptions"] = options
+        out.append(spec)
+    return out
+
+
+def depends_on(value: object, job: Json) -> Json:
+    spec = dict(_object("dependsOn", value))
+    if not job.get("usesTaskDependencies"):
+        raise error(400, "TaskDependenciesNotSpecifiedOnJob")
+    ids = _list("taskIds", spec.get("taskIds") or [])
+    if any(not isinstance(t, str) for t in ids):
+        raise invalid_property("taskIds", ids, "Task ids must be strings.")
+    ranges = []
+    for raw in _list("taskIdRanges", spec.get("taskIdRanges") or []):
+        entry = _object("taskIdRanges", raw)
+        start = _int("start", entry.get("start"), -1)
+        end = _int("end", entry.get("end"), -1)
+        if entry.get("start") is None:
+            raise missing_property("start")
+        if entry.get("end") is None:
+            raise missing_property("end")
+        if start < 0 or end < start:
+            raise invalid_property("taskIdRanges", f"{start}-{end}", "The start of a range must be a non-negative "
+                                   "integer no greater than its end.")
+        ranges.append({"start": start, "end": end})
+    problem = depends_on_problem(spec)
+    if problem is not None:
+        raise error(400, problem[0])
+    out: Json = {}
+    if ids:
+        out["taskIds"] = ids
+    if ranges:
+        out["taskIdRanges"] = ranges
+    return out
+
+
+def exit_conditions(value: object, job: Json) -> Json:
+    """``exitConditions`` with ``dependencyAction``/``jobAction`` checked against the job and
+    written in the service's casing."""
+    spec = dict(_object("exitConditions", value))
+
+    def options(raw: object) -> Json:
+        given = dict(_object("exitOptions", raw))
+        if given.get("jobAction") is not None:
+            if job.get("onTaskFailure") != "performexitoptionsjobaction":
+                raise invalid_property(
+                    "jobAction", given["jobAction"],
+                    "The job's onTaskFailure is noaction: a jobAction cannot be specified.",
+                )
+            given["jobAction"] = _enum("jobAction", given["jobAction"], ("none", "disable", "terminate"), "")
+        if given.get("dependencyAction") is not None:
+            if not job.get("usesTaskDependencies"):
+                raise invalid_property(
+                    "dependencyAction", given["dependencyAction"],
+                    "The job does not use task dependencies: a dependencyAction cannot be specified.",
+                )
+            given["dependencyAction"] = _enum("dependencyAction", given["dependencyAction"], ("satisfy", "block"), "")
+        return given
+
+    for name in ("exitCodes", "exitCodeRanges"):
+        if spec.get(name) is not None:
+            entries = []
+            for raw in _list(name, spec[name]):
+                entry = dict(_object(name, raw))
+                entry["exitOptions"] = options(entry.get("exitOptions") or {})
+                entries.append(entry)
+            spec[name] = entries
+    for name in ("preProcessingError", "fileUploadError", "default"):
+        if spec.get(name) is not None:
+            spec[name] = options(spec[name])
+    return spec
 
 
 class BatchApi:
@@ -972,18 +1101,26 @@ class BatchApi:
             for name, value in settings.items():
                 container.setdefault(name, value)
             body["containerSettings"] = container
-        for name in ("resourceFiles", "outputFiles", "environmentSettings"):
-            if spec.get(name) is not None:
-                body[name] = _list(name, spec[name])
-        for name in ("affinityInfo", "exitConditions"):
-            if spec.get(name) is not None:
-                body[name] = spec[name]
+        if spec.get("resourceFiles") is not None:
+            body["resourceFiles"] = resource_files(spec["resourceFiles"])
+        if spec.get("outputFiles") is not None:
+            body["outputFiles"] = output_files(spec["outputFiles"])
+        if spec.get("environmentSettings") is not None:
+            body["environmentSettings"] = _list("environmentSettings", spec["environmentSettings"])
+        if spec.get("affinityInfo") is not None:
+            body["affinityInfo"] = spec["affinityInfo"]
+        if spec.get("exitConditions") is not None:
+            body["exitConditions"] = exit_conditions(spec["exitConditions"], job.body)
         body["userIdentity"] = user_identity(spec.get("userIdentity"))
         body["constraints"] = self._task_constraints(job, spec.get("constraints"))
         body["requiredSlots"] = _int("requiredSlots", spec.get("requiredSlots"), 1, 1)
-        for name in ("multiInstanceSettings", "dependsOn", "applicationPackageReferences"):
+        for name in ("multiInstanceSettings",):
             if spec.get(name) is not None:
                 body[name] = spec[name]
+        if spec.get("dependsOn") is not None:
+            body["dependsOn"] = depends_on(spec["dependsOn"], job.body)
+        if spec.get("applicationPackageReferences") is not None:
+            body["applicationPackageReferences"] = spec["applicationPackageReferences"]
         body["executionInfo"] = execution_info(retryCount=0, requeueCount=0)
         return body
 
@@ -1093,6 +1230,7 @@ class BatchApi:
                 requeueCount=info.get("requeueCount", 0),
             )
             self.state.set_task_state(job, task, "completed", ticks)
+            procs.extend(self.engine.after_task_completed(job, task))
         self._stamp(task.body)
         self.engine.wake()
         return self._done(req, 204, f"{task.body['url']}/terminate", task.body)

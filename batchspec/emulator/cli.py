@@ -36,6 +36,13 @@ Faults for reliability tests (reproducible with --seed):
 @click.option("--faults", default="", help="Injected faults, e.g. http503=0.1,http429=0.05,reset=0.02,preempt=0.1.")
 @click.option("--seed", default=None, type=int, help="Seed for the fault injection.")
 @click.option("--token", default=None, help="Accept this bearer token too (Entra ID path); never printed.")
+@click.option(
+    "--auto-storage",
+    envvar="BATCHSPEC_EMULATOR_AUTO_STORAGE",
+    default=None,
+    help="Connection string of the account's auto-storage account, for autoStorageContainerName resource files "
+    "(or $BATCHSPEC_EMULATOR_AUTO_STORAGE); never printed.",
+)
 def emulator(
     *,
     host: str,
@@ -47,6 +54,7 @@ def emulator(
     faults: str,
     seed: int | None,
     token: str | None,
+    auto_storage: str | None,
 ) -> None:
     """Run a local Azure Batch service that runs tasks for real, until Ctrl-C."""
     try:
@@ -61,6 +69,7 @@ def emulator(
             nodes=nodes,
             faults=spec,
             seed=seed,
+            auto_storage=auto_storage,
         )
         emu = Emulator(config)
         if data_dir is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from batchspec import __version__
+from batchspec.emulator.dependencies import exit_options
 from batchspec.emulator.faults import FaultInjector
 from batchspec.emulator.storage import FileError, download_resource_files, upload_output_files
 from batchspec.emulator.store import (
@@ -82,8 +83,10 @@ class Engine:
         max_nodes: int,
         timings: Timings,
         faults: FaultInjector,
+        auto_storage: str | None = None,
     ) -> None:
         self.state = state
+        self.auto_storage = auto_storage  # connection string of the account's auto-storage account
         self.nodes_root = nodes_root
         self.base_url = base_url
         self.account = account
@@ -564,6 +567,8 @@ class Engine:
             settings = common + list(body.get("environmentSettings") or [])
             timeout = duration_seconds((body.get("constraints") or {}).get("maxWallClockTime"))
             low_priority = not node.dedicated
+            pool = self.state.pools.get(node.pool_id.lower())
+            linux = pool is None or not pool.windows
             info = body.get("executionInfo") or {}
             key = f"{job.key}/{task.key}/{info.get('requeueCount', 0)}/{info.get('retryCount', 0)}"
             pool_id = node.pool_id
@@ -575,7 +580,7 @@ class Engine:
         result: ProcessResult | None = None
         failure: Json | None = None
         try:
-            download_resource_files(resources, paths.wd)
+            download_resource_files(resources, paths.wd, auto_storage=self.auto_storage, linux=linux)
         except FileError as exc:
             failure = exc.info
         timer: threading.Timer | None = None
@@ -662,6 +667,7 @@ class Engine:
                 if failure is None:
                     failure = exc.info
                     succeeded = False
+        stops: list[TaskProcess] = []
         with self.state.lock:
             job = self.state.jobs.get(attempt.job_id)
             task = job.tasks.get(attempt.task_id) if job else None
@@ -669,6 +675,20 @@ class Engine:
                 self._release(job, task, attempt, None)
                 return
             self._complete(job, task, attempt, exit_code=exit_code, failure=failure)
+            stops = self.after_task_completed(job, task)
+        for proc in stops:
+            proc.stop()
+
+    def after_task_completed(self, job: Job, task: Task) -> list[TaskProcess]:
+        """The job action of a failed task's exit conditions (``onTaskFailure:
+        performexitoptionsjobaction``); returns processes to stop."""
+        if job.state != "active" or job.body.get("onTaskFailure") != "performexitoptionsjobaction":
+            return []
+        if (task.body.get("executionInfo") or {}).get("result") != "failure":
+            return []
+        if exit_options(task.body).job_action == "terminate":
+            return self.terminate_job(job, "TaskFailed")
+        return []
 
     def _fix_counts_after_requeue(self, job: Job, task: Task) -> None:
         """requeue_body changed the state directly: move the task's count from running to active."""
@@ -727,6 +747,7 @@ class Engine:
             if pool is None or node_id not in pool.nodes:
                 return
             spec = dict(pool.body.get("startTask") or {})
+            linux = not pool.windows
         paths = TaskPaths(self.node_root(node_id) / "startup").create()
         env = self._task_env(
             paths,
@@ -754,7 +775,9 @@ class Engine:
             failure: Json | None = None
             result: ProcessResult | None = None
             try:
-                download_resource_files(list(spec.get("resourceFiles") or []), paths.wd)
+                download_resource_files(
+                    list(spec.get("resourceFiles") or []), paths.wd, auto_storage=self.auto_storage, linux=linux
+                )
                 argv = split_command_line(str(spec.get("commandLine") or ""))
                 proc = TaskProcess(argv, paths, env)
                 with self.state.lock:

@@ -172,6 +172,7 @@ class EmulatorConfig:
     faults: FaultSpec = field(default_factory=FaultSpec)
     seed: int | None = None
     timings: Timings = field(default_factory=Timings)
+    auto_storage: str | None = None  # connection string of the auto-storage account; never shown
 
 
 class Emulator:
@@ -253,6 +254,7 @@ class Emulator:
             max_nodes=self.config.nodes,
             timings=timings,
             faults=self.faults,
+            auto_storage=self.config.auto_storage,
         )
         self.api = BatchApi(
             self.state,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batchspec.emulator.dependencies import Dependencies, exit_options
 from batchspec.emulator.wire import Clock, Json, execution_info, iso
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ class Job:
     running: int = 0  # attempts in flight
     delete_at: float | None = None
     deadline: float | None = None  # wall-clock (time.time) end of maxWallClockTime
+    deps: Dependencies = field(default_factory=Dependencies)
     _sorted: list[str] | None = None
 
     @property
@@ -139,6 +141,10 @@ class Job:
     @property
     def state(self) -> str:
         return str(self.body["state"])
+
+    @property
+    def uses_dependencies(self) -> bool:
+        return bool(self.body.get("usesTaskDependencies"))
 
     @property
     def pool_id(self) -> str:
@@ -186,6 +192,11 @@ class Pool:
     @property
     def key(self) -> str:
         return key(self.id)
+
+    @property
+    def windows(self) -> bool:
+        vm = self.body.get("virtualMachineConfiguration") or {}
+        return "windows" in str(vm.get("nodeAgentSKUId") or "").lower()
 
     @property
     def slots_per_node(self) -> int:
@@ -246,7 +257,9 @@ class State:
         job._sorted = None
         job.counts.add(task.body["state"], None, 1)
         job.slot_counts.add(task.body["state"], None, task.slots)
-        job.pending.append(task.key)
+        # A task whose dependencies are unmet stays active but is not queued until they are met.
+        if not job.uses_dependencies or job.deps.add(task.key, task.body.get("dependsOn")):
+            job.pending.append(task.key)
         self.touch()
 
     def remove_task(self, job: Job, task: Task) -> None:
@@ -255,6 +268,8 @@ class State:
         job.slot_counts.add(str(task.body["state"]), result, -task.slots)
         job.tasks.pop(task.key, None)
         job._sorted = None
+        if job.uses_dependencies:
+            job.pending.extend(job.deps.removed(task.key))
         self.touch()
 
     def set_task_state(self, job: Job, task: Task, state: str, ticks: int | None = None) -> None:
@@ -273,6 +288,8 @@ class State:
         new_result = (body.get("executionInfo") or {}).get("result")
         job.counts.add(state, new_result, 1)
         job.slot_counts.add(state, new_result, task.slots)
+        if state == "completed" and job.uses_dependencies:
+            job.pending.extend(job.deps.completed(task.key, exit_options(body).dependency_action))
         self.touch()
 
     def remove_job(self, job: Job) -> None:
@@ -324,19 +341,27 @@ class State:
             self.pools[pool.key] = pool
         for raw in data.get("jobs", []):
             job = Job(body=raw["body"], seq=int(raw["seq"]), deadline=raw.get("deadline"))
-            pending = list(raw.get("pending", []))
             requeued: list[str] = []
-            for raw_task in raw.get("tasks", []):
-                task = Task(job.key, raw_task["body"], int(raw_task["seq"]), node_id=raw_task.get("node_id"))
+            tasks = sorted(
+                (Task(job.key, t["body"], int(t["seq"]), node_id=t.get("node_id")) for t in raw.get("tasks", [])),
+                key=lambda t: t.seq,
+            )
+            ready: set[str] = set()
+            for task in tasks:
                 job.tasks[task.key] = task
-                state = str(task.body["state"])
-                if state in RUNNING_STATES:
+                if task.body["state"] in RUNNING_STATES:
                     requeue_body(task.body, ticks)
                     requeued.append(task.key)
+                if not job.uses_dependencies or job.deps.add(task.key, task.body.get("dependsOn")):
+                    ready.add(task.key)
                 result = (task.body.get("executionInfo") or {}).get("result")
                 job.counts.add(str(task.body["state"]), result, 1)
                 job.slot_counts.add(str(task.body["state"]), result, task.slots)
-            job.pending = deque(requeued + [t for t in pending if t in job.tasks and t not in requeued])
+            for task in tasks:
+                if task.body["state"] == "completed" and job.uses_dependencies:
+                    ready.update(job.deps.completed(task.key, exit_options(task.body).dependency_action))
+            active = [t.key for t in tasks if t.body["state"] == "active" and t.key in ready and t.key not in requeued]
+            job.pending = deque(requeued + active)
             if job.state == "deleting":
                 job.delete_at = now + delete_delay
             elif job.state == "terminating":

@@ -34,6 +34,7 @@ def running_emulator(
     faults: FaultSpec | str | None = None,
     seed: int | None = None,
     timings: Timings = FAST,
+    auto_storage: str | None = None,
 ) -> Iterator[Emulator]:
     """An emulator on a free loopback port for the duration of the block."""
     spec = FaultSpec.parse(faults) if isinstance(faults, str) or faults is None else faults
@@ -46,6 +47,7 @@ def running_emulator(
         faults=spec,
         seed=seed,
         timings=timings,
+        auto_storage=auto_storage,
     )
     with Emulator(config) as emulator:
         yield emulator

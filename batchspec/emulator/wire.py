@@ -168,6 +168,12 @@ MESSAGES = {
     "InvalidUri": "The requested URI does not represent any resource on the server.",
     "UnsupportedHttpVerb": "The resource doesn't support the specified HTTP verb.",
     "ServerBusy": "The server is currently unable to receive requests. Please retry your request.",
+    "TaskDependenciesNotSpecifiedOnJob": "A task was specified as depending on other tasks, but the job did not "
+    "specify that it would use task dependencies.",
+    "TaskDependencyListTooLong": "A task was specified as depending on other tasks, but the list of dependencies "
+    "was too long to be stored. The total stored length is limited to 64000 characters; the total length of task "
+    "ids must be slightly less than this to allow for internal storage overhead. If you encounter this error, "
+    "consider using task range dependencies instead.",
     "TooManyRequests": "The server is busy, please retry the request after some time.",
 }
 
