@@ -76,9 +76,11 @@ def batch_environment(
     node_root: Path,
     account: str = "local",
     extra: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment a Batch node gives a task: the caller's PATH etc. plus ``AZ_BATCH_*``."""
-    env = dict(os.environ)
+    """The environment a Batch node gives a task: ``base`` (default: the caller's whole
+    environment) plus ``AZ_BATCH_*``, then ``extra`` (the task's own settings)."""
+    env = dict(os.environ if base is None else base)
     env.update(
         {
             "AZ_BATCH_ACCOUNT_NAME": account,

@@ -106,7 +106,8 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     chunked: bool = True
-    reset: bool = False
+    reset: bool = False  # drop the connection with a reset (RST)
+    drop: bool = False  # close the connection without an answer (FIN)
 
 
 @dataclass
@@ -344,14 +345,21 @@ class BatchApi:
             self.stats.count("unknown")
             return self._error(req, err)
         self.stats.count(operation)
-        if operation != STATS_OPERATION:
-            fault = self.faults.http_fault()
-            if fault == "reset":
-                return Response(0, reset=True)
-            if fault == "http503":
-                return self._error(req, error(503, "ServerBusy"))
-            if fault == "http429":
-                return self._error(req, error(429, "TooManyRequests"), [("Retry-After", "1")])
+        fault = self.faults.http_fault(operation) if operation != STATS_OPERATION else None
+        if fault == "reset":
+            return Response(0, reset=True)
+        if fault == "http503":
+            return self._error(req, error(503, "ServerBusy"))
+        if fault == "http429":
+            return self._error(req, error(429, "TooManyRequests"), [("Retry-After", "1")])
+        response = self._handle(req, operation, handler, args)
+        if fault == "commit-drop":  # handled, then the answer is lost
+            return Response(0, drop=True)
+        if fault == "commit-reset":
+            return Response(0, reset=True)
+        return response
+
+    def _handle(self, req: Request, operation: str, handler: Handler, args: tuple[str, ...]) -> Response:
         try:
             self.auth.check(req.method, req.raw_path, req.raw_query, req.headers)
             if operation != STATS_OPERATION and not req.query.get("api-version"):

@@ -18,6 +18,8 @@ Example:
 \b
 Faults for reliability tests (reproducible with --seed):
   batchspec emulator --faults http503=0.1,http429=0.05,reset=0.02,preempt=0.1 --seed 7
+  # commit-drop / commit-reset: the request is handled, then its answer is lost
+  batchspec emulator --faults commit-drop=0.05,commit-reset=0.05
 """
 
 
@@ -33,7 +35,11 @@ Faults for reliability tests (reproducible with --seed):
     help="Persist pools, jobs and tasks here (and keep node files); default: in memory.",
 )
 @click.option("--nodes", default=2, show_default=True, type=click.IntRange(0), help="Nodes actually run at once.")
-@click.option("--faults", default="", help="Injected faults, e.g. http503=0.1,http429=0.05,reset=0.02,preempt=0.1.")
+@click.option(
+    "--faults",
+    default="",
+    help="Injected faults, e.g. http503=0.1,http429=0.05,reset=0.02,commit-drop=0.02,commit-reset=0.02,preempt=0.1.",
+)
 @click.option("--seed", default=None, type=int, help="Seed for the fault injection.")
 @click.option("--token", default=None, help="Accept this bearer token too (Entra ID path); never printed.")
 @click.option(

@@ -12,6 +12,7 @@ preemption and requeues are applied.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
 import time
@@ -50,6 +51,14 @@ log = logging.getLogger(__name__)
 
 #: Directories every node has (as listed by the service for a node's root).
 NODE_DIRS = ("applications", "fsmounts", "shared", "startup", "volatile", "workitems")
+
+#: What a task inherits from the emulator's own environment: where programs are, locale and
+#: home, as a node's task user has them. Nothing else (keys, tokens, connection strings) leaks in.
+NODE_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def node_base_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in NODE_INHERITED_ENV if name in os.environ}
 
 
 @dataclass
@@ -183,22 +192,12 @@ class Engine:
                 continue
             if pool.resize_at is not None and now >= pool.resize_at:
                 stops.extend(self._apply_resize(pool, now))
-            elif pool.resize_at is None and self._wants_nodes(pool):
-                self._begin_resize(pool, now)
             for node in pool.nodes.values():
                 if node.boot_at is not None and now >= node.boot_at:
                     self._boot(pool, node, launches)
         for job in list(state.jobs.values()):
             self._job_step(job, now, stops)
         self._dispatch(launches)
-
-    def _wants_nodes(self, pool: Pool) -> bool:
-        """A steady pool below its target gets nodes once other pools free capacity."""
-        body = pool.body
-        if not pool.capped or pool.stopping or body.get("allocationState") != "steady":
-            return False
-        target = int(body.get("targetDedicatedNodes") or 0) + int(body.get("targetLowPriorityNodes") or 0)
-        return len(pool.nodes) < target and self._free_capacity() > 0
 
     def _free_capacity(self) -> int:
         return self.max_nodes - sum(len(p.nodes) for p in self.state.pools.values())
@@ -216,7 +215,6 @@ class Engine:
         body = pool.body
         pool.resize_at = None
         ticks = self.state.clock.ticks()
-        pool.capped = False
         if pool.stopping:
             pool.stopping = False
             low = int(body.get("targetLowPriorityNodes") or 0) > 0
@@ -229,6 +227,7 @@ class Engine:
                 }
             ]
         else:
+            errors: list[Json] = []
             for dedicated, key in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
                 want = int(body.get(key) or 0)
                 have = [n for n in pool.nodes.values() if n.dedicated == dedicated]
@@ -238,9 +237,15 @@ class Engine:
                     procs.extend(self._remove_node(pool, node))
                 for _ in range(max(0, want - len(have))):
                     if self._free_capacity() <= 0:
-                        pool.capped = True  # topped up when another pool frees capacity
+                        # --nodes is the account's core quota: the resize ends short, with the
+                        # service's quota error, and nothing tops it up later (as on the service).
+                        errors.append(quota_error(dedicated))
                         break
                     self._add_node(pool, dedicated, now, ticks)
+            if errors:
+                body["resizeErrors"] = errors
+            else:
+                body.pop("resizeErrors", None)
         body["currentDedicatedNodes"] = sum(1 for n in pool.nodes.values() if n.dedicated)
         body["currentLowPriorityNodes"] = sum(1 for n in pool.nodes.values() if not n.dedicated)
         body["allocationState"] = "steady"
@@ -537,9 +542,22 @@ class Engine:
     # ---- running one task attempt (worker thread)
 
     def _task_env(
-        self, paths: TaskPaths, *, job_id: str, task_id: str, pool_id: str, node_id: str, settings: Any
+        self,
+        paths: TaskPaths,
+        *,
+        job_id: str,
+        task_id: str,
+        pool_id: str,
+        node_id: str,
+        settings: Any,
+        dedicated: bool,
     ) -> dict[str, str]:
-        extra = {str(e.get("name")): str(e.get("value", "")) for e in settings or [] if e.get("name")}
+        extra = {
+            "AZ_BATCH_ACCOUNT_URL": self.base_url,
+            "AZ_BATCH_NODE_IS_DEDICATED": "true" if dedicated else "false",
+            "AZ_BATCH_NODE_MOUNTS_DIR": str(self.node_root(node_id) / "fsmounts"),
+        }
+        extra |= {str(e.get("name")): str(e.get("value", "")) for e in settings or [] if e.get("name")}
         return batch_environment(
             paths=paths,
             job_id=job_id,
@@ -549,6 +567,7 @@ class Engine:
             node_root=self.node_root(node_id),
             account=self.account,
             extra=extra,
+            base=node_base_environment(),
         )
 
     def _run_task(self, attempt: Attempt) -> None:
@@ -575,7 +594,13 @@ class Engine:
             job_id, task_id = job.id, task.id
         paths = TaskPaths(self.task_root(attempt.node_id, job_id, task_id)).create()
         env = self._task_env(
-            paths, job_id=job_id, task_id=task_id, pool_id=pool_id, node_id=attempt.node_id, settings=settings
+            paths,
+            job_id=job_id,
+            task_id=task_id,
+            pool_id=pool_id,
+            node_id=attempt.node_id,
+            settings=settings,
+            dedicated=not low_priority,
         )
         result: ProcessResult | None = None
         failure: Json | None = None
@@ -611,6 +636,9 @@ class Engine:
                 result = proc.run(timeout=timeout)
                 if timer is not None:
                     timer.cancel()
+                    # A drawn preemption always happens: a task quicker than its draw is preempted
+                    # as it ends, before its completion reaches the service (it is requeued).
+                    self.preempt_node(attempt.node_id, attempt)
                 if result.error is not None:
                     failure = program_not_found(result.error)
         self._finish_task(attempt, result, failure, outputs=outputs, paths=paths, env=env)
@@ -748,6 +776,7 @@ class Engine:
                 return
             spec = dict(pool.body.get("startTask") or {})
             linux = not pool.windows
+            dedicated = pool.nodes[node_id].dedicated
         paths = TaskPaths(self.node_root(node_id) / "startup").create()
         env = self._task_env(
             paths,
@@ -756,6 +785,7 @@ class Engine:
             pool_id=pool_id,
             node_id=node_id,
             settings=spec.get("environmentSettings"),
+            dedicated=dedicated,
         )
         env.pop("AZ_BATCH_JOB_ID", None)  # a start task belongs to no job
         limit = int(spec.get("maxTaskRetryCount", 0))
@@ -835,6 +865,16 @@ class Engine:
                 node.ready = False
                 self._set_node_state(node, "starttaskfailed")
             self.state.touch()
+
+
+def quota_error(dedicated: bool) -> Json:
+    """The resize error of a pool that hit the account's (the emulator's ``--nodes``) core quota."""
+    if dedicated:
+        return {"code": "AccountCoreQuotaReached", "message": "The specified account has reached VM core quota limit"}
+    return {
+        "code": "AccountLowPriorityCoreQuotaReached",
+        "message": "The specified account has reached VM low priority core quota limit",
+    }
 
 
 def program_not_found(error: str) -> Json:

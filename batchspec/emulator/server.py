@@ -114,6 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("emulator request failed: %s %s", self.command, raw_path)
             resp = Response(500, [("request-id", req.request_id)], b"", chunked=False)
+        if resp.drop:
+            self.close_connection = True  # closed without an answer (FIN), as a lost response
+            return
         if resp.reset:
             # Drop the connection without an answer (RST), as a flaky network does.
             self.close_connection = True
@@ -150,12 +153,13 @@ class _Server(ThreadingHTTPServer):
         self.api: BatchApi | None = None  # wired in before serving starts
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request is routine, not a traceback on stderr."""
+        log.debug("connection error from %s", client_address, exc_info=True)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection error from %s", client_address, exc_info=True)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from batchspec.emulator.dependencies import Dependencies, exit_options
 from batchspec.emulator.wire import Clock, Json, execution_info, iso
+from batchspec.redact import redact
 
 if TYPE_CHECKING:
     from batchspec.runner import TaskProcess
@@ -182,7 +183,6 @@ class Pool:
     resize_at: float | None = None
     delete_at: float | None = None
     stopping: bool = False
-    capped: bool = False  # below target only because of the emulator's node cap
     auto_for_job: str | None = None
 
     @property
@@ -214,6 +214,7 @@ class State:
         self.seq = 0
         self.base_url = ""  # the endpoint entity URLs are built on (rebased when restored)
         self.version = 0  # bumped on every change, for the persister
+        self.additions: Counter[str] = Counter()  # successful task adds per "job/task" (reliability checks)
         self._changed = threading.Condition(self.lock)
 
     # ---- bookkeeping
@@ -253,6 +254,7 @@ class State:
     # ---- task state machine
 
     def add_task(self, job: Job, task: Task) -> None:
+        self.additions[f"{job.key}/{task.key}"] += 1
         job.tasks[task.key] = task
         job._sorted = None
         job.counts.add(task.body["state"], None, 1)
@@ -448,7 +450,8 @@ class Persister:
             version = self.state.version
             if version == self._written:
                 return
-            text = json.dumps(self.state.snapshot(), separators=(",", ":"))
+            # SAS signatures in resource and output file URLs are never written to disk.
+            text = redact(json.dumps(self.state.snapshot(), separators=(",", ":")), env={})
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new snapshot
