@@ -112,6 +112,8 @@ class NodeRunner:
             "AZ_BATCH_NODE_IS_DEDICATED": "true" if run.dedicated else "false",
             "AZ_BATCH_NODE_MOUNTS_DIR": str(self.node_root(run.node_id) / "fsmounts"),
         }
+        if run.linux:
+            extra["AZ_BATCH_CERTIFICATES_DIR"] = str(paths.root / "certs")
         extra |= {str(e.get("name")): str(e.get("value", "")) for e in run.settings if e.get("name")}
         env = batch_environment(
             paths=paths,
@@ -131,6 +133,8 @@ class NodeRunner:
     def stage(self, run: TaskRun) -> tuple[TaskPaths, Json | None]:
         """The task directory, and the failure of downloading its resource files (or None)."""
         paths = TaskPaths(run.root).create()
+        if run.linux:
+            (paths.root / "certs").mkdir(exist_ok=True)  # AZ_BATCH_CERTIFICATES_DIR on a Linux node
         try:
             download_resource_files(run.resource_files, paths.wd, auto_storage=self.auto_storage, linux=run.linux)
         except FileError as exc:

@@ -31,6 +31,7 @@ from batchspec.emulator import autoscaling
 from batchspec.emulator.dependencies import exit_options
 from batchspec.emulator.execution import NodeRunner, Outcome, Simulation, TaskHandle, TaskRun
 from batchspec.emulator.faults import FaultInjector
+from batchspec.emulator.jobprep import JobTasks
 from batchspec.emulator.store import (
     RUNNING_STATES,
     Attempt,
@@ -110,6 +111,7 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="emulator-engine", daemon=True)
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
+        self.jobtasks = JobTasks(state, runner, self._spawn)
 
     # ---- lifecycle
 
@@ -522,7 +524,9 @@ class Engine:
             self.state.touch()
 
     def _finish_job(self, job: Job) -> None:
-        """An auto pool with ``poolLifetimeOption: job`` goes with its job."""
+        """The job ended: its release task runs where it was prepared, and an auto pool with
+        ``poolLifetimeOption: job`` goes with it."""
+        self.jobtasks.release(job)
         for pool in self.state.pools.values():
             if pool.auto_for_job == job.key and pool.delete_at is None:
                 self.delete_pool(pool)
@@ -639,12 +643,14 @@ class Engine:
             jobs.sort(key=lambda j: (-int(j.body.get("priority") or 0), j.seq))
             for job in jobs:
                 limit = int(job.body.get("maxParallelTasks", -1))
-                while job.pending and (limit < 0 or job.running < limit) and nodes:
+                usable = [n for n in nodes if not JobTasks.blocked(n, job)] if job.body.get(
+                    "jobPreparationTask") else nodes
+                while job.pending and (limit < 0 or job.running < limit) and usable:
                     task = job.tasks.get(job.pending[0])
                     if task is None or task.body["state"] != "active" or task.attempt is not None:
                         job.pending.popleft()
                         continue
-                    fits = [n for n in nodes if per_node - n.used_slots >= task.slots]
+                    fits = [n for n in usable if per_node - n.used_slots >= task.slots]
                     if not fits:
                         break
                     # Spread: the emptiest node; Pack: the fullest node that still fits.
@@ -653,6 +659,8 @@ class Engine:
                     attempt = self._assign(job, task, node, pool, now)
                     if node.used_slots >= per_node:
                         nodes.remove(node)
+                        if node in usable:
+                            usable.remove(node)
                     if self.simulation is not None:
                         self._simulate(job, task, attempt, now)
                     else:
@@ -685,7 +693,8 @@ class Engine:
             "nodeUrl": node_url,
             "poolId": pool.id,
             "nodeId": node.id,
-            "taskRootDirectory": root,
+            # A Windows node writes its paths with backslashes; the URL keeps slashes.
+            "taskRootDirectory": root.replace("/", "\\") if pool.windows else root,
             "taskRootDirectoryUrl": f"{node_url}/files/{root}",
         }
         self.state.set_task_state(job, task, "running", ticks)
@@ -745,6 +754,11 @@ class Engine:
             if job is None or task is None or run is None:
                 self._release(job, task, attempt, None)
                 return
+        if not self.jobtasks.before_task(attempt.job_id, attempt.node_id):
+            with self.state.lock:  # the job's preparation failed here: the task goes elsewhere
+                self._stop_attempt(attempt, "requeue")
+            self._exited(attempt, Outcome())
+            return
         paths, failure = self.runner.stage(run)
         if failure is not None:
             outcome = Outcome(failure=failure)
