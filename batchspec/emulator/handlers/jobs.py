@@ -26,6 +26,8 @@ from batchspec.emulator.wire import (
 if TYPE_CHECKING:
     from batchspec.emulator.handlers.pools import Pools
 
+#: The api-version from which taskcounts answers taskCounts and taskSlotCounts.
+TASK_SLOT_COUNTS_VERSION = "2021-06-01"
 AUTO_POOL_KEYS = (
     "vmSize", "taskSlotsPerNode", "taskSchedulingPolicy", "resizeTimeout", "targetDedicatedNodes",
     "targetLowPriorityNodes", "enableAutoScale", "autoScaleFormula", "autoScaleEvaluationInterval",
@@ -251,6 +253,10 @@ class Jobs(Resource):
 
     def get_job_task_counts(self, req: Request, job_id: str) -> Response:
         job = self.job(job_id)
+        if req.query.get("api-version", "") < TASK_SLOT_COUNTS_VERSION:
+            # Before 2021-06-01.14.0 the service answered the task counts alone, without slots.
+            counts = {"odata.metadata": f"{self.base}/$metadata#taskcounts/@Element", **job.counts.as_json()}
+            return self.json(req, counts)
         return self.json(
             req,
             {
