@@ -702,6 +702,9 @@ class Engine:
 
     def _release(self, job: Job | None, task: Task | None, attempt: Attempt, succeeded: bool | None) -> None:
         """Free the attempt's slots (under the lock); the task may have been deleted meanwhile."""
+        if attempt.released:
+            return
+        attempt.released = True
         node = self.state.node(attempt.node_id)
         if node is not None and (attempt.job_id, attempt.task_id) in node.running:
             node.running.discard((attempt.job_id, attempt.task_id))
@@ -825,6 +828,7 @@ class Engine:
     def _interrupt(self, attempt: Attempt, *, preempted: bool) -> None:
         node = self.state.node(attempt.node_id)
         if node is None or attempt.stopped():
+            self._exited(attempt, Outcome())  # already stopped (its node went, say): settle it
             return
         if preempted:
             self.faults.count_preemption()
@@ -838,6 +842,8 @@ class Engine:
     def _exited(self, attempt: Attempt, outcome: Outcome) -> bool:
         """The process ended: requeue, retry or stop here (False), or go on to complete (True)."""
         with self.state.lock:
+            if attempt.released:
+                return False
             job = self.state.jobs.get(attempt.job_id)
             task = job.tasks.get(attempt.task_id) if job else None
             if task is None or job is None:  # deleted while running

@@ -124,3 +124,23 @@ def wait_pool_steady(client: BatchClient, pool_id: str, timeout: float = 20.0) -
         return pool if pool.allocation_state == m.AllocationState.STEADY else None
 
     return wait_for(steady, timeout, what=f"pool {pool_id} steady")
+
+
+def wait_pool(
+    client: BatchClient, pool_id: str, ready: Callable[[m.BatchPool], bool], timeout: float = 20.0
+) -> m.BatchPool:
+    def check() -> m.BatchPool | None:
+        pool = client.get_pool(pool_id)
+        return pool if ready(pool) else None
+
+    return wait_for(check, timeout, what=f"pool {pool_id}")
+
+
+def wait_counts(
+    client: BatchClient, job_id: str, ready: Callable[[m.BatchTaskCounts], bool], timeout: float = 20.0
+) -> m.BatchTaskCounts:
+    def check() -> m.BatchTaskCounts | None:
+        counts = client.get_job_task_counts(job_id).task_counts
+        return counts if ready(counts) else None
+
+    return wait_for(check, timeout, what=f"task counts of {job_id}")
