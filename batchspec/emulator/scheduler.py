@@ -79,6 +79,32 @@ def quota_error(dedicated: bool) -> Json:
 TASK_ENDED_BY_USER = ("usererror", "TaskEnded", "Task was ended by user request.")
 
 
+class _FreeSlots:
+    """The nodes with free slots, bucketed by slots in use, so that choosing a node costs
+    O(slots per node), not O(nodes): Spread takes the emptiest node that fits, Pack the fullest."""
+
+    def __init__(self, nodes: list[Node], per_node: int) -> None:
+        self.per_node = per_node
+        self.buckets: dict[int, dict[str, Node]] = {}
+        for node in nodes:
+            if node.used_slots < per_node:
+                self.buckets.setdefault(node.used_slots, {})[node.id] = node
+
+    def __bool__(self) -> bool:
+        return any(self.buckets.values())
+
+    def take(self, slots: int, pack: bool) -> Node | None:
+        usable = [used for used, group in self.buckets.items() if group and used <= self.per_node - slots]
+        if not usable:
+            return None
+        used = max(usable) if pack else min(usable)
+        return self.buckets[used].popitem()[1]
+
+    def put(self, node: Node) -> None:
+        if node.used_slots < self.per_node:
+            self.buckets.setdefault(node.used_slots, {})[node.id] = node
+
+
 class Engine:
     """Runs the emulated nodes of every pool."""
 
@@ -645,26 +671,23 @@ class Engine:
                 limit = int(job.body.get("maxParallelTasks", -1))
                 usable = [n for n in nodes if not JobTasks.blocked(n, job)] if job.body.get(
                     "jobPreparationTask") else nodes
-                while job.pending and (limit < 0 or job.running < limit) and usable:
+                free = _FreeSlots(usable, per_node)
+                while job.pending and (limit < 0 or job.running < limit) and free:
                     task = job.tasks.get(job.pending[0])
                     if task is None or task.body["state"] != "active" or task.attempt is not None:
                         job.pending.popleft()
                         continue
-                    fits = [n for n in usable if per_node - n.used_slots >= task.slots]
-                    if not fits:
+                    node = free.take(task.slots, pack)
+                    if node is None:
                         break
-                    # Spread: the emptiest node; Pack: the fullest node that still fits.
-                    node = (max if pack else min)(fits, key=lambda n: (n.used_slots, n.id))
                     job.pending.popleft()
                     attempt = self._assign(job, task, node, pool, now)
-                    if node.used_slots >= per_node:
-                        nodes.remove(node)
-                        if node in usable:
-                            usable.remove(node)
+                    free.put(node)
                     if self.simulation is not None:
                         self._simulate(job, task, attempt, now)
                     else:
                         launches.append((self._run_task, (attempt,)))
+                nodes = [n for n in nodes if n.used_slots < per_node]
 
     def _assign(self, job: Job, task: Task, node: Node, pool: Pool, now: float) -> Attempt:
         ticks = self.clock.ticks()
