@@ -127,11 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [tuple(int(x) for x in size.split(":")) for size in args.sizes.split(",")]
     results = []
     with tempfile.TemporaryDirectory() as tmp, running_azurite(Path(tmp)) as azurite:
-        if args.keep is not None:
-            tmp = str(args.keep)
+        work = args.keep or Path(tmp)
         for tasks, nodes in sizes:
             print(f"running {tasks:,} tasks on {nodes:,} simulated nodes ...", flush=True)
-            results.append(run(tasks, nodes, args.time_scale, azurite.connection_string, Path(tmp) / str(tasks)))
+            results.append(run(tasks, nodes, args.time_scale, azurite.connection_string, work / str(tasks)))
     print(f"\nmp4-to-mp3 through `batchspec run --backend azure`, emulator --simulate (tasks of 15-25 min), "
           f"time x{args.time_scale:g}")
     header = f"{'':<34}" + "".join(f"{f'{r.tasks:,} tasks / {r.nodes:,} nodes':>28}" for r in results)
