@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
           f"time x{args.time_scale:g}")
     header = f"{'':<34}" + "".join(f"{f'{r.tasks:,} tasks / {r.nodes:,} nodes':>28}" for r in results)
     print(header)
-    rows = [
+    rows: list[tuple[str, Callable[[Result], str]]] = [
         ("exit code", lambda r: f"{r.exit_code}"),
         ("wall time", lambda r: f"{r.wall:.1f} s"),
         ("batchspec CPU time", lambda r: f"{r.batchspec_cpu:.1f} s"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from azure.batch import BatchClient
 from azure.batch import models as m
@@ -186,7 +187,7 @@ def test_file_apis_answer_as_the_pools_os(emulator: Emulator, batch_client: Batc
     wait_completed(batch_client, "win", 1)
     wait_completed(batch_client, "linux", 1)
 
-    def listing(job: str) -> dict[str, dict[str, object]]:
+    def listing(job: str) -> dict[str, Any]:
         body = json.loads(_raw(batch_client, "GET", f"{emulator.endpoint}/jobs/{job}/tasks/t/files?{API}&"
                                                      "recursive=true").text())
         return {entry["name"]: entry for entry in body["value"]}
