@@ -8,8 +8,9 @@ takes 15 to 25 minutes (uniform) of service time (the spec's timeout is 30m), an
 each: requests per monitoring poll (target: at most 2 at any task count), requests in total and
 per operation, batchspec's CPU time, the emulator's CPU time, and wall time.
 
-The spec is ``specs/mp4-to-mp3.yaml`` with its pool scaled to the node count and its inputs
-given as a list of clip names (files that exist only in the simulation, so nothing is uploaded).
+The spec is ``specs/mp4-to-mp3.yaml`` with its pool scaled to the node count and its clips named
+by 100 listed sources times a matrix of parts (files that exist only in the simulation, so
+nothing is uploaded).
 
     python benchmarks/simulate_bench.py [--sizes 100000:1000,10000:100] [--time-scale 2000]
 
@@ -54,12 +55,17 @@ class Result:
 
 
 def spec_for(work: Path, tasks: int, nodes: int) -> Path:
-    """specs/mp4-to-mp3.yaml on ``nodes`` spot nodes over ``tasks`` listed clip names."""
+    """specs/mp4-to-mp3.yaml on ``nodes`` spot nodes over ``tasks`` clips: 100 listed sources
+    times a matrix of parts (a list of 100,000 inputs would exceed what a spec file may hold)."""
+    sources, parts = 100, max(1, tasks // 100)
     text = (REPO / "specs" / "mp4-to-mp3.yaml").read_text()
     text = text.replace("nodes: {dedicated: 0, spot: 5}", f"nodes: {{dedicated: 0, spot: {nodes}}}")
-    text = text.replace("  path: inputs/*.mp4\n", "  list:\n" + "".join(
-        f"    - {{clip: clip-{i:06d}}}\n" for i in range(tasks)))
-    text = text.replace("-i <<input>>", "-i <<item.clip>>.mp4").replace("<<stem>>", "<<item.clip>>")
+    items = ", ".join(f"{{clip: clip{i:03d}}}" for i in range(sources))
+    text = text.replace("  path: inputs/*.mp4\n", f"  list: [{items}]\n")
+    clip = "<<item.clip>>-<<matrix.part>>"
+    text = text.replace("-i <<input>>", f"-i {clip}.mp4").replace("<<stem>>", clip)
+    text = text.replace("\ntask:\n", f"\ntask:\n  id: {clip}\n")
+    text += "matrix:\n  part: [" + ", ".join(str(i) for i in range(parts)) + "]\n"
     spec = work / f"mp4-to-mp3-{tasks}.yaml"
     spec.write_text(text)
     return spec

@@ -11,9 +11,13 @@ all of it in ``--simulate`` mode: nothing runs, each task takes a drawn duration
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +36,31 @@ NODE_DIRS = ("applications", "fsmounts", "shared", "startup", "volatile", "worki
 
 
 def node_base_environment() -> dict[str, str]:
-    return {name: os.environ[name] for name in NODE_INHERITED_ENV if name in os.environ}
+    env = {name: os.environ[name] for name in NODE_INHERITED_ENV if name in os.environ}
+    tools = _tools_dir()
+    if tools is not None:
+        env["PATH"] = f"{tools}{os.pathsep}{env.get('PATH', os.defpath)}"
+    return env
+
+
+@functools.cache
+def _tools_dir() -> str | None:
+    """A directory with ffmpeg for nodes when this machine has none on PATH: the binary that
+    imageio-ffmpeg ships (``pip install 'batchspec[ffmpeg]'``), as the local backend uses it. It
+    stands in for a start task's ``apt-get install ffmpeg``, which an emulated node never runs."""
+    if shutil.which("ffmpeg"):
+        return None
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    directory = Path(tempfile.gettempdir()) / f"batchspec-emulator-tools-{os.getuid()}"
+    directory.mkdir(exist_ok=True)
+    link = directory / "ffmpeg"
+    if not link.exists():
+        with contextlib.suppress(FileExistsError):
+            link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    return str(directory)
 
 
 @dataclass(frozen=True)
