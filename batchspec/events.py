@@ -91,6 +91,9 @@ class RunFinished(Event):
     exit_code: int
     interrupted: bool = False
     failures: tuple[TaskFinished, ...] = field(default=())
+    usage: str = ""  # node time (and cost) the run used
+    logs: str = ""  # where task logs live
+    report: str = ""  # the HTML report's path
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -43,8 +43,9 @@ def validation_json(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:
     return json.dumps([d.as_dict() for _, diags in results for d in diags], indent=2, ensure_ascii=False)
 
 
-def print_plan(plan: Plan, limit: int, out: Console) -> None:
-    """The human summary of a plan: job, pool, task count and the first ``limit`` tasks."""
+def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -> None:
+    """The human summary of a plan: job, pool, task count, the ``cost`` lines (the estimate),
+    and the first ``limit`` tasks."""
     pool = plan.pool
     if pool.autoscale:
         nodes = f"autoscale every {format_duration(pool.autoscale.interval_seconds)}"
@@ -58,6 +59,8 @@ def print_plan(plan: Plan, limit: int, out: Console) -> None:
     if plan.params:
         out.print("[bold]params[/] " + escape(", ".join(f"{k}={v}" for k, v in plan.params.items())))
     out.print(f"[bold]tasks[/]  {len(plan.tasks)}")
+    for line in cost:
+        out.print(line, markup=False)
     for warning in plan.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
     if not plan.tasks:

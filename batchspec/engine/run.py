@@ -14,15 +14,21 @@ from .. import backends
 from ..backends import Backend, RunContext, RunOptions
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BackendError
 from ..events import BackendChosen, Emit, Event, PlanReady, Progress, RunFinished, StageStarted, TaskFinished
+from ..observe.records import RunRecord
 from ..plan import Plan, build_plan
-from ..spec import load_spec
+from ..spec import Spec, load_spec
 
 
 def make_plan(spec_path: Path, overrides: Iterable[str] = (), backend: str = "auto",
               env: Mapping[str, str] | None = None) -> Plan:
     """The plan for a spec file, as ``batchspec plan`` shows it (no side effects)."""
+    return plan_for(load_spec(spec_path), overrides, backend, env)
+
+
+def plan_for(spec: Spec, overrides: Iterable[str] = (), backend: str = "auto",
+             env: Mapping[str, str] | None = None) -> Plan:
+    """The plan for a loaded spec (see :func:`make_plan`)."""
     environ = os.environ if env is None else env
-    spec = load_spec(spec_path)
     if spec.inputs.container is None:  # only blobs in storage need a backend to plan
         return build_plan(spec, overrides)
     lister_backend = backends.create(backends.choose(backend, environ)[0], RunOptions(env=environ))
@@ -39,6 +45,7 @@ class _Tally:
     total: int
     progress: Progress | None = None
     failures: list[TaskFinished] = field(default_factory=list)
+    record: RunRecord | None = None  # taken when the tasks are done, before cleanup
 
     def observe(self, event: Event) -> None:
         if isinstance(event, Progress):
@@ -63,6 +70,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
     backend = backends.create(name, options)
     ctx = RunContext(options, emit)
     interrupted = False
+    after: dict[str, str] = {}
     try:
         emit(StageStarted("plan"))
         plan = build_plan(spec, overrides, backend.blob_lister())
@@ -79,6 +87,10 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
             interrupted = True
             ctx.warn("interrupted: stopping")
             backend.interrupt(plan, ctx)
+        if tally.record is not None and not interrupted:
+            from .observe import leave_record
+
+            after = leave_record(tally.record, plan, options, ctx)
     finally:
         backend.close()
     succeeded, failed, skipped = tally.counts()
@@ -95,6 +107,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
         exit_code=exit_code,
         interrupted=interrupted,
         failures=tuple(tally.failures),
+        **after,
     )
     emit(summary)
     return summary
@@ -129,6 +142,9 @@ def _stages(backend: Backend, plan: Plan, ctx: RunContext, tally: _Tally) -> Non
     for event in backend.watch(plan, ctx):
         tally.observe(event)
         emit(event)
+    from .observe import take_record  # what ran, before cleanup may delete the job
+
+    tally.record = take_record(plan, backend, ctx)
     emit(StageStarted("collect"))
     backend.collect(plan, ctx)
     emit(StageStarted("clean up"))

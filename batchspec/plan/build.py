@@ -119,7 +119,7 @@ def _job_id(spec: Spec, params: dict[str, Scalar], items: list[InputItem], combo
         return job_id
     # Same spec, inputs and params -> same id (a rerun resumes); any change -> a new id.
     digest = hashlib.sha256()
-    model = {k: v for k, v in asdict(spec).items() if k not in ("path", "lines")}
+    model = {k: v for k, v in asdict(spec).items() if k not in ("path", "lines", "expected_task_seconds")}
     model["params"] = params
     digest.update(json.dumps(model, sort_keys=True, default=str).encode())
     for item in items:

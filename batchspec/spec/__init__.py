@@ -100,6 +100,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
         job_id=d.get("job", {}).get("id"),
         outputs=outputs,
         cleanup=Cleanup(**d.get("cleanup", {})),
+        expected_task_seconds=parse_duration(task_d["expected_duration"]) if "expected_duration" in task_d else None,
         lines=lines,
     )
 

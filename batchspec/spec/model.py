@@ -99,6 +99,8 @@ class Spec:
     matrix: dict[str, tuple[Scalar, ...]] = field(default_factory=dict)
     job_id: str | None = None  # template over params and name
     cleanup: Cleanup = field(default_factory=Cleanup)
+    # task.expected_duration: only for cost estimates, so not part of the job's identity (plan hash).
+    expected_task_seconds: float | None = None
     # Line of each templated field, by JSON path, for error messages raised while planning.
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -24,13 +24,15 @@ from azure.storage.blob import ContainerSasPermissions
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
 from ...globs import compile_glob, has_magic, literal_head, normalize
+from ...observe.records import RunRecord
 from ...plan import BlobLister, InputFile, Plan
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
-from ..base import Backend, RunContext, RunOptions
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions
 from .config import AzureConfig, batch_client_args
 from .errors import resend, translate_errors
+from .records import job_record, node_log, task_log, with_file_sizes
 from .storage import Storage, blob_name_for
 from .tasks import RECORDS_PREFIX, Submitter, Urls, success_marker, task_options
 
@@ -276,6 +278,9 @@ class AzureBackend(Backend):
             progress = Progress(total, counts.succeeded + skipped, counts.failed, counts.running, skipped, detail)
             if progress != last:
                 yield progress
+            # Poll quickly again only when tasks moved (the waiting detail alternates between pool and nodes).
+            if last is None or (progress.succeeded, progress.failed, progress.running) != (
+                    last.succeeded, last.failed, last.running):
                 delay = POLL_MIN
             else:
                 delay = min(POLL_MAX, delay * POLL_GROWTH)
@@ -394,6 +399,42 @@ class AzureBackend(Backend):
         except ResourceNotFoundError:
             pass
 
+    # --- what other commands read (status, logs, report) ---------------------------------------
+
+    def logs_location(self, plan: Plan) -> str:
+        return (f"on the nodes while job {plan.job_id} exists; failed tasks' stdout and stderr also in container "
+                f"{plan.outputs.container} under {RECORDS_PREFIX}/{plan.job_id}/failed/")
+
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
+        with self._errors(f"reading job '{plan.job_id}'"):
+            record = job_record(self.client, plan, self.logs_location(plan))
+        if record is None or not files:
+            return record
+        try:
+            with self._errors("listing inputs and outputs in storage"):
+                return with_file_sizes(record, plan, self.storage, self.input_container(plan))
+        except BackendError as exc:  # sizes are a nicety: the record stands without them
+            ctx.warn(f"no input and output sizes: {exc.message}")
+            return record
+
+    def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:
+        with self._errors("reading a log"):
+            if ref.node_id is not None:
+                return node_log(self.client, plan, ref, offset)
+            try:
+                storage: Storage | None = self.storage
+            except BackendError:  # no storage configured: logs on the nodes only
+                storage = None
+            return task_log(self.client, storage, plan, ref, offset)
+
+    def stderr_tails(self, plan: Plan, task_ids: Sequence[str], lines: int) -> dict[str, tuple[str, ...]]:
+        """One download per task: the record already says they finished and where."""
+        def tail(task_id: str) -> tuple[str, ...]:
+            return _log_tail(lambda: self.client.download_task_file(plan.job_id, task_id, "stderr.txt"), lines)
+
+        with self._errors("reading task logs"):
+            return {task_id: tail(task_id) for task_id in task_ids}
+
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         ctx.warn(f"job {plan.job_id} keeps running on Azure Batch: run the same command again to follow it, "
                  "or `batchspec cleanup SPEC` to delete it")
@@ -435,13 +476,13 @@ def pool_options(plan: Plan) -> models.BatchPoolCreateOptions:
     )
 
 
-def _log_tail(download: Callable[[], Iterable[bytes]]) -> tuple[str, ...]:
+def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL) -> tuple[str, ...]:
     """The last lines of a task or node log file on the service, secrets redacted; none if absent."""
     try:
         data = b"".join(download())
     except ResourceNotFoundError:
         return ()
-    return tuple(redact(line) for line in last_lines(data, STDERR_TAIL))
+    return tuple(redact(line) for line in last_lines(data, lines))
 
 
 def _text(value: Any) -> str:

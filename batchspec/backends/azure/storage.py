@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
     BlobServiceClient,
     ContainerSasPermissions,
@@ -104,6 +104,17 @@ class Storage:
             }
         except ResourceNotFoundError:
             return {}
+
+    def read(self, container: str, name: str, offset: int = 0) -> bytes | None:
+        """A blob's bytes from ``offset`` on; None when it does not exist."""
+        try:
+            return self.service.get_blob_client(container, name).download_blob(offset=offset or None).readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # past its end
+                return b""
+            raise
 
     def list_names(self, container: str, prefix: str) -> list[str]:
         """For ``inputs.container``: names of the blobs under ``prefix``."""
