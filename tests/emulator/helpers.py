@@ -17,6 +17,14 @@ IMAGE = m.VirtualMachineConfiguration(
 )
 
 
+WINDOWS_IMAGE = m.VirtualMachineConfiguration(
+    image_reference=m.BatchVmImageReference(
+        publisher="MicrosoftWindowsServer", offer="WindowsServer", sku="2022-datacenter"
+    ),
+    node_agent_sku_id="batch.node.windows amd64",
+)
+
+
 def create_pool(
     client: BatchClient,
     pool_id: str = "pool",
@@ -26,12 +34,13 @@ def create_pool(
     slots: int = 1,
     start_task: m.BatchStartTask | None = None,
     fill: str | None = None,
+    windows: bool = False,
 ) -> None:
     client.create_pool(
         m.BatchPoolCreateOptions(
             id=pool_id,
             vm_size="Standard_D2s_v3",
-            virtual_machine_configuration=IMAGE,
+            virtual_machine_configuration=WINDOWS_IMAGE if windows else IMAGE,
             target_dedicated_nodes=dedicated,
             target_low_priority_nodes=low_priority,
             task_slots_per_node=slots,

@@ -173,13 +173,7 @@ def test_enums_come_back_in_the_services_casing(emulator: Emulator, batch_client
 def test_file_apis_answer_as_the_pools_os(emulator: Emulator, batch_client: BatchClient) -> None:
     """A Linux node reports file modes and keeps certs in a task directory; a Windows node names
     files with backslashes and reports no mode (as the recordings of Windows nodes show)."""
-    windows = m.VirtualMachineConfiguration(
-        image_reference=m.BatchVmImageReference(publisher="MicrosoftWindowsServer", offer="WindowsServer",
-                                                sku="2022-datacenter"),
-        node_agent_sku_id="batch.node.windows amd64",
-    )
-    batch_client.create_pool(m.BatchPoolCreateOptions(id="win", vm_size="standard_d2_v3",
-                                                      virtual_machine_configuration=windows, target_dedicated_nodes=1))
+    create_pool(batch_client, "win", windows=True)
     create_pool(batch_client, "linux", dedicated=1)
     for pool in ("win", "linux"):
         create_job(batch_client, pool, pool)
