@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient
@@ -171,7 +172,9 @@ def test_unsupported_operations_answer_as_an_unknown_uri(emulator: Emulator, bat
         assert response is not None
         body = json.loads(response.text())
         assert response.status_code == 400 and body["code"] == "InvalidUri"
-        assert body["message"]["value"].startswith("The requested URI does not represent any resource on the server.")
+        first_line = body["message"]["value"].split("\n")[0]
+        assert first_line.startswith("The requested URI does not represent any resource on the server. ")
+        assert reason in first_line  # the reason in the message, as well as in values
         assert reason in {v["key"]: v["value"] for v in body["values"]}["Reason"]
 
 
@@ -189,6 +192,17 @@ def test_request_log_has_one_line_per_request() -> None:
     assert re.match(pattern, lines[0]), lines[0]
     assert " GET /jobs/nope?" in lines[1] and " 404 " in lines[1] and lines[1].endswith("op=get_job")
     assert emu.key not in stream.getvalue()
+
+
+def test_simulation_draws_around_a_specs_expected_duration(tmp_path: Path) -> None:
+    spec = (Path(__file__).parents[2] / "specs" / "mp4-to-mp3.yaml").read_text()
+    with_estimate = tmp_path / "spec.yaml"
+    with_estimate.write_text(spec.replace("  timeout: 30m\n", "  timeout: 30m\n  expected_duration: 4m\n"))
+    assert Simulation.parse(f"spec={with_estimate},distribution=fixed").duration("t") == 240
+    without = tmp_path / "plain.yaml"
+    without.write_text(spec)
+    with pytest.raises(ValueError, match=r"sets no task\.expected_duration"):
+        Simulation.parse(f"spec={without}")
 
 
 def test_simulation_runs_hours_of_tasks_in_seconds() -> None:
