@@ -95,12 +95,15 @@ def batch_environment(
     account: str = "local",
     extra: Mapping[str, str] | None = None,
     path: str | None = None,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment a Batch node gives a task: ``PATH`` (``path``, default the runner's),
-    the locale and home of a user, the ``AZ_BATCH_*`` variables and ``extra`` (the task's own
-    settings), and nothing else of the runner's environment."""
-    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
-    env["PATH"] = path if path is not None else os.environ.get("PATH", os.defpath)
+    """The environment a Batch node gives a task: ``base`` (default: the locale and home of a
+    user from the runner's environment, never its credentials or anything else), ``PATH``
+    (``path``; default the base's, else the runner's), the ``AZ_BATCH_*`` variables, then
+    ``extra`` (the task's own settings)."""
+    env = dict(base) if base is not None else {name: os.environ[name] for name in INHERITED if name in os.environ}
+    if path is not None or "PATH" not in env:
+        env["PATH"] = path if path is not None else os.environ.get("PATH", os.defpath)
     env.update(
         {
             "AZ_BATCH_ACCOUNT_NAME": account,

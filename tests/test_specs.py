@@ -86,6 +86,7 @@ EXPECTED: dict[str, tuple[list[str], Callable[[str], list[str]], Callable[[Path]
     "gif-preview.yaml": ([], lambda s: [f"{s}.gif"], check_gif),
     "loudnorm.yaml": ([], lambda s: [f"{s}-loudnorm.mp4"], check_loudnorm),
     "mp3-bitrates.yaml": ([], lambda s: [f"{s}-{b}.mp3" for b in ("96k", "128k", "192k")], check_mp3),
+    "mp4-to-mp3-autoscale.yaml": ([], lambda s: [f"{s}.mp3"], check_mp3),
 }
 
 

@@ -76,7 +76,9 @@ def _inside(root: Path, relative: str, name: str) -> Path:
     return target
 
 
-def _chmod(path: Path, mode_text: str | None) -> None:
+def _chmod(path: Path, mode_text: str | None, linux: bool) -> None:
+    if not linux:
+        return  # fileMode applies to Linux nodes only; a Windows node ignores it
     mode = DEFAULT_FILE_MODE
     if mode_text:
         try:
@@ -86,30 +88,44 @@ def _chmod(path: Path, mode_text: str | None) -> None:
     os.chmod(path, mode)
 
 
-def download_resource_files(files: Sequence[Mapping[str, Any]], wd: Path) -> None:
-    """Download ``files`` into ``wd``; raises :class:`FileError` with the service's failure info."""
+def download_resource_files(
+    files: Sequence[Mapping[str, Any]], wd: Path, *, auto_storage: str | None = None, linux: bool = True
+) -> None:
+    """Download ``files`` into ``wd``; raises :class:`FileError` with the service's failure info.
+
+    ``httpUrl`` lands at ``filePath``; a container (``storageContainerUrl``, or
+    ``autoStorageContainerName`` in the account's auto-storage account given by the connection
+    string ``auto_storage``) lands under the directory ``filePath`` (default: the working
+    directory) with each blob's whole name, prefix included, as its relative path.
+    """
     for spec in files:
         file_path = str(spec.get("filePath") or "")
         mode = spec.get("fileMode")
         if spec.get("httpUrl"):
             target = _inside(wd, file_path, file_path)
             _download_http(str(spec["httpUrl"]), target, file_path)
-            _chmod(target, mode)
-        elif spec.get("storageContainerUrl"):
-            base = _inside(wd, file_path or ".", file_path)
-            for target in _download_container(str(spec["storageContainerUrl"]), spec.get("blobPrefix"), base):
-                _chmod(target, mode)
+            _chmod(target, mode, linux)
+            continue
+        base = _inside(wd, file_path or ".", file_path)
+        if spec.get("storageContainerUrl"):
+            written = _download_container(str(spec["storageContainerUrl"]), None, spec.get("blobPrefix"), base)
+        elif auto_storage:
+            written = _download_container(
+                auto_storage, str(spec.get("autoStorageContainerName")), spec.get("blobPrefix"), base
+            )
         else:
-            # autoStorageContainerName needs a storage account linked to the Batch account.
             raise FileError(
                 failure_info(
                     "usererror",
-                    "BlobDownloadMiscError",
-                    "Miscellaneous error encountered while downloading one of the specified Azure Blob(s).",
+                    "BlobAccessDenied",
+                    "Access for one of the specified Azure Blob(s) is denied.",
                     FilePath=file_path,
-                    Message="The emulator supports httpUrl and storageContainerUrl resource files only.",
+                    Message="The Batch account has no auto-storage account "
+                    "(start the emulator with --auto-storage).",
                 )
             )
+        for target in written:
+            _chmod(target, mode, linux)
 
 
 def _download_http(url: str, target: Path, name: str) -> None:
@@ -123,13 +139,20 @@ def _download_http(url: str, target: Path, name: str) -> None:
         raise _download_failure(None, str(exc), name) from None
 
 
-def _download_container(url: str, prefix: object, base: Path) -> list[Path]:
+def _download_container(source: str, container_name: str | None, prefix: object, base: Path) -> list[Path]:
+    """Blobs of a container URL (``container_name`` None) or of ``container_name`` in the account
+    of the connection string ``source``."""
     from azure.core.exceptions import AzureError, HttpResponseError
     from azure.storage.blob import ContainerClient
 
     written: list[Path] = []
     try:
-        with ContainerClient.from_container_url(url) as container:
+        client = (
+            ContainerClient.from_container_url(source)
+            if container_name is None
+            else ContainerClient.from_connection_string(source, container_name)
+        )
+        with client as container:
             for blob in container.list_blobs(name_starts_with=str(prefix) if prefix else None):
                 target = _inside(base, blob.name, blob.name)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +191,7 @@ def upload_output_files(
     lines: list[str] = []
     failure: str | None = None
     for spec in outputs:
+        # Upload conditions are compared on exit code 0 (tasksuccess) vs any other (taskfailure).
         condition = str((spec.get("uploadOptions") or {}).get("uploadCondition") or "tasksuccess").lower()
         if (condition == "tasksuccess" and not succeeded) or (condition == "taskfailure" and succeeded):
             continue

@@ -15,16 +15,18 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batchspec.emulator.dependencies import Dependencies, exit_options
 from batchspec.emulator.wire import Clock, Json, execution_info, iso
+from batchspec.redact import redact
 
 if TYPE_CHECKING:
-    from batchspec.runner import TaskProcess
+    from batchspec.emulator.execution import TaskHandle
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +49,16 @@ class Attempt:
     job_id: str = ""
     task_id: str = ""
     slots: int = 1
-    process: TaskProcess | None = None
-    stop_reason: str | None = None  # requeue | terminate | delete
+    process: TaskHandle | None = None
+    stop_reason: str | None = None  # requeue | terminate | delete | shutdown
+    started_at: float = 0.0  # service seconds
+    released: bool = False  # its slots were freed: nothing more happens to it
 
     def stopped(self) -> bool:
         """Whether a stop was requested (read anew each time: other threads set it)."""
         return self.stop_reason is not None
 
-    def request_stop(self, reason: str) -> TaskProcess | None:
+    def request_stop(self, reason: str) -> TaskHandle | None:
         """Mark the attempt stopped; returns the process to stop (outside the lock)."""
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -125,7 +129,8 @@ class Job:
     slot_counts: Counts = field(default_factory=Counts)
     running: int = 0  # attempts in flight
     delete_at: float | None = None
-    deadline: float | None = None  # wall-clock (time.time) end of maxWallClockTime
+    deadline: float | None = None  # service time at which maxWallClockTime ends
+    deps: Dependencies = field(default_factory=Dependencies)
     _sorted: list[str] | None = None
 
     @property
@@ -139,6 +144,10 @@ class Job:
     @property
     def state(self) -> str:
         return str(self.body["state"])
+
+    @property
+    def uses_dependencies(self) -> bool:
+        return bool(self.body.get("usesTaskDependencies"))
 
     @property
     def pool_id(self) -> str:
@@ -159,9 +168,12 @@ class Node:
     dedicated: bool
     used_slots: int = 0
     running: set[tuple[str, str]] = field(default_factory=set)
-    boot_at: float | None = None  # monotonic time when booting finishes
+    boot_at: float | None = None  # service time when booting finishes
     ready: bool = False  # takes tasks
     start_attempt: Attempt | None = None
+    leaving: bool = False  # removed once its running tasks finish (taskcompletion deallocation)
+    #: Job preparation and release task status per job that ran here (the status list's entries).
+    prep: dict[str, Json] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -173,11 +185,12 @@ class Pool:
     body: Json
     seq: int
     nodes: dict[str, Node] = field(default_factory=dict)
-    resize_at: float | None = None
+    resize_at: float | None = None  # service time when the current resize ends
     delete_at: float | None = None
     stopping: bool = False
-    capped: bool = False  # below target only because of the emulator's node cap
     auto_for_job: str | None = None
+    autoscale_at: float | None = None  # service time of the next formula evaluation
+    deallocation: str = "requeue"  # what a shrink does to running tasks
 
     @property
     def id(self) -> str:
@@ -188,6 +201,11 @@ class Pool:
         return key(self.id)
 
     @property
+    def windows(self) -> bool:
+        vm = self.body.get("virtualMachineConfiguration") or {}
+        return "windows" in str(vm.get("nodeAgentSKUId") or "").lower()
+
+    @property
     def slots_per_node(self) -> int:
         return int(self.body.get("taskSlotsPerNode") or 1)
 
@@ -195,14 +213,15 @@ class Pool:
 class State:
     """Everything the emulator knows, behind one re-entrant lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self.lock = threading.RLock()
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.pools: dict[str, Pool] = {}
         self.jobs: dict[str, Job] = {}
         self.seq = 0
         self.base_url = ""  # the endpoint entity URLs are built on (rebased when restored)
         self.version = 0  # bumped on every change, for the persister
+        self.additions: Counter[str] = Counter()  # successful task adds per "job/task" (reliability checks)
         self._changed = threading.Condition(self.lock)
 
     # ---- bookkeeping
@@ -242,11 +261,14 @@ class State:
     # ---- task state machine
 
     def add_task(self, job: Job, task: Task) -> None:
+        self.additions[f"{job.key}/{task.key}"] += 1
         job.tasks[task.key] = task
         job._sorted = None
         job.counts.add(task.body["state"], None, 1)
         job.slot_counts.add(task.body["state"], None, task.slots)
-        job.pending.append(task.key)
+        # A task whose dependencies are unmet stays active but is not queued until they are met.
+        if not job.uses_dependencies or job.deps.add(task.key, task.body.get("dependsOn")):
+            job.pending.append(task.key)
         self.touch()
 
     def remove_task(self, job: Job, task: Task) -> None:
@@ -255,6 +277,8 @@ class State:
         job.slot_counts.add(str(task.body["state"]), result, -task.slots)
         job.tasks.pop(task.key, None)
         job._sorted = None
+        if job.uses_dependencies:
+            job.pending.extend(job.deps.removed(task.key))
         self.touch()
 
     def set_task_state(self, job: Job, task: Task, state: str, ticks: int | None = None) -> None:
@@ -273,6 +297,8 @@ class State:
         new_result = (body.get("executionInfo") or {}).get("result")
         job.counts.add(state, new_result, 1)
         job.slot_counts.add(state, new_result, task.slots)
+        if state == "completed" and job.uses_dependencies:
+            job.pending.extend(job.deps.completed(task.key, exit_options(body).dependency_action))
         self.touch()
 
     def remove_job(self, job: Job) -> None:
@@ -306,13 +332,15 @@ class State:
 
     def restore(self, data: Json, boot_delay: float, delete_delay: float) -> None:
         """Load a snapshot; running tasks are requeued and nodes reboot (as after a restart)."""
-        now = time.monotonic()
+        now = self.clock.now()
         ticks = self.clock.ticks()
         self.seq = int(data.get("seq", 0))
         for raw in data.get("pools", []):
             pool = Pool(body=raw["body"], seq=int(raw["seq"]), auto_for_job=raw.get("auto_for_job"))
             if raw.get("deleting"):
                 pool.delete_at = now + delete_delay
+            if pool.body.get("enableAutoScale"):
+                pool.autoscale_at = now
             for raw_node in raw.get("nodes", []):
                 node = Node(pool_id=pool.id, body=raw_node["body"], dedicated=bool(raw_node["dedicated"]))
                 body = node.body
@@ -324,19 +352,27 @@ class State:
             self.pools[pool.key] = pool
         for raw in data.get("jobs", []):
             job = Job(body=raw["body"], seq=int(raw["seq"]), deadline=raw.get("deadline"))
-            pending = list(raw.get("pending", []))
             requeued: list[str] = []
-            for raw_task in raw.get("tasks", []):
-                task = Task(job.key, raw_task["body"], int(raw_task["seq"]), node_id=raw_task.get("node_id"))
+            tasks = sorted(
+                (Task(job.key, t["body"], int(t["seq"]), node_id=t.get("node_id")) for t in raw.get("tasks", [])),
+                key=lambda t: t.seq,
+            )
+            ready: set[str] = set()
+            for task in tasks:
                 job.tasks[task.key] = task
-                state = str(task.body["state"])
-                if state in RUNNING_STATES:
+                if task.body["state"] in RUNNING_STATES:
                     requeue_body(task.body, ticks)
                     requeued.append(task.key)
+                if not job.uses_dependencies or job.deps.add(task.key, task.body.get("dependsOn")):
+                    ready.add(task.key)
                 result = (task.body.get("executionInfo") or {}).get("result")
                 job.counts.add(str(task.body["state"]), result, 1)
                 job.slot_counts.add(str(task.body["state"]), result, task.slots)
-            job.pending = deque(requeued + [t for t in pending if t in job.tasks and t not in requeued])
+            for task in tasks:
+                if task.body["state"] == "completed" and job.uses_dependencies:
+                    ready.update(job.deps.completed(task.key, exit_options(task.body).dependency_action))
+            active = [t.key for t in tasks if t.body["state"] == "active" and t.key in ready and t.key not in requeued]
+            job.pending = deque(requeued + active)
             if job.state == "deleting":
                 job.delete_at = now + delete_delay
             elif job.state == "terminating":
@@ -423,7 +459,8 @@ class Persister:
             version = self.state.version
             if version == self._written:
                 return
-            text = json.dumps(self.state.snapshot(), separators=(",", ":"))
+            # SAS signatures in resource and output file URLs are never written to disk.
+            text = redact(json.dumps(self.state.snapshot(), separators=(",", ":")), env={})
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new snapshot

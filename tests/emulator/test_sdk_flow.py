@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import unquote
 
@@ -10,8 +11,11 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.batch.models._models import BatchJobTerminateOptions  # not exported by azure-batch 15.1
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 
 from batchspec.emulator import Emulator
+from batchspec.emulator.testing import FAST, running_emulator
+from batchspec.emulator.testing import batch_client as make_client
 from tests.emulator.helpers import (
     create_job,
     create_pool,
@@ -161,19 +165,34 @@ def test_pool_lifecycle_nodes_resize_and_delete(batch_client: BatchClient) -> No
         batch_client.get_pool("p")
 
 
-def test_delete_job_stops_its_tasks(batch_client: BatchClient) -> None:
+def test_delete_job_stops_its_tasks() -> None:
+    # Deleting takes 30 s here, so the job is seen in the deleting state without a race.
+    with running_emulator(timings=replace(FAST, delete=30.0)) as emu:
+        client = make_client(emu)
+        create_pool(client, dedicated=1)
+        create_job(client)
+        client.create_task("job", m.BatchTaskCreateOptions(id="long", command_line="/bin/sleep 30"))
+        wait_for(lambda: client.get_task("job", "long").state == m.BatchTaskState.RUNNING)
+
+        deleted = client.send_request(HttpRequest("DELETE", f"{emu.endpoint}/jobs/job?api-version=2025-06-01"))
+
+        assert deleted.status_code == 202
+        job = client.get_job("job")
+        assert (job.state, job.previous_state) == (m.BatchJobState.DELETING, m.BatchJobState.ACTIVE)
+        wait_nodes(client, "pool", "idle", 1)  # its task was stopped: the node is free again
+
+
+def test_a_deleted_job_is_gone_once_deleted(batch_client: BatchClient) -> None:
     create_pool(batch_client, dedicated=1)
     create_job(batch_client)
     batch_client.create_task("job", m.BatchTaskCreateOptions(id="long", command_line="/bin/sleep 30"))
     wait_for(lambda: batch_client.get_task("job", "long").state == m.BatchTaskState.RUNNING)
 
-    poller = batch_client.begin_delete_job("job", polling_interval=0)
-    assert batch_client.get_job("job").state == m.BatchJobState.DELETING
-    poller.result()
+    batch_client.begin_delete_job("job", polling_interval=0).result()
 
     with pytest.raises(ResourceNotFoundError):
         batch_client.get_job("job")
-    wait_nodes(batch_client, "pool", "idle", 1)  # the node is free again
+    wait_nodes(batch_client, "pool", "idle", 1)
 
 
 def test_jobs_list_get_replace_and_task_update(batch_client: BatchClient) -> None:
