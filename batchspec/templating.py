@@ -19,9 +19,10 @@ with shell syntax (``${VAR}``, ``{a,b}``) or YAML. Three environments exist:
 A value must be text, a number or a path: a method (``<< input.encode >>``), a mapping or a
 list is an error, never its Python repr.
 
-All are :class:`jinja2.sandbox.ImmutableSandboxedEnvironment` with ``StrictUndefined``: an
-unknown variable, an attempt to reach Python internals, or to change shared values (one task's
-render must not alter the next's ``params``) is an error, never a crash or an escape.
+All are :class:`batchspec.sandbox.BoundedEnvironment` (Jinja's immutable sandbox with bounded
+work and sizes) with ``StrictUndefined``: an unknown variable, an attempt to reach Python
+internals, to change shared values (one task's render must not alter the next's ``params``) or
+to go past a limit (see :mod:`batchspec.sandbox`) is an error, never a crash, a hang or an escape.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import difflib
 import itertools
 import re
 import shlex
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -41,9 +43,9 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .globs import escape as escape_glob
+from .sandbox import MAX_TEXT, BoundedEnvironment, LimitError, budget, constant_problems, is_callable_name, need
 
 
 class Raw(str):
@@ -137,8 +139,8 @@ def _shell_quote(value: Any) -> Raw:
     return Raw(shlex.quote(_text(value)))
 
 
-def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _make_env(finalize: Callable[[Any], Any]) -> BoundedEnvironment:
+    env = BoundedEnvironment(
         variable_start_string="<<",
         variable_end_string=">>",
         block_start_string="<%",
@@ -150,8 +152,8 @@ def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=False,
         finalize=finalize,
     )
-    env.filters["raw"] = _raw
-    env.filters["quote"] = _shell_quote
+    env.add_filter("raw", _raw)
+    env.add_filter("quote", _shell_quote)
     return env
 
 
@@ -214,8 +216,17 @@ class Template:
             raise TemplateError(f"not allowed in a template: {exc}") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(str(exc), getattr(exc, "lineno", None)) from None
+        except LimitError as exc:
+            raise TemplateError(str(exc), _template_line(self._template)) from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        except RecursionError:
+            raise TemplateError("macros or recursive loops call themselves too deeply") from None
+        except MemoryError:
+            raise TemplateError("the template needs more memory than this machine has") from None
+        if len(out) > MAX_TEXT:
+            raise TemplateError(f"renders to {len(out):,} characters, more than the limit of {MAX_TEXT:,} (128 KiB, "
+                                "what Linux passes as one argument: bash -c gets the command as one)")
         if self.shell and "\x00" in out:
             raise TemplateError("the rendered command contains a NUL character")
         return out
@@ -226,13 +237,13 @@ class Template:
         # into fresh dicts and sets on every call.
         context = Context(template.environment, {**_GLOBALS, **variables}, template.name, template.blocks)
         if not self.shell:
-            return "".join(template.root_render_func(context))
+            return _bounded_render(template, context)
         # Values come out as placeholders; once the whole command is known, each is quoted for
         # the shell context it landed in (blocks and | raw text can open or close quotes).
         values: list[Any] = []
         _pending.values = values
         try:
-            out = "".join(template.root_render_func(context))
+            out = _bounded_render(template, context)
         finally:
             _pending.values = None
         pieces = _MARK.split(out)
@@ -295,6 +306,29 @@ class Template:
             else:
                 parts.append(text)
         return replace(self, _parts=tuple(parts), _slots=tuple(_renumber(s, fate) for s in slots))
+
+
+def _bounded_render(template: jinja2.Template, context: Context) -> str:
+    """The template's text, within the sandbox's work budget and length limit."""
+    pieces: list[str] = []
+    total = 0
+    with budget():
+        for piece in template.root_render_func(context):
+            total += len(piece)
+            need(total, "the rendered template")
+            pieces.append(piece)
+    return "".join(pieces)
+
+
+def _template_line(template: jinja2.Template) -> int | None:
+    """The template line being rendered when the current exception was raised, if known."""
+    tb = sys.exc_info()[2]
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = template.get_corresponding_lineno(tb.tb_lineno)
+        tb = tb.tb_next
+    return line
 
 
 def _renumber(slot: Slot, fate: list[int | str]) -> Slot:
@@ -919,13 +953,21 @@ def check_variables(
         table = env.filters if is_filter else env.tests
         kind = "filter" if is_filter else "test"
         if call.name not in table:
-            close = difflib.get_close_matches(call.name, sorted(table), n=1, cutoff=0.6)
+            names = sorted(n for n in table if not n.startswith("_"))
+            close = difflib.get_close_matches(call.name, names, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(VariableProblem(f"unknown {kind} '{call.name}'{hint}", call.lineno, call.name))
         elif is_filter and call.name == "attr" and call.args and isinstance(call.args[0], jinja2.nodes.Const):
             attr = call.args[0].value
             if isinstance(attr, str) and attr.startswith("_"):
                 problems.append(VariableProblem(f"template may not access '{attr}' (sandboxed)", call.lineno, attr))
+    problems += [VariableProblem(message, line) for line, message in constant_problems(env, ast)]
+    for method in ast.find_all(jinja2.nodes.Call):
+        target = method.node
+        if (isinstance(target, jinja2.nodes.Getattr) and not is_callable_name(target.attr)
+                and not (isinstance(target.node, jinja2.nodes.Name) and target.node.name in ("self", "loop"))):
+            problems.append(VariableProblem(f"the method '{target.attr}' cannot be called in a template",
+                                            method.lineno, target.attr))
     try:
         undeclared = jinja2.meta.find_undeclared_variables(ast)
     except jinja2.TemplateSyntaxError as exc:  # TemplateAssertionError: found while compiling
