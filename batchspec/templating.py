@@ -433,27 +433,97 @@ def _program(word: str) -> str:
     return "python" if re.fullmatch(r"python[0-9.]*", name) else name
 
 
-def _code_runner(words: list[str]) -> str | None:
-    """The program that would run the next word of a simple command as code, if any.
+_FREE, _ARGUMENT, _DASHES = "free", "argument", "dashes"  # where awk's option parsing stands
 
-    ``words`` are the words before it (quotes removed): ``bash -c`` (and other shells), ``eval``,
-    ``watch``, ``trap``, interpreters' inline-code options (``python -c``, ``perl -e``), awk
-    programs. A later argument (``bash -c '…' _ <<x>>``, read as ``$1``) is data, so it is fine.
+
+def _awk_step(state: str, word: str) -> str | None:
+    """awk's option parsing after one more word; None once the program text has been read."""
+    if state == _ARGUMENT:  # the value of -F or -v
+        return _FREE
+    if state == _DASHES or word[:1] != "-" or word == "-" or word.startswith("-f"):
+        return None  # the program (or -f FILE instead of one)
+    return _DASHES if word == "--" else _ARGUMENT if word in ("-F", "-v") else _FREE
+
+
+class _Words:
+    """The words of a simple command so far, and what would run the next one as code.
+
+    Each word is looked at once, so a command with thousands of values is checked in linear
+    time: the shell (``bash -c``) and interpreter (``python -c``) that could take the next word
+    as code can only be the last word before the trailing options, and awk's option parsing is
+    followed as a state per awk word.
     """
-    for j, word in enumerate(words):
-        name, rest = _program(word), words[j + 1 :]
-        if name in _EVALS or (name == "trap" and not rest):
-            return name
-        if name in _SHELLS and all(w[:1] in "-+" and w[:2] != "--" for w in rest) and any(
-                w[:1] == "-" and "c" in w for w in rest):
-            return f"{name} -c"
-        letters = _CODE_OPTIONS.get(name)
-        if (letters and rest and all(w[:1] == "-" for w in rest) and rest[-1][:2] != "--"
-                and rest[-1][-1] in letters):
-            return f"{name} {rest[-1]}"
-        if name in _AWKS and _awk_program(rest) == len(rest):
-            return name
-    return None
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.eval_at = -1  # the first eval or watch
+        self.shell_at = -1  # the last word that is not a short option (-x or +x)
+        self.shell_c = False  # ... followed by an option with c in it (-c, -ec, -lc)
+        self.code_at = -1  # the last word that does not start with -
+        self.awks: dict[str, int] = {}  # awk's parse state -> the earliest awk word in it
+        self.first = -1  # the first shell, interpreter or awk (for a here-document's reader)
+        self.operand: str | None = None  # ... its first operand
+        self.dash_s = False  # ... and whether -s follows it
+
+    def __bool__(self) -> bool:
+        return bool(self.words)
+
+    def append(self, word: str) -> None:
+        j = len(self.words)
+        self.words.append(word)
+        name = _program(word)
+        if self.eval_at < 0 and name in _EVALS:
+            self.eval_at = j
+        if word[:1] in "-+" and word[:2] != "--":
+            self.shell_c = self.shell_c or (word[:1] == "-" and "c" in word)
+        else:
+            self.shell_at, self.shell_c = j, False
+        if word[:1] != "-":
+            self.code_at = j
+        awks: dict[str, int] = {}
+        for state, at in self.awks.items():
+            after = _awk_step(state, word)
+            if after is not None:
+                awks[after] = min(at, awks.get(after, at))
+        if name in _AWKS:
+            awks.setdefault(_FREE, j)
+        self.awks = awks
+        if self.first >= 0:
+            if self.operand is None and (word[:1] != "-" or word == "-"):
+                self.operand = word
+            self.dash_s = self.dash_s or word == "-s"
+        elif name in _SHELLS or name in _CODE_OPTIONS or name in _AWKS:
+            self.first = j
+
+    def runner(self) -> str | None:
+        """The program that would run the next word as code, if any: ``bash -c`` (and other
+        shells), ``eval``, ``watch``, ``trap``, interpreters' inline-code options (``python -c``,
+        ``perl -e``), awk programs. A later argument (``bash -c '…' _ <<x>>``, read as ``$1``) is
+        data, so it is fine."""
+        words, last = self.words, len(self.words) - 1
+        found: list[tuple[int, str]] = []
+        if self.eval_at >= 0:
+            found.append((self.eval_at, _program(words[self.eval_at])))
+        if last >= 0 and _program(words[last]) == "trap":
+            found.append((last, "trap"))
+        if self.shell_at >= 0 and self.shell_c and _program(words[self.shell_at]) in _SHELLS:
+            found.append((self.shell_at, f"{_program(words[self.shell_at])} -c"))
+        if 0 <= self.code_at < last:
+            name, option = _program(words[self.code_at]), words[last]
+            letters = _CODE_OPTIONS.get(name)
+            if letters and option[:2] != "--" and option[-1] in letters:
+                found.append((self.code_at, f"{name} {option}"))
+        found += [(at, _program(words[at])) for state, at in self.awks.items() if state != _ARGUMENT]
+        return min(found)[1] if found else None
+
+    def reads_code(self) -> str | None:
+        """The shell or interpreter that reads its standard input as code, when these words
+        start it (it has no operand, or ``-``, or ``-s``)."""
+        if self.first < 0:
+            return None
+        if self.operand is None or self.operand == "-" or self.dash_s:
+            return _program(self.words[self.first])
+        return None
 
 
 def _fix(runner: str) -> str:
@@ -468,37 +538,13 @@ def _fix(runner: str) -> str:
     return f"run the command directly instead of through {name}"
 
 
-def _awk_program(args: list[str]) -> int:
-    """Index of the program text among awk's arguments (-1 when ``-f`` gives a file instead)."""
-    i = 0
-    while i < len(args) and args[i][:1] == "-" and args[i] != "-":
-        if args[i] == "--":
-            return i + 1
-        if args[i].startswith("-f"):
-            return -1
-        i += 2 if args[i] in ("-F", "-v") else 1
-    return i
-
-
-def _reads_code(words: list[str]) -> str | None:
-    """The shell or interpreter that reads its standard input as code, when ``words`` start it."""
-    for j, word in enumerate(words):
-        name = _program(word)
-        if name in _SHELLS or name in _CODE_OPTIONS or name in _AWKS:
-            operands = [w for w in words[j + 1 :] if w[:1] != "-" or w == "-"]
-            if not operands or operands[0] == "-" or "-s" in words[j + 1 :]:
-                return name
-            return None
-    return None
-
-
 @dataclass
 class _Command:
     """Bash's top level, or the inside of $( … ), <( … ) or [[ … ]]: words and commands."""
 
     closer: str | None = None  # ")" or "]]"; None at the top level
     depth: int = 0  # open "(" within it
-    words: list[str] = field(default_factory=list)  # finished words of the current simple command
+    words: _Words = field(default_factory=_Words)  # finished words of the current simple command
     word: list[str] = field(default_factory=list)  # the current word, quotes removed, a value as NUL
     in_word: bool = False
     literal: bool = False  # the current word has text of its own (not only quotes and values)
@@ -569,7 +615,7 @@ class _Scanner:
 
     def end_command(self, command: _Command) -> None:
         self.end_word(command)
-        command.words = []
+        command.words = _Words()
 
     def push(self, frame: _Command | _Region) -> None:
         command = self.command()
@@ -610,7 +656,7 @@ class _Scanner:
                 SINGLE if isinstance(frame, _Region) else WORD)
         if command is not None:
             word_start = None if command.literal else tuple(command.values)
-            runner = _code_runner(command.words)
+            runner = command.words.runner()
             if runner and problem is None:
                 problem = f"is part of the code that `{runner}` runs, so the value would run as code; {_fix(runner)}"
             command.values.append(len(self.slots))
@@ -742,7 +788,7 @@ class _Scanner:
                 delimiter.append(c)
                 i += 1
         if delimiter:
-            cmd.heredocs.append(_Heredoc("".join(delimiter), quoted, strip_tabs, _reads_code(cmd.words)))
+            cmd.heredocs.append(_Heredoc("".join(delimiter), quoted, strip_tabs, cmd.words.reads_code()))
         return i
 
     def heredoc_char(self, doc: _Heredoc, text: str, i: int) -> int:
@@ -1010,11 +1056,14 @@ def _check_simple(source: str, known: Mapping[str, Collection[str] | None]) -> l
     if "<<" in _SIMPLE_TAG.sub("", source):
         return None
     uses: list[tuple[str, tuple[str, ...], int]] = []
+    line, counted = 1, 0  # lines counted up to each tag in turn (linear, however many tags)
     for tag in tags:
         name, *attrs = tag.group(1).split(".")
         if name in _JINJA_WORDS or any(a in _JINJA_WORDS for a in attrs):
             return None
-        uses.append((name, tuple(attrs), source.count("\n", 0, tag.start(1)) + 1))
+        line += source.count("\n", counted, tag.start(1))
+        counted = tag.start(1)
+        uses.append((name, tuple(attrs), line))
     problems: list[VariableProblem] = []
     undeclared = {name for name, _, _ in uses if name not in _GLOBALS}
     first_line: dict[str, int] = {}

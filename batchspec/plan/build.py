@@ -11,8 +11,8 @@ import gc
 import hashlib
 import itertools
 import json
+import math
 import posixpath
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -21,16 +21,18 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from ..limits import MAX_TASKS
+from ..sandbox import plan_budget
 from ..spec.model import Scalar, Spec
 from ..spec.validate import output_pattern_problem
 from ..spec.values import batch_id_problem
 from ..templating import Namespace, PathValue, Template, TemplateError, compile_template
+from .ids import HASH_CHARS, MAX_ID, TaskIds
 from .inputs import BlobLister, InputItem, PlanError, resolve_inputs
 from .model import Plan, PlannedTask
 
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_MAX_ID = 64
-_HASH_CHARS = 8
+_MAX_ID = MAX_ID
+_HASH_CHARS = HASH_CHARS
 
 
 def parse_overrides(pairs: Iterable[str], params: Mapping[str, Scalar]) -> dict[str, Scalar]:
@@ -64,8 +66,9 @@ def build_plan(
 ) -> Plan:
     """The plan for ``spec`` with ``--set`` overrides applied."""
     params: dict[str, Scalar] = {**spec.params, **parse_overrides(overrides, spec.params)}
-    with _gc_paused():
+    with _gc_paused(), plan_budget():
         items, warnings = resolve_inputs(spec.inputs, spec.base_dir, blob_lister)
+        check_task_count(spec, len(items), math.prod(len(values) for values in spec.matrix.values()))
         combos = _combinations(spec.matrix)
         job_id = _job_id(spec, params, items, combos)
         tasks = _expand(spec, params, job_id, items, combos)
@@ -144,7 +147,8 @@ def _expand(
     env_ts = [(k, f"$.task.env.{k}", _compile(spec, f"$.task.env.{k}", v, shell=False).bind(base))
               for k, v in task.env.items()]
     tasks: list[PlannedTask] = []
-    ids: dict[str, int] = {}  # casefolded id -> index of the task that has it
+    ids = TaskIds()
+    owners: dict[str, int] = {}  # casefolded task.id -> index of the task that has it
     produced: dict[str, str] = {}  # output pattern -> task id
     matrices = [Namespace(combo) for combo in combos]
     field = "$.task.command"  # the field being rendered, for error messages
@@ -162,15 +166,16 @@ def _expand(
                     if problem := batch_id_problem(task_id, "task id"):
                         where = _where(items, combos, index)
                         raise PlanError(f"{spec.where(field)}: {field} for {where}: {problem}")
+                    if ids.claim(task_id) is not None:
+                        previous = owners[task_id.casefold()]
+                        raise PlanError(
+                            f"task id '{task_id}' is used twice (ids are compared ignoring case): "
+                            f"by {_where(items, combos, previous)} and {_where(items, combos, index)}",
+                            "make task.id unique, e.g. include << index >> or a matrix value",
+                        )
+                    owners[task_id.casefold()] = index
                 else:
-                    task_id = _default_id(item, stem, combo)
-                previous = ids.setdefault(task_id.casefold(), index)
-                if previous != index:
-                    raise PlanError(
-                        f"task id '{task_id}' is used twice (ids are compared ignoring case): "
-                        f"by {_where(items, combos, previous)} and {_where(items, combos, index)}",
-                        "make task.id unique, e.g. include << index >> or a matrix value",
-                    )
+                    task_id = ids.default(stem, _task_key(item, combo))
                 variables["task_id"] = task_id
                 field = "$.task.command"
                 command = command_t.render(variables)
@@ -224,12 +229,19 @@ def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
     }
 
 
-def _default_id(item: InputItem, stem: str, combo: dict[str, Scalar]) -> str:
-    """Sanitised stem plus a short hash of the input key (and matrix combination)."""
-    readable = _ID_UNSAFE.sub("_", stem).strip("_-") or "task"
-    key = item.key if not combo else item.key + "\0" + json.dumps(combo, sort_keys=True, default=str)
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=_HASH_CHARS // 2).hexdigest()
-    return f"{readable[: _MAX_ID - _HASH_CHARS - 1]}-{digest}"
+def _task_key(item: InputItem, combo: dict[str, Scalar]) -> str:
+    """What makes a task unique, for its default id: the input's key and matrix combination."""
+    return item.key if not combo else item.key + "\0" + json.dumps(combo, sort_keys=True, default=str)
+
+
+def check_task_count(spec: Spec, inputs: int, combinations: int) -> None:
+    """Refuse a plan of more than :data:`MAX_TASKS` tasks from the counts, before expanding it."""
+    if inputs * combinations > MAX_TASKS:
+        what = f"{inputs:,} inputs x {combinations:,} matrix combinations" if spec.matrix else f"{inputs:,} inputs"
+        raise PlanError(f"{spec.where('$.inputs')}: the plan would have {inputs * combinations:,} tasks "
+                        f"({what}), more than the limit of {MAX_TASKS:,} tasks in one plan",
+                        "split the work into several specs or runs (e.g. with inputs.exclude or a narrower "
+                        "pattern), or make each task handle several files")
 
 
 def _output(spec: Spec, field: str, rendered: str, task_id: str, produced: dict[str, str]) -> str:

@@ -87,6 +87,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
         download=outputs_d.get("download", f"out/{name}"),
     )
     lines = {format_path(p): doc.template_line(p, 1) for p, *_ in templated_fields(d)}
+    lines |= {format_path(p): doc.position(p)[0] for p in (("inputs",), ("matrix",))}
     return Spec(
         path=path,
         name=name,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -22,8 +23,9 @@ from ..errors import Diagnostic
 
 #: Specs are small; anything bigger is a mistake (a video passed as the spec, say).
 MAX_SPEC_BYTES = 1024 * 1024
-#: Nodes after expanding YAML aliases; guards against "billion laughs" documents.
-MAX_NODES = 100_000
+#: YAML nodes, also after expanding aliases (against "billion laughs" documents). Counted while
+#: parsing, which stops at the limit: a spec of the largest size is refused in about a second.
+MAX_NODES = 25_000
 MAX_DEPTH = 64
 
 JsonPath = tuple[str | int, ...]
@@ -116,7 +118,23 @@ class _TooBig(Exception):
 def _yaml() -> YAML:
     # The "safe" pipeline: no comment bookkeeping (the round-trip loader's scanner costs about
     # twice as much). Duplicate keys and merge keys are handled while converting the nodes.
-    return YAML(typ="safe", pure=True)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Composer = _CountingComposer
+    return yaml
+
+
+class _CountingComposer(Composer):
+    """Stops parsing at :data:`MAX_NODES` nodes, instead of parsing all of a huge document first."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.count = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooBig(f"too many YAML nodes (over {MAX_NODES:,})")
+        return super().compose_node(parent, index)
 
 
 def read_document(path: Path, display: str | None = None) -> Document | Diagnostic:
@@ -174,6 +192,8 @@ def parse_document(raw: bytes, name: str) -> Document | Diagnostic:
         return fail(f"invalid YAML/JSON: {exc}")
     except RecursionError:
         return fail(f"document nests deeper than {MAX_DEPTH} levels")
+    except _TooBig as exc:
+        return fail(f"{exc}; a spec may have at most {MAX_NODES:,}")
     if not isinstance(root, MappingNode):
         kind = "list" if isinstance(root, SequenceNode) else "empty" if root is None else "scalar"
         if isinstance(root, ScalarNode) and root.tag == _NULL_TAG:

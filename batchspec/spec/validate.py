@@ -7,8 +7,10 @@ the :class:`~batchspec.spec.model.Spec` model or raises :class:`~batchspec.error
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +25,8 @@ from jsonschema import Draft202012Validator
 
 from .. import autoscale
 from ..errors import Diagnostic, SpecError
+from ..limits import MAX_TASKS
+from ..sandbox import MAX_TEXT, budget
 from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template
 from .document import Document, JsonPath, read_document
 from .values import batch_id_problem, container_problem, parse_duration
@@ -150,6 +154,23 @@ def _semantic_diagnostics(doc: Document) -> Iterator[Diagnostic]:
     yield from _check_durations(doc)
     yield from _check_templates(doc)
     yield from _check_outputs(doc)
+    yield from _check_counts(doc)
+
+
+def _check_counts(doc: Document) -> Iterator[Diagnostic]:
+    """A plan's task count, as far as the spec alone tells it (matrix combinations, listed
+    inputs), against the limit, so a spec that validates cannot be refused for its size later."""
+    matrix = _get(doc.data, "matrix")
+    combos = math.prod(len(v) for v in matrix.values() if isinstance(v, list)) if isinstance(matrix, dict) else 1
+    listed = _get(doc.data, "inputs", "list")
+    inputs = len(listed) if isinstance(listed, list) and listed else 1
+    if combos > MAX_TASKS:
+        yield doc.diagnostic(("matrix",), f"the matrix has {combos:,} combinations, more than the limit of "
+                                          f"{MAX_TASKS:,} tasks in one plan", key=True)
+    elif inputs * combos > MAX_TASKS:
+        yield doc.diagnostic(("inputs", "list"), f"{inputs:,} listed inputs x {combos:,} matrix combinations make "
+                                                 f"{inputs * combos:,} tasks, more than the limit of "
+                                                 f"{MAX_TASKS:,} tasks in one plan", key=True)
 
 
 def _check_pool(doc: Document) -> Iterator[Diagnostic]:
@@ -273,40 +294,59 @@ def _check_templates(doc: Document) -> Iterator[Diagnostic]:
         **dict.fromkeys(SCALAR_VARIABLES, SCALAR),
     }
     templated: set[JsonPath] = set()
-    for path, source, shell, names in templated_fields(doc.data):
-        templated.add(path)
-        known = {name: attrs.get(name) for name in names}
-        problems = check_variables(source, known, shell=shell) + _foreign_syntax(source, names)
-        if shell:
-            problems += check_shell(source)
-        for problem in problems:
-            yield doc.template_diagnostic(path, problem.line, problem.token, problem.message)
+    with budget():  # one work budget for all the spec's templates' constant parts
+        for path, source, shell, names in templated_fields(doc.data):
+            templated.add(path)
+            if len(source) > MAX_TEXT:
+                yield doc.diagnostic(path, f"the template is {len(source):,} characters long, more than the limit of "
+                                           f"{MAX_TEXT:,} (128 KiB) for a template")
+                continue
+            yield from _template_problems(doc, path, source, shell, names, attrs)
     yield from _untemplated(doc, doc.data, (), templated, schema())
 
 
+def _template_problems(doc: Document, path: JsonPath, source: str, shell: bool, names: tuple[str, ...],
+                       attrs: dict[str, frozenset[str] | None]) -> Iterator[Diagnostic]:
+    known = {name: attrs.get(name) for name in names}
+    problems = check_variables(source, known, shell=shell) + _foreign_syntax(source, names)
+    if shell:
+        problems += check_shell(source)
+    for problem in problems:
+        yield doc.template_diagnostic(path, problem.line, problem.token, problem.message)
+
+
 # Jinja's usual delimiters, which batchspec does not use (a shell command has its own braces).
-_JINJA_VARIABLE = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)[^{}]*?-?\}\}")
-_JINJA_BLOCK = re.compile(r"\{%-?\s*(if|elif|else|endif|for|endfor|set|raw|endraw|macro|filter|with)\b[^%]*%\}")
+# (Bounded repetitions: matching stays linear in the text, whatever it holds.)
+_JINJA_VARIABLE = re.compile(
+    r"\{\{-?\s{0,80}([A-Za-z_][A-Za-z0-9_]{0,80})((?:\.[A-Za-z_][A-Za-z0-9_]{0,80}){0,8})[^{}\n]{0,200}?-?\}\}")
+_JINJA_BLOCK = re.compile(
+    r"\{%-?\s{0,80}(if|elif|else|endif|for|endfor|set|raw|endraw|macro|filter|with)\b[^%\n]{0,200}%\}")
 
 
 def _foreign_syntax(source: str, names: Sequence[str]) -> list[VariableProblem]:
     """``{{ input }}`` and ``{% if %}`` in a template: Jinja's usual syntax, left as text here."""
-    problems = []
+    problems: list[VariableProblem] = []
+    if "{{" not in source and "{%" not in source:
+        return problems
+    starts = [0] + [m.end() for m in re.finditer("\n", source)]  # where each line starts
+
+    def line(offset: int) -> int:
+        return bisect.bisect_right(starts, offset)
+
     for match in _JINJA_VARIABLE.finditer(source):
         if match.group(1) in names:
             expr = match.group(1) + match.group(2)
             problems.append(VariableProblem(
                 f"'{match.group(0)}' is not replaced: batchspec templates write values as << {expr} >>",
-                source.count("\n", 0, match.start()) + 1, match.group(0)))
+                line(match.start()), match.group(0)))
     for match in _JINJA_BLOCK.finditer(source):
         body = match.group(0)[2:-2].strip("- ")
         problems.append(VariableProblem(
             f"'{match.group(0)}' is not a block here: batchspec templates write blocks as <% {body} %>",
-            source.count("\n", 0, match.start()) + 1, match.group(0)))
+            line(match.start()), match.group(0)))
     return problems
 
 
-_TEMPLATE_TAG = re.compile(r"<<.*?>>|<%.*?%>", re.DOTALL)
 #: Where a value is data for templates, not a spec setting: text there is never checked.
 _DATA_KEYS = {("params",), ("matrix",), ("description",), ("inputs", "list")}
 TEMPLATED = "task.command, task.outputs, task.id, task.env, pool.start_task.command and job.id"
@@ -331,10 +371,21 @@ def _untemplated(doc: Document, data: Any, path: JsonPath, templated: set[JsonPa
                                            if isinstance(a, dict) and "items" in a), None)
         for i, value in enumerate(data):
             yield from _untemplated(doc, value, (*path, i), templated, items)
-    elif isinstance(data, str) and (match := _TEMPLATE_TAG.search(data)):
+    elif isinstance(data, str) and (tag := _first_tag(data)):
         field = "$." + ".".join(str(p) for p in path)
-        yield doc.diagnostic(path, f"'{match.group(0)}' is not replaced in {field}, which is not a template "
+        yield doc.diagnostic(path, f"'{tag}' is not replaced in {field}, which is not a template "
                                    f"(only {TEMPLATED} are); write the value itself")
+
+
+def _first_tag(text: str) -> str | None:
+    """The first ``<< … >>`` or ``<% … %>`` in ``text`` (found in linear time), or None."""
+    found: list[tuple[int, str]] = []
+    for opener, closer in (("<<", ">>"), ("<%", "%>")):
+        start = text.find(opener)
+        end = text.find(closer, start + 2) if start >= 0 else -1
+        if end >= 0:
+            found.append((start, text[start : end + 2]))
+    return min(found)[1] if found else None
 
 
 def _check_outputs(doc: Document) -> Iterator[Diagnostic]:

@@ -110,7 +110,7 @@ def test_default_task_ids_are_valid_stable_and_unique(make_spec: SpecMaker, tmp_
     assert "x" * 55 + "-" in " ".join(ids)
     by_name = {t.inputs[0].path: t.id for t in build_plan(spec).tasks}
     assert by_name["a b.mp4"].startswith("a_b-") and by_name["A B.mp4"].startswith("A_B-")
-    assert by_name["\u65e5.mp4"].startswith("task-")
+    assert by_name["\u65e5.mp4"].startswith("Ri-")  # transliterated (anyascii), not "task-"
 
 
 def test_default_ids_do_not_depend_on_the_directory(tmp_path: Path, make_spec: SpecMaker) -> None:
