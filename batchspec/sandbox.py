@@ -26,6 +26,7 @@ sandbox refuses ``__class__``.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import types
@@ -447,8 +448,31 @@ def is_callable_name(name: str) -> bool:
 _JINJA_CALLABLES = (Macro, LoopContext, Cycler, Joiner, Namespace, jinja2.runtime.BlockReference)
 
 
+@contextmanager
+def parse_guard() -> Iterator[None]:
+    """What parsing or compiling a template can raise besides a syntax error (nesting deeper than
+    Python's stack, a number literal of thousands of digits), as a syntax error."""
+    try:
+        yield
+    except RecursionError:
+        raise jinja2.TemplateSyntaxError("the template nests too deeply (brackets, filters, blocks or "
+                                         "operators inside one another)", 1) from None
+    except (ValueError, OverflowError, MemoryError, SyntaxError) as exc:
+        raise jinja2.TemplateSyntaxError(f"the template cannot be compiled: {exc}", 1) from None
+
+
 class _Bounds(NodeTransformer):
-    """Rewrites a parsed template so that loops pay per item and ``~`` is bounded."""
+    """Rewrites a parsed template so that loops pay per item and ``~`` is bounded, and refuses
+    number literals past the limits (``1e999`` is infinite; Jinja would write it as ``inf``)."""
+
+    def visit_Const(self, node: nodes.Const) -> nodes.Node:
+        value = node.value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise jinja2.TemplateSyntaxError(f"the number {value} is out of range", node.lineno)
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise jinja2.TemplateSyntaxError(str(_too_big_int(value.bit_length(), "a number in the template")),
+                                             node.lineno)
+        return node
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         loop = self.generic_visit(node)
@@ -482,9 +506,19 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.filters[name] = _guard_filter(name, func)
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        ast = super()._parse(source, name, filename)
-        bounded: nodes.Template = _Bounds().visit(ast)
+        with parse_guard():
+            ast = super()._parse(source, name, filename)
+            bounded: nodes.Template = _Bounds().visit(ast)
         return bounded
+
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        with parse_guard():
+            return super()._generate(source, name, filename, defer_init)
+
+    def _compile(self, source: str, filename: str) -> types.CodeType:
+        with parse_guard():
+            return super()._compile(source, filename)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         charge()

@@ -45,7 +45,16 @@ import jinja2.nodes
 from jinja2.runtime import Context
 
 from .globs import escape as escape_glob
-from .sandbox import MAX_TEXT, BoundedEnvironment, LimitError, budget, constant_problems, is_callable_name, need
+from .sandbox import (
+    MAX_TEXT,
+    BoundedEnvironment,
+    LimitError,
+    budget,
+    constant_problems,
+    is_callable_name,
+    need,
+    parse_guard,
+)
 
 
 class Raw(str):
@@ -1015,7 +1024,8 @@ def check_variables(
             problems.append(VariableProblem(f"the method '{target.attr}' cannot be called in a template",
                                             method.lineno, target.attr))
     try:
-        undeclared = jinja2.meta.find_undeclared_variables(ast)
+        with parse_guard():
+            undeclared = jinja2.meta.find_undeclared_variables(ast)
     except jinja2.TemplateSyntaxError as exc:  # TemplateAssertionError: found while compiling
         return problems or [VariableProblem(f"template error: {exc.message}", exc.lineno or 1)]
     for name in sorted(undeclared - set(known)):
@@ -1059,8 +1069,8 @@ def _check_simple(source: str, known: Mapping[str, Collection[str] | None]) -> l
     line, counted = 1, 0  # lines counted up to each tag in turn (linear, however many tags)
     for tag in tags:
         name, *attrs = tag.group(1).split(".")
-        if name in _JINJA_WORDS or any(a in _JINJA_WORDS for a in attrs):
-            return None
+        if name in _JINJA_WORDS or any(a in _JINJA_WORDS for a in attrs) or len(attrs) > 32:
+            return None  # (a chain that long is left to the compiler, which may find it too deep)
         line += source.count("\n", counted, tag.start(1))
         counted = tag.start(1)
         uses.append((name, tuple(attrs), line))

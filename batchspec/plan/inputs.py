@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import EXIT_FAILED, BatchspecError
 from ..globs import compile_glob, glob_files, normalize, split_fixed
+from ..limits import MAX_TASKS
 from ..spec.model import Inputs
 from .model import InputFile
 
@@ -79,6 +80,10 @@ def _glob_items(
             if rel in found or (excluded and any(rx.match(rel) for rx in excluded)):
                 continue
             found[rel] = InputFile(rel, _wd_path(rel, prefix, rest))
+            if len(found) > MAX_TASKS:
+                raise PlanError(f"input patterns match more than {MAX_TASKS:,} files, more than the limit of "
+                                f"{MAX_TASKS:,} tasks in one plan",
+                                "narrow the patterns (or use inputs.exclude), or split the work into several specs")
         if not any_match:
             unmatched.append(pattern)
     items = [InputItem(rel, f, rel) for rel, f in sorted(found.items())]

@@ -29,7 +29,7 @@ from azure.storage.blob import ContainerSasPermissions
 
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
-from ...globs import compile_glob, has_magic, literal_head, literal_path, normalize
+from ...globs import Glob, compile_glob, has_magic, literal_head, literal_path, normalize
 from ...observe.records import RunRecord
 from ...plan import BlobLister, InputFile, Plan, PlannedTask
 from ...plan.fingerprint import Fingerprinter
@@ -662,7 +662,7 @@ class _Outputs:
 
     def __init__(self, plan: Plan) -> None:
         self.names: dict[str, str] = {}
-        self.heads: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+        self.heads: dict[str, list[tuple[Glob, str]]] = {}
         for task in plan.tasks:
             for pattern in task.outputs:
                 norm = normalize(pattern)
