@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from . import __version__
+from .display import printable
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchspecError
 from .redact import redact
 
@@ -25,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -240,7 +241,7 @@ def status(spec: Path, overrides: tuple[str, ...], fmt: str, run_dir: Path | Non
         else:
             click.echo("no run of this spec found (batchspec run SPEC starts one)")
         sys.exit(EXIT_NO_RUN)
-    click.echo(dumps(record) if fmt == "json" else redact(status_text(record)))
+    click.echo(dumps(record) if fmt == "json" else printable(redact(status_text(record))))
     codes = {"succeeded": EXIT_OK, "running": EXIT_RUNNING, "not started": EXIT_NO_RUN}
     sys.exit(codes.get(verdict(record), EXIT_FAILED))
 

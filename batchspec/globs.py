@@ -47,8 +47,10 @@ def literal_head(pattern: str) -> str:
 
 
 def normalize(pattern: str) -> str:
-    """POSIX-normalised pattern; ``""`` for the current directory."""
-    norm = posixpath.normpath(pattern.replace("\\", "/"))
+    """POSIX-normalised pattern; ``""`` for the current directory. Only ``/`` separates
+    directories: ``\\`` is a character of a name, as on a Linux node (a file may be called
+    ``a\\b.mp4``, and its output ``a\\b.mp3`` must be found)."""
+    norm = posixpath.normpath(pattern)
     return "" if norm == "." else norm
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TextIO
 
+from ..display import json_safe, printable
 from ..events import (
     BackendChosen,
     Event,
@@ -40,7 +41,7 @@ class JsonReporter(Reporter):
         self.out = out or sys.stdout
 
     def __call__(self, event: Event) -> None:
-        self.out.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+        self.out.write(json_safe(json.dumps(event.to_dict(), ensure_ascii=False)) + "\n")
         self.out.flush()
 
 
@@ -76,7 +77,7 @@ class PlainReporter(Reporter):
         self.unshown: Progress | None = None  # a change held back by the interval
 
     def line(self, text: str) -> None:
-        self.out.write(text + "\n")
+        self.out.write(printable(text) + "\n")
         self.out.flush()
 
     def __call__(self, event: Event) -> None:
@@ -98,7 +99,7 @@ class PlainReporter(Reporter):
         elif isinstance(event, RunFinished):
             if self.unshown is not None:
                 self._print_progress(self.unshown)
-            self.out.write(summary_text(event))
+            self.out.write(printable(summary_text(event)))
             self.out.flush()
 
 

@@ -7,6 +7,7 @@ pattern names them).
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,18 @@ def resolve_inputs(
     return items, warnings
 
 
+def valid_name(path: str) -> str:
+    """``path`` as valid Unicode: each byte of a file name that is not UTF-8 (kept by Python as
+    a lone surrogate) written as ``%XX``. A task's working directory, a blob and a Batch request
+    can only name files in Unicode; on this machine the file keeps its own name."""
+    if path.isascii():
+        return path
+    return _SURROGATE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", path)
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 # --- local globs -----------------------------------------------------------------------------
 
 
@@ -71,6 +84,7 @@ def _glob_items(
 ) -> tuple[list[InputItem], list[str]]:
     excluded = [compile_glob(normalize(p)) for p in exclude]
     found: dict[str, InputFile] = {}
+    placed: dict[str, str] = {}  # working-directory path -> the input that goes there
     unmatched: list[str] = []
     for pattern in patterns:
         prefix, rest = split_fixed(normalize(pattern))
@@ -79,7 +93,11 @@ def _glob_items(
             any_match = True
             if rel in found or (excluded and any(rx.match(rel) for rx in excluded)):
                 continue
-            found[rel] = InputFile(rel, _wd_path(rel, prefix, rest))
+            found[rel] = InputFile(rel, valid_name(_wd_path(rel, prefix, rest)))
+            if (other := placed.setdefault(found[rel].path, rel)) != rel:
+                raise PlanError(f"inputs '{other}' and '{rel}' would both be '{found[rel].path}' in a task's "
+                                "working directory (a byte that is not UTF-8 is written %XX there)",
+                                "rename one of them, or leave one out with inputs.exclude")
             if len(found) > MAX_TASKS:
                 raise PlanError(f"input patterns match more than {MAX_TASKS:,} files, more than the limit of "
                                 f"{MAX_TASKS:,} tasks in one plan",
@@ -110,7 +128,7 @@ def _list_items(values: Sequence[str | dict[str, Any]], base_dir: Path) -> list[
             rel = normalize(path)
             if not (base_dir / rel).is_file():
                 missing.append(path)
-            file = InputFile(rel, posixpath.basename(rel))
+            file = InputFile(rel, valid_name(posixpath.basename(rel)))
         described = sorted(value.items()) if isinstance(value, dict) else value
         key = path if isinstance(path, str) else f"list[{index}]:{described}"
         items.append(InputItem(key, file, value))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..display import json_safe
 from ..spec.model import Autoscale, Cleanup, Image, Outputs, Pool, Scalar, StartTask
 
 PLAN_FORMAT = 1
@@ -111,11 +112,11 @@ class Plan:
     def _json_chunks(self, indent: int) -> Iterator[str]:
         head = self.to_dict()
         del head["tasks"]
-        text = json.dumps(head, indent=indent, ensure_ascii=False)
+        text = json_safe(json.dumps(head, indent=indent, ensure_ascii=False))
         pad = " " * indent
         yield text[: text.rfind("}")].rstrip() + f',\n{pad}"tasks": ['
         for i, task in enumerate(self.tasks):
-            yield ("," if i else "") + f"\n{pad}{pad}" + json.dumps(_task_dict(task), ensure_ascii=False)
+            yield ("," if i else "") + f"\n{pad}{pad}" + json_safe(json.dumps(_task_dict(task), ensure_ascii=False))
         yield f"\n{pad}]\n}}" if self.tasks else "]\n}"
 
     @classmethod

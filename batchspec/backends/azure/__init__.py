@@ -489,7 +489,16 @@ class AzureBackend(Backend):
                 ledger.close()
         ctx.info(f"outputs: downloaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
                  f"{format_duration(time.monotonic() - started)} to {plan.download_dir}; "
-                 f"{report.skipped} unchanged")
+                 f"{report.skipped - len(report.failed)} unchanged")
+        if report.refused:
+            ctx.warn(f"{len(report.refused)} blob(s) in container '{container}' not downloaded: their names would "
+                     f"land outside {plan.download_dir} ({_names(report.refused)}); the rest were downloaded")
+        if report.failed:
+            raise BackendError(f"{len(report.failed)} output(s) could not be downloaded; the rest were: "
+                               + "; ".join(f"'{n}': {why}" for n, why in report.failed[:5])
+                               + (f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""),
+                               "rerun the same command to try them again (what is in place stays)",
+                               exit_code=EXIT_FAILED)
 
     def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
         policy = plan.cleanup
@@ -653,6 +662,12 @@ def _by_container(plan: Plan) -> dict[str, set[str]]:
 
 def _with_sas(url: str, sas: str) -> str:
     return f"{url}?{sas}"
+
+
+def _names(names: Sequence[str], shown: int = 5) -> str:
+    """A few names, quoted, and how many more."""
+    text = ", ".join(f"'{n}'" for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 class _Outputs:
