@@ -81,16 +81,21 @@ def cli() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Report format; json prints a list of {file, line, column, path, message}.")
-def validate(paths: tuple[Path, ...], fmt: str) -> None:
+@click.option("--inputs", "with_inputs", is_flag=True,
+              help="Also plan each valid spec against the input files present (clashing names, the task limit).")
+def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
     """Validate spec files against the schema and batchspec's rules.
 
     PATHS are files or directories (searched recursively for *.yaml, *.yml and *.json);
-    default: specs/. Exit 0 when every file is valid, 1 when any is invalid.
+    default: specs/. Exit 0 when every file is valid, 1 when any is invalid, 2 for a usage
+    error (such as a path that does not exist).
 
     \b
     Example:
       batchspec validate specs/ --format json
+      batchspec validate specs/mp4-to-mp3.yaml --inputs
     """
+    from .plan.check import plan_problems
     from .report import validation_json, validation_text
     from .spec import discover, validate_files
 
@@ -102,6 +107,8 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     if not files:
         raise click.UsageError(f"no spec files (*.yaml, *.yml, *.json) under {', '.join(map(str, targets))}")
     results = validate_files(files)
+    if with_inputs:
+        results = [(name, diags or plan_problems(Path(name), name)) for name, diags in results]
     click.echo(validation_json(results) if fmt == "json" else validation_text(results))
     sys.exit(EXIT_FAILED if any(diags for _, diags in results) else EXIT_OK)
 

@@ -458,7 +458,8 @@ def parse_guard() -> Iterator[None]:
         raise jinja2.TemplateSyntaxError("the template nests too deeply (brackets, filters, blocks or "
                                          "operators inside one another)", 1) from None
     except (ValueError, OverflowError, MemoryError, SyntaxError) as exc:
-        raise jinja2.TemplateSyntaxError(f"the template cannot be compiled: {exc}", 1) from None
+        what = "a number in it has more than 4,300 digits" if "digits" in str(exc) else str(exc)
+        raise jinja2.TemplateSyntaxError(f"the template cannot be compiled: {what}", 1) from None
 
 
 class _Bounds(NodeTransformer):

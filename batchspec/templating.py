@@ -965,6 +965,18 @@ def _texts(parts: tuple[_Part, ...]) -> list[str]:
     return texts
 
 
+@cache
+def variables_used(source: str) -> frozenset[str]:
+    """The variables a template reads (empty when it does not parse: that is reported apart)."""
+    if not is_template(source):
+        return frozenset()
+    try:
+        with parse_guard():
+            return frozenset(jinja2.meta.find_undeclared_variables(TEXT_ENV.parse(source)))
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
+
+
 def is_template(source: str) -> bool:
     return "<<" in source or "<%" in source or "<#" in source
 
@@ -1017,6 +1029,10 @@ def check_variables(
             if isinstance(attr, str) and attr.startswith("_"):
                 problems.append(VariableProblem(f"template may not access '{attr}' (sandboxed)", call.lineno, attr))
     problems += [VariableProblem(message, line) for line, message in constant_problems(env, ast)]
+    for other in ast.find_all((jinja2.nodes.Include, jinja2.nodes.Extends, jinja2.nodes.Import,
+                               jinja2.nodes.FromImport)):
+        problems.append(VariableProblem("a spec template cannot include, extend or import other templates",
+                                        other.lineno))
     for method in ast.find_all(jinja2.nodes.Call):
         target = method.node
         if (isinstance(target, jinja2.nodes.Getattr) and not is_callable_name(target.attr)

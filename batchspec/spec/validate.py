@@ -27,7 +27,7 @@ from .. import autoscale
 from ..errors import Diagnostic, SpecError
 from ..limits import MAX_TASKS
 from ..sandbox import MAX_TEXT, budget
-from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template
+from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template, variables_used
 from .document import Document, JsonPath, read_document
 from .values import batch_id_problem, container_problem, parse_duration
 
@@ -155,6 +155,30 @@ def _semantic_diagnostics(doc: Document) -> Iterator[Diagnostic]:
     yield from _check_templates(doc)
     yield from _check_outputs(doc)
     yield from _check_counts(doc)
+    yield from _check_combinations(doc)
+
+
+#: Variables whose value differs between the matrix combinations of one input.
+_PER_COMBINATION = frozenset({"matrix", "index", "task_id"})
+
+
+def _check_combinations(doc: Document) -> Iterator[Diagnostic]:
+    """With a matrix, each input has several tasks: an output name or a task id that does not
+    depend on the combination would be the same for all of them, which planning would refuse
+    for any input (so it is known without the input files)."""
+    matrix = _get(doc.data, "matrix")
+    if not isinstance(matrix, dict) or math.prod(len(v) for v in matrix.values() if isinstance(v, list)) < 2:
+        return
+    example = next(iter(matrix), "NAME")
+    outputs = _get(doc.data, "task", "outputs")
+    for i, pattern in enumerate(outputs if isinstance(outputs, list) else []):
+        if isinstance(pattern, str) and not variables_used(pattern) & _PER_COMBINATION:
+            yield doc.diagnostic(("task", "outputs", i), f"every matrix combination of an input would produce "
+                                                          f"the same '{pattern}': put << matrix.{example} >> in it")
+    task_id = _get(doc.data, "task", "id")
+    if isinstance(task_id, str) and not variables_used(task_id) & _PER_COMBINATION:
+        yield doc.diagnostic(("task", "id"), f"every matrix combination of an input would get the same task id: "
+                                             f"put << matrix.{example} >> or << index >> in it")
 
 
 def _check_counts(doc: Document) -> Iterator[Diagnostic]:
