@@ -49,7 +49,8 @@ def _limit_memory() -> None:
 def bounded(*argv: str, cwd: Path, seconds: float = 60) -> tuple[int, str, float]:
     """Run ``python -m <argv>`` limited to 1 GiB: (exit code, stdout + stderr, seconds)."""
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", *argv], cwd=cwd, capture_output=True, text=True, timeout=seconds,
+    done = subprocess.run([sys.executable, "-m", *argv], check=False, cwd=cwd, capture_output=True, text=True,
+                          timeout=seconds,
                           preexec_fn=_limit_memory, env={**os.environ, "PYTHONPATH": str(HERE.parents[1])})
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
 
