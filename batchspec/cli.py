@@ -19,7 +19,7 @@ import click
 
 from . import __version__
 from .display import printable
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchspecError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNNING, EXIT_USAGE, BatchspecError
 from .redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -211,9 +211,6 @@ def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: s
     print_plan(view.plan, limit, console(), estimate_lines(view.estimate, view.price) if view.plan.tasks else ())
 
 
-#: ``batchspec status`` exit codes beyond EXIT_OK (all succeeded) and EXIT_FAILED (failed or stopped).
-EXIT_RUNNING = 3
-EXIT_NO_RUN = 4
 
 
 @cli.command()
@@ -230,7 +227,7 @@ def status(spec: Path, overrides: tuple[str, ...], fmt: str, run_dir: Path | Non
     pool and nodes (Azure), ETA. Works from any terminal, while a run goes on or after it.
 
     Exit 0 when every task succeeded, 1 when tasks failed or the run stopped with work
-    left, 3 while it is running, 4 when SPEC has not been run.
+    left, 2 when SPEC has not been run (or cannot be read), 3 while it is running.
 
     \b
     Example:
@@ -247,9 +244,9 @@ def status(spec: Path, overrides: tuple[str, ...], fmt: str, run_dir: Path | Non
             click.echo(json.dumps({"verdict": "not found"}))
         else:
             click.echo("no run of this spec found (batchspec run SPEC starts one)")
-        sys.exit(EXIT_NO_RUN)
+        sys.exit(EXIT_USAGE)
     click.echo(dumps(record) if fmt == "json" else printable(redact(status_text(record))))
-    codes = {"succeeded": EXIT_OK, "running": EXIT_RUNNING, "not started": EXIT_NO_RUN}
+    codes = {"succeeded": EXIT_OK, "running": EXIT_RUNNING, "not started": EXIT_USAGE}
     sys.exit(codes.get(verdict(record), EXIT_FAILED))
 
 

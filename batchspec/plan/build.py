@@ -67,7 +67,10 @@ def build_plan(
     """The plan for ``spec`` with ``--set`` overrides applied."""
     params: dict[str, Scalar] = {**spec.params, **parse_overrides(overrides, spec.params)}
     with _gc_paused(), plan_budget():
-        items, warnings = resolve_inputs(spec.inputs, spec.base_dir, blob_lister)
+        try:
+            items, warnings = resolve_inputs(spec.inputs, spec.base_dir, blob_lister)
+        except PlanError as exc:  # located at the spec's inputs
+            raise type(exc)(f"{spec.where('$.inputs')}: {exc.message}", exc.hint, exit_code=exc.exit_code) from None
         check_task_count(spec, len(items), math.prod(len(values) for values in spec.matrix.values()))
         combos = _combinations(spec.matrix)
         job_id = _job_id(spec, params, items, combos)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_FAILED, BatchspecError
+from ..errors import BatchspecError
 from ..globs import compile_glob, glob_files, normalize, split_fixed
 from ..limits import MAX_TASKS
 from ..spec.model import Inputs
@@ -28,7 +28,7 @@ class PlanError(BatchspecError):
 
 
 class EmptyInputError(PlanError):
-    exit_code = EXIT_FAILED
+    """No inputs: nothing to run (exit 2, as for any spec that cannot run)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +45,8 @@ def resolve_inputs(
 ) -> tuple[list[InputItem], list[str]]:
     """The input items and any warnings (patterns that matched nothing)."""
     if inputs.container is not None:
-        items = _blob_items(inputs.container, inputs.prefix, blob_lister)
+        items, warnings = _blob_items(inputs.container, inputs.prefix, blob_lister)
         empty_what = f"container '{inputs.container}'" + (f" with prefix '{inputs.prefix}'" if inputs.prefix else "")
-        warnings: list[str] = []
     elif inputs.items is not None:
         items = _list_items(inputs.items, base_dir)
         empty_what = "inputs.list"
@@ -138,7 +137,7 @@ def _list_items(values: Sequence[str | dict[str, Any]], base_dir: Path) -> list[
     return items
 
 
-def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> list[InputItem]:
+def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> tuple[list[InputItem], list[str]]:
     if lister is None:
         raise PlanError(
             f"inputs.container '{container}' lists blobs in Azure Storage, which this backend cannot read",
@@ -149,11 +148,14 @@ def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> list[
     names = sorted(n for n in lister(container, prefix) if not n.endswith("/"))
     # A blob name is any text; staged under it, '..' or a leading '/' would leave the working directory.
     unsafe = [n for n in names if n[len(strip):].startswith("/") or ".." in n[len(strip):].split("/")]
-    if unsafe:
+    warnings: list[str] = []
+    if unsafe:  # one odd name does not stop the others: those are left out, and named
         shown = ", ".join(f"'{n}'" for n in unsafe[:5]) + (f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
-        raise PlanError(
-            f"inputs.container '{container}' has blobs whose names cannot be staged in a task's working "
-            f"directory (a '..' segment or a leading '/'): {shown}",
-            "rename them, or choose a prefix that leaves them out",
-        )
-    return [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container), n) for n in names]
+        warnings.append(f"inputs.container '{container}': left out {len(unsafe)} blob(s) whose names cannot be "
+                        f"staged in a task's working directory (a '..' segment or a leading '/'): {shown}")
+        names = [n for n in names if n not in set(unsafe)]
+    if len(names) > MAX_TASKS:
+        raise PlanError(f"inputs.container '{container}' has {len(names):,} blobs, more than the limit of "
+                        f"{MAX_TASKS:,} tasks in one plan", "choose a narrower inputs.prefix")
+    items = [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container), n) for n in names]
+    return items, warnings
