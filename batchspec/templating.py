@@ -227,10 +227,11 @@ class Template:
             raise TemplateError(str(exc), getattr(exc, "lineno", None)) from None
         except LimitError as exc:
             raise TemplateError(str(exc), _template_line(self._template)) from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise TemplateError(f"{type(exc).__name__}: {exc}") from None
         except RecursionError:
             raise TemplateError("macros or recursive loops call themselves too deeply") from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+            # What a filter or method says of a value it cannot take (<< 1|xmlattr >>).
+            raise TemplateError(f"{type(exc).__name__}: {exc}") from None
         except MemoryError:
             raise TemplateError("the template needs more memory than this machine has") from None
         if len(out) > MAX_TEXT:
