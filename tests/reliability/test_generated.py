@@ -162,7 +162,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads(json.dumps(BASE))
     for _ in range(draw(st.integers(0, 4))):
         *parents, last = draw(st.sampled_from(PATHS))
-        node = spec
+        node: Any = spec
         for key in parents:
             node = node.setdefault(key, {}) if isinstance(node, dict) else {}
         if not isinstance(node, dict):
