@@ -152,7 +152,7 @@ def _stages(backend: Backend, plan: Plan, ctx: RunContext, tally: _Tally) -> Non
     except BatchspecError:
         # The run stops here: what it made that costs money goes as the spec's cleanup says.
         try:
-            backend.cleanup(plan, ctx, succeeded=False)
+            backend.cleanup(plan, ctx, succeeded=False, error=True)
         except BatchspecError as exc:
             ctx.warn(f"cleaning up after the error failed too: {exc.message}")
         raise

@@ -126,6 +126,9 @@ def _job_id(spec: Spec, params: dict[str, Scalar], items: list[InputItem], combo
     # Same spec, inputs and params -> same id (a rerun resumes); any change -> a new id.
     digest = hashlib.sha256()
     model = {k: v for k, v in asdict(spec).items() if k not in ("path", "lines", "expected_task_seconds")}
+    # Settings that do not shape what the job does keep its id (an older version's runs resume).
+    model["pool"].pop("ready_timeout_seconds", None)
+    model["cleanup"].pop("pool_given", None)
     model["params"] = params
     digest.update(json.dumps(model, sort_keys=True, default=str).encode())
     for item in items:

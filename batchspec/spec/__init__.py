@@ -49,6 +49,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
             else None
         ),
         task_slots_per_node=pool_d.get("task_slots_per_node", 1),
+        ready_timeout_seconds=parse_duration(pool_d.get("ready_timeout", "30m")),
         start_task=(
             StartTask(
                 command=start_d["command"],
@@ -100,7 +101,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
         task=task,
         job_id=d.get("job", {}).get("id"),
         outputs=outputs,
-        cleanup=Cleanup(**d.get("cleanup", {})),
+        cleanup=Cleanup(**d.get("cleanup", {}), pool_given="pool" in d.get("cleanup", {})),
         expected_task_seconds=parse_duration(task_d["expected_duration"]) if "expected_duration" in task_d else None,
         lines=lines,
     )

@@ -48,6 +48,7 @@ class Pool:
     autoscale: Autoscale | None = None
     task_slots_per_node: int = 1
     start_task: StartTask | None = None
+    ready_timeout_seconds: float = 1800.0  # waiting for a node that can run tasks, when none runs any
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Cleanup:
     job: CleanupAction = "keep"
     pool: CleanupAction = "keep"
     inputs: CleanupAction = "keep"
+    pool_given: bool = False  # the spec says cleanup.pool (a run's error then keeps a pool it made only if so)
 
 
 @dataclass(frozen=True)

@@ -271,7 +271,7 @@ def _check_inputs(doc: Document) -> Iterator[Diagnostic]:
 
 def _check_durations(doc: Document) -> Iterator[Diagnostic]:
     for path, minimum in ((("task", "timeout"), 1.0), (("task", "expected_duration"), 1.0),
-                          (("pool", "autoscale", "interval"), 300.0)):
+                          (("pool", "autoscale", "interval"), 300.0), (("pool", "ready_timeout"), 1.0)):
         value = _get(doc.data, *path)
         if not isinstance(value, str):
             continue

@@ -77,6 +77,7 @@ class AzureBackend(Backend):
         self.sleep = sleep
         self.urls: Urls | None = None
         self.skipped = 0
+        self.created_pool = False  # this run created the pool (an error then deletes it unless kept)
         self.changed = 0
         self.job_was_complete = False
         self._sas: dict[str, str] = {}
@@ -129,6 +130,7 @@ class AzureBackend(Backend):
             try:
                 options = pool_options(plan)
                 resend(lambda: self.client.create_pool(options))
+                self.created_pool = True
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
                         else f"{pool.dedicated} dedicated + {pool.spot} spot")
                 ctx.info(f"creating pool {pool.id}: {pool.vm_size}, {size} node(s)")
@@ -380,6 +382,7 @@ class AzureBackend(Backend):
         last: Progress | None = None
         polls = 0
         warned: set[str] = set()
+        idle_since = time.monotonic()  # since when no task has run or finished
         while True:
             polls += 1
             counts = self.client.get_job_task_counts(plan.job_id).task_counts
@@ -388,6 +391,10 @@ class AzureBackend(Backend):
                 yield from self._failed_tasks(plan, reported)
             elif counts.running == 0 and counts.completed + skipped < total:
                 detail = self._pool_status(plan, ctx, polls, warned)
+            if counts.running or (last is not None and counts.completed + skipped != last.succeeded + last.failed):
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > plan.pool.ready_timeout_seconds:
+                raise self._never_ready(plan)
             progress = Progress(total, counts.succeeded + skipped, counts.failed, counts.running, skipped, detail,
                                 self.changed)
             if progress != last:
@@ -457,6 +464,24 @@ class AzureBackend(Backend):
         summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no nodes yet"
         return f"waiting for nodes: {summary}"
 
+    def _never_ready(self, plan: Plan) -> BackendError:
+        """No task has run for pool.ready_timeout: what the pool looks like, and why that may be."""
+        pool = self.client.get_pool(plan.pool.id)
+        current = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
+        target = (pool.target_dedicated_nodes or 0) + (pool.target_low_priority_nodes or 0)
+        states: dict[str, int] = {}
+        for node in self.client.list_nodes(plan.pool.id):
+            states[_text(node.state)] = states.get(_text(node.state), 0) + 1
+        nodes = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no nodes"
+        errors = "; ".join(f"{e.code}: {redact(e.message or '')}" for e in pool.resize_errors or [])
+        return BackendError(
+            f"no task has run for {format_duration(plan.pool.ready_timeout_seconds)} (pool.ready_timeout): pool "
+            f"{plan.pool.id} is {_text(pool.allocation_state)} with {current} of {target} nodes ({nodes})"
+            + (f"; resize errors: {errors}" if errors else ""),
+            "likely causes: the account's core quota for this VM size (another pool may hold the cores), no spot "
+            "capacity in the region, a start task that does not finish, or an autoscale formula that asks for no "
+            "nodes; raise pool.ready_timeout if the pool is just slow")
+
     def _start_task_failure(self, pool_id: str, node: models.BatchNode) -> str:
         info = node.start_task_info
         code = info.exit_code if info else None
@@ -500,12 +525,16 @@ class AzureBackend(Backend):
                                "rerun the same command to try them again (what is in place stays)",
                                exit_code=EXIT_FAILED)
 
-    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
+    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool, error: bool = False) -> None:
         policy = plan.cleanup
         with self._errors("cleaning up"):
             if policy.job == "delete" and succeeded:
                 self._delete_job(plan, ctx)
             if policy.pool == "delete":
+                self._delete_pool(plan, ctx)
+            elif error and self.created_pool and not policy.pool_given:
+                ctx.warn(f"the run stopped on an error: deleting pool {plan.pool.id}, which it created (nodes cost "
+                         "money); write cleanup.pool: keep in the spec to keep it")
                 self._delete_pool(plan, ctx)
             else:
                 ctx.info(f"pool {plan.pool.id} is kept (cleanup.pool: keep): it costs money while it has nodes; "

@@ -225,7 +225,7 @@ class LocalBackend(Backend):
         # Outputs were moved into the download directory as each task succeeded.
         ctx.info(f"outputs are in {plan.download_dir}")
 
-    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
+    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool, error: bool = False) -> None:
         if plan.cleanup.job == "delete" and succeeded:
             for task in plan.tasks:
                 shutil.rmtree(self.job_dir(plan) / task.id, ignore_errors=True)
