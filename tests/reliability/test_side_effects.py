@@ -52,7 +52,8 @@ def test_a_run_that_fails_after_creating_the_pool_deletes_it_unless_the_spec_say
     # Issue 10 (a failed run never leaves a pool it created unless the spec says keep): without
     # cleanup.pool in the spec, the pool this run created goes, and the output says so.
     make_inputs(tmp_path, {"a.txt": "a\n"})
-    spec = write_spec(tmp_path, "true", name="relpre", **({"cleanup": {"pool": policy}} if policy else {}))
+    extra: dict[str, object] = {"cleanup": {"pool": policy}} if policy else {}
+    spec = write_spec(tmp_path, "true", name="relpre", **extra)
 
     def broken_staging(self: AzureBackend, plan: object, ctx: object) -> None:
         raise BackendError("staging failed (injected)")
