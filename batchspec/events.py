@@ -40,6 +40,17 @@ class StageStarted(Event):
 
 
 @dataclass(frozen=True)
+class StagesStarted(Event):
+    """The engine hands over the tasks of one or more of the spec's stages (a wave)."""
+
+    kind: ClassVar[str] = "stages"
+    stages: tuple[str, ...]
+    tasks: int  # to run now
+    kept: int = 0  # finished by an earlier run
+    detail: str = ""  # e.g. "over the 12 outputs of split"
+
+
+@dataclass(frozen=True)
 class Message(Event):
     """Something the user should read: ``level`` is info or warning."""
 
@@ -52,17 +63,19 @@ class Message(Event):
 class TaskFinished(Event):
     kind: ClassVar[str] = "task"
     task_id: str
-    state: str  # succeeded | failed | skipped
+    state: str  # succeeded | failed | blocked (not run: a task it depends on failed) | skipped
     exit_code: int | None = None
     seconds: float | None = None
     attempts: int = 1
     reason: str | None = None  # why a task failed, beyond its exit code
     stderr_tail: tuple[str, ...] = ()
+    logs: str | None = None  # where the task's full stdout/stderr are kept, for a failed task
 
 
 @dataclass(frozen=True)
 class Progress(Event):
-    """Counts over the whole plan; ``done`` includes tasks skipped because they were done before."""
+    """Counts over the tasks known so far (later stages add theirs when they are expanded);
+    ``succeeded`` includes tasks skipped because they were done before."""
 
     kind: ClassVar[str] = "progress"
     total: int
@@ -71,10 +84,16 @@ class Progress(Event):
     running: int
     skipped: int = 0
     detail: str = ""  # e.g. "waiting for nodes: 2/5 idle"
+    blocked: int = 0  # not run: a task they depend on failed
 
     @property
     def done(self) -> int:
-        return self.succeeded + self.failed
+        return self.succeeded + self.failed + self.blocked
+
+    def plus(self, earlier: Progress) -> Progress:
+        """These counts (of one wave) on top of those of earlier waves."""
+        return Progress(earlier.total + self.total, earlier.succeeded + self.succeeded, earlier.failed + self.failed,
+                        self.running, earlier.skipped + self.skipped, self.detail, earlier.blocked + self.blocked)
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,8 @@ class RunFinished(Event):
     exit_code: int
     interrupted: bool = False
     failures: tuple[TaskFinished, ...] = field(default=())
+    blocked: int = 0
+    not_run: tuple[str, ...] = ()  # stages that never ran (an earlier stage failed)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

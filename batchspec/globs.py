@@ -28,6 +28,18 @@ def escape(text: str) -> str:
     return _MAGIC.sub(r"[\g<0>]", text) if _MAGIC.search(text) else text
 
 
+_ESCAPED = re.compile(r"\[([^\]/!])\]")
+
+
+def literal(pattern: str) -> str | None:
+    """The one path ``pattern`` matches when it has no real wildcard (only characters escaped
+    as ``[x]``, as :func:`escape` writes them), else None: ``a[[]1].mp3`` -> ``a[1].mp3``."""
+    if not has_magic(pattern):
+        return pattern
+    plain = _ESCAPED.sub("", pattern)
+    return None if has_magic(plain) else _ESCAPED.sub(r"\1", pattern)
+
+
 def literal_head(pattern: str) -> str:
     """The text before the first wildcard (all of it when there is none)."""
     match = _MAGIC.search(pattern)

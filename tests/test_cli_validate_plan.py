@@ -96,7 +96,7 @@ def test_validate_directories_recursively(project: Path) -> None:
         "missing required key 'inputs' in the spec",
         "missing required key 'name' in the spec",
         "missing required key 'pool' in the spec",
-        "missing required key 'task' in the spec",
+        "missing required key 'task' in the spec (or 'stages' for several steps)",
     ]
 
 

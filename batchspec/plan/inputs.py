@@ -133,4 +133,4 @@ def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> list[
             f"directory (a '..' segment or a leading '/'): {shown}",
             "rename them, or choose a prefix that leaves them out",
         )
-    return [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container), n) for n in names]
+    return [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container, "blob"), n) for n in names]

@@ -105,6 +105,13 @@ class Storage:
         except ResourceNotFoundError:
             return {}
 
+    def delete_blobs(self, container: str, names: Sequence[str]) -> None:
+        """Delete ``names`` from ``container`` (256 per batch request, as the service allows)."""
+        client = self.service.get_container_client(container)
+        for start in range(0, len(names), 256):
+            with contextlib.suppress(ResourceNotFoundError):
+                client.delete_blobs(*names[start : start + 256])
+
     def list_names(self, container: str, prefix: str) -> list[str]:
         """For ``inputs.container``: names of the blobs under ``prefix``."""
         client = self.service.get_container_client(container)

@@ -1,26 +1,35 @@
 """The local backend: run a plan in parallel on this machine, laid out like a Batch node.
 
 Each task gets ``<run dir>/<job id>/<task id>/`` with ``stdout.txt``, ``stderr.txt`` and
-``wd/``; its inputs are hard-linked (or copied) into ``wd/``; it runs through
+``wd/``; its input files are hard-linked (or copied) into ``wd/``; it runs through
 :mod:`batchspec.runner` exactly as a node runs the Azure backend's command line, with the same
-``AZ_BATCH_*`` variables. Outputs matching the task's patterns move to the download directory
-when it succeeds. State lives in SQLite (:mod:`.state`) so reruns resume.
+``AZ_BATCH_*`` variables and the job's and task's environment. A task starts once the tasks it
+depends on have succeeded, as Batch task dependencies do.
+
+Outputs of a stage that only later stages read stay in the job's store
+(``<job dir>/stages/<stage>/``), where those stages link them from; published outputs go to the
+download directory (hard links of the stored ones when a later stage reads them too). Failed
+tasks' logs stay in their task directory. State lives in SQLite (:mod:`.state`) so reruns resume.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import BackendError
 from ...events import Event, Progress, TaskFinished
 from ...globs import glob_files
-from ...plan import Plan, PlannedTask
+from ...plan import InputFile, Output, Plan, PlannedTask, StagePlan
 from ...runner import (
     ProcessResult,
     TaskPaths,
@@ -31,11 +40,13 @@ from ...runner import (
     split_command_line,
     tail_lines,
 )
-from ..base import Backend, RunContext, RunOptions
+from ...spec.values import format_duration
+from ..base import Backend, RunContext, RunOptions, Wave
 from .state import RunState
 from .tools import resolve_tools
 
 NODE_ID = "local"
+URL_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,7 @@ class _Done:
     attempts: int
     seconds: float
     reason: str | None = None
-    outputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # where the success outputs went (relative names)
 
 
 class LocalBackend(Backend):
@@ -64,13 +75,19 @@ class LocalBackend(Backend):
         self.slots = options.slots or os.cpu_count() or 1
         self.state: RunState | None = None
         self.queue: queue.SimpleQueue[_Started | _Done] = queue.SimpleQueue()
+        self.work: queue.SimpleQueue[PlannedTask | None] = queue.SimpleQueue()
         self.stop_event = threading.Event()
+        self.expired = threading.Event()  # the job's wall-clock limit passed
         self.running: dict[str, TaskProcess] = {}
         self.running_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
-        self.todo: list[PlannedTask] = []
-        self.skipped = 0
         self.task_path = os.environ.get("PATH", os.defpath)
+        self.deadline: float | None = None
+        self.previous: dict[str, tuple[str, ...]] = {}  # task id -> outputs recorded by an earlier run
+        self.urls: dict[str, Path] = {}
+        self.urls_lock = threading.Lock()
+        self.waiting: dict[str, set[str]] = {}  # task id -> tasks of the wave it still waits for
+        self.dependents: dict[str, list[PlannedTask]] = {}
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -80,12 +97,21 @@ class LocalBackend(Backend):
     def job_dir(self, plan: Plan) -> Path:
         return self.run_dir(plan) / plan.job_id
 
-    # --- stages --------------------------------------------------------------------------------
+    def store(self, plan: Plan, stage: str) -> Path:
+        """Where a stage's outputs wait for the later stages that read them."""
+        return self.job_dir(plan) / "stages" / stage
+
+    # --- before the tasks ----------------------------------------------------------------------
 
     def prepare(self, plan: Plan, ctx: RunContext) -> None:
         start = plan.pool.start_task
         if start is not None:
             ctx.info(f"the pool's start task is not run on this machine (it prepares Azure nodes): {start.command}")
+        blobs = sorted({f"{f.container}/{f.source}" for f in (*plan.files, *(f for t in plan.tasks for f in t.inputs))
+                        if f.kind in ("blob", "blobs")})
+        if blobs:
+            raise BackendError(f"files from a storage container need the azure backend: {', '.join(blobs[:3])}",
+                               "run with --backend azure, or use local paths or URLs in `files`")
         self.task_path, notes = resolve_tools(plan.requires, self.task_path, self.run_dir(plan) / "bin")
         for note in notes:
             ctx.info(note)
@@ -94,67 +120,170 @@ class LocalBackend(Backend):
         if killed := self.state.kill_stale():
             ctx.warn(f"stopped {killed} task process group(s) left running by an earlier, killed run")
         ctx.info(f"{self.slots} parallel slot(s); task directories under {self.job_dir(plan)}")
+        if plan.timeout_seconds is not None:
+            self.deadline = time.monotonic() + plan.timeout_seconds
 
     def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
-        """Nothing to do up front: each task links its own inputs into its working directory."""
+        """Fetch files from URLs once (into the job's cache) now, so a bad URL stops the run
+        before any task starts; each task links its own files into its working directory."""
+        urls = sorted({f.source for f in (*plan.files, *(f for t in plan.tasks for f in t.inputs)) if f.kind == "url"})
+        for url in urls:
+            self._fetch(plan, url)
+        if urls:
+            ctx.info(f"downloaded {len(urls)} file(s) from URLs into {self.job_dir(plan) / 'files'}")
 
-    def submit(self, plan: Plan, ctx: RunContext) -> int:
+    def _fetch(self, plan: Plan, url: str) -> Path:
+        with self.urls_lock:
+            if url in self.urls:
+                return self.urls[url]
+            digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+            target = self.job_dir(plan) / "files" / digest
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_suffix(".part")
+                try:
+                    with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as response, partial.open("wb") as out:
+                        shutil.copyfileobj(response, out)
+                except (urllib.error.URLError, OSError, ValueError) as exc:
+                    partial.unlink(missing_ok=True)
+                    raise BackendError(f"cannot download {url}: {getattr(exc, 'reason', None) or exc}",
+                                       "check the URL in `files`") from None
+                os.replace(partial, target)
+            self.urls[url] = target
+            return target
+
+    # --- waves ---------------------------------------------------------------------------------
+
+    def completed(self, plan: Plan, tasks: Sequence[PlannedTask], ctx: RunContext) -> set[str]:
         assert self.state is not None
         if self.options.force:
             self.state.reset()
-        download = plan.download_dir
-        done = {
-            r.id
-            for r in self.state.records()
-            if r.state == "succeeded" and all((download / o).is_file() for o in r.outputs)
-        }
-        self.todo = [t for t in plan.tasks if t.id not in done]
-        self.skipped = len(plan.tasks) - len(self.todo)
-        if self.skipped:
-            ctx.info(f"{self.skipped} task(s) already succeeded in an earlier run with their outputs present: "
+        records = {r.id: r for r in self.state.records()}
+        self.previous.update((r.id, r.outputs) for r in records.values())
+        done: set[str] = set()
+        for task in tasks:
+            record = records.get(task.id)
+            if record is None or record.state != "succeeded":
+                continue
+            stage = plan.stage_of(task)
+            places = ([plan.download_dir] if stage.publish else []) + ([self.store(plan, stage.name)]
+                                                                        if stage.consumed else [])
+            if all((place / o).is_file() for o in record.outputs for place in places):
+                done.add(task.id)
+        if done:
+            ctx.info(f"{len(done)} task(s) already succeeded in an earlier run with their outputs present: "
                      "skipping them (--force reruns everything)")
-        work: queue.SimpleQueue[PlannedTask] = queue.SimpleQueue()
-        for task in self.todo:
-            work.put(task)
-        for n in range(min(self.slots, len(self.todo))):
-            thread = threading.Thread(target=self._worker, args=(plan, work), name=f"slot-{n}", daemon=True)
+        return done
+
+    def submit(self, plan: Plan, wave: Wave, ctx: RunContext) -> int:
+        ids = {t.id for t in wave.tasks}
+        self.waiting, self.dependents = {}, {}
+        for task in wave.tasks:
+            deps = {d for d in task.depends_on if d in ids}
+            if deps:
+                self.waiting[task.id] = deps
+                for dep in deps:
+                    self.dependents.setdefault(dep, []).append(task)
+            else:
+                self.work.put(task)
+        self.threads = []
+        for n in range(min(self.slots, len(wave.tasks))):
+            thread = threading.Thread(target=self._worker, args=(plan,), name=f"slot-{n}", daemon=True)
             thread.start()
             self.threads.append(thread)
-        return len(self.todo)
+        return len(wave.tasks)
 
-    def watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
+    def watch(self, plan: Plan, wave: Wave, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
         assert self.state is not None
-        total, succeeded, failed = len(plan.tasks), self.skipped, 0
+        kept = len(wave.kept)
+        total, succeeded, failed, blocked = wave.total, kept, 0, 0
         running: set[str] = set()
-        yield Progress(total, succeeded, failed, 0, self.skipped)
-        remaining = len(self.todo)
+        yield Progress(total, succeeded, failed, 0, kept)
+        remaining = {t.id for t in wave.tasks}
         job_dir = self.job_dir(plan)
         while remaining:
             try:
                 message = self.queue.get_nowait()
             except queue.Empty:
                 self.state.commit()  # group commit: durable before waiting, one commit per burst
-                message = self.queue.get()
+                message = self._next(plan, ctx)
             if isinstance(message, _Started):
                 running.add(message.task_id)
                 self.state.started(message.task_id, message.pgid, message.pgid_ticks)
-            else:
+                yield Progress(total, succeeded, failed, len(running), kept, blocked=blocked)
+                continue
+            if message.task_id not in remaining:  # already reported as blocked
                 self._record(message)
-                remaining -= 1
-                running.discard(message.task_id)
-                if message.state == "succeeded":
-                    succeeded += 1
-                    yield TaskFinished(message.task_id, "succeeded", message.exit_code, round(message.seconds, 3),
-                                       message.attempts)
-                else:
-                    failed += 1
-                    yield TaskFinished(message.task_id, "failed", message.exit_code, round(message.seconds, 3),
-                                       message.attempts, message.reason,
-                                       tail_lines(TaskPaths(job_dir / message.task_id).stderr))
-            yield Progress(total, succeeded, failed, len(running), self.skipped)
+                continue
+            self._record(message)
+            remaining.discard(message.task_id)
+            running.discard(message.task_id)
+            if message.state == "succeeded":
+                succeeded += 1
+                yield TaskFinished(message.task_id, "succeeded", message.exit_code, round(message.seconds, 3),
+                                   message.attempts)
+                for task in self.dependents.get(message.task_id, ()):
+                    waiting = self.waiting[task.id]
+                    waiting.discard(message.task_id)
+                    if not waiting and not self.expired.is_set():
+                        self.work.put(task)
+            else:
+                failed += 1
+                paths = TaskPaths(job_dir / message.task_id)
+                yield TaskFinished(message.task_id, "failed", message.exit_code, round(message.seconds, 3),
+                                   message.attempts, message.reason, tail_lines(paths.stderr),
+                                   logs=str(paths.root))
+                for task_id in self._blocked_by(message.task_id, remaining):
+                    remaining.discard(task_id)
+                    blocked += 1
+                    yield TaskFinished(task_id, "blocked", reason=f"not run: task {message.task_id} failed")
+            yield Progress(total, succeeded, failed, len(running), kept, blocked=blocked)
+        self._stop_workers()
+
+    def _next(self, plan: Plan, ctx: RunContext) -> _Started | _Done:
+        """The next task event; when the job's wall-clock limit passes, stop everything."""
+        while True:
+            wait = None if self.deadline is None or self.expired.is_set() else self.deadline - time.monotonic()
+            try:
+                return self.queue.get(timeout=max(0.0, wait) if wait is not None else None)
+            except queue.Empty:
+                assert plan.timeout_seconds is not None
+                ctx.warn(f"the job's wall-clock limit ({format_duration(plan.timeout_seconds)}, job.timeout) has "
+                         "passed: stopping its tasks")
+                self.expired.set()
+                self._stop_running()
+                while True:  # tasks that have not started are not run
+                    try:
+                        task = self.work.get_nowait()
+                    except queue.Empty:
+                        break
+                    if task is not None:
+                        self.queue.put(_Done(task.id, "failed", None, 0, 0.0,
+                                             "not run: the job's wall-clock limit (job.timeout) passed"))
+                for task_id in list(self.waiting):
+                    if self.waiting[task_id]:
+                        self.waiting[task_id] = set()
+                        self.queue.put(_Done(task_id, "failed", None, 0, 0.0,
+                                             "not run: the job's wall-clock limit (job.timeout) passed"))
+
+    def _blocked_by(self, failed: str, remaining: set[str]) -> list[str]:
+        """Tasks of the wave that can no longer run because ``failed`` failed (transitively)."""
+        found: list[str] = []
+        todo = [failed]
+        while todo:
+            for task in self.dependents.get(todo.pop(), ()):
+                if task.id in remaining and task.id not in found:
+                    found.append(task.id)
+                    todo.append(task.id)
+        return found
+
+    def stage_outputs(self, plan: Plan, stage: StagePlan, ctx: RunContext) -> list[str]:
+        return sorted(glob_files(self.store(plan, stage.name), "**"))
+
+    # --- after the tasks -----------------------------------------------------------------------
 
     def collect(self, plan: Plan, ctx: RunContext) -> None:
-        # Outputs were moved into the download directory as each task succeeded.
+        # Outputs were moved into the download directory as each task finished.
         ctx.info(f"outputs are in {plan.download_dir}")
 
     def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
@@ -170,7 +299,7 @@ class LocalBackend(Backend):
             state.kill_stale()
             state.close()
             shutil.rmtree(job_dir)
-            ctx.info(f"deleted {job_dir} (task directories and run record)")
+            ctx.info(f"deleted {job_dir} (task directories, stage outputs and run record)")
         else:
             ctx.info(f"nothing to delete: {job_dir} does not exist")
 
@@ -181,12 +310,8 @@ class LocalBackend(Backend):
 
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         self.stop_event.set()
-        with self.running_lock:
-            processes = list(self.running.values())
-        for process in processes:
-            process.stop()
-        for thread in self.threads:
-            thread.join()
+        self._stop_running()
+        self._stop_workers()
         assert self.state is not None
         while True:  # record what the workers reported while stopping
             try:
@@ -197,6 +322,19 @@ class LocalBackend(Backend):
                 self._record(message)
         self.state.kill_stale()  # anything still marked running becomes interrupted
 
+    def _stop_running(self) -> None:
+        with self.running_lock:
+            processes = list(self.running.values())
+        for process in processes:
+            process.stop()
+
+    def _stop_workers(self) -> None:
+        for _ in self.threads:
+            self.work.put(None)
+        for thread in self.threads:
+            thread.join()
+        self.threads = []
+
     def close(self) -> None:
         if self.state is not None:
             self.state.close()
@@ -204,22 +342,32 @@ class LocalBackend(Backend):
 
     # --- one slot ------------------------------------------------------------------------------
 
-    def _worker(self, plan: Plan, work: queue.SimpleQueue[PlannedTask]) -> None:
+    def _worker(self, plan: Plan) -> None:
         while not self.stop_event.is_set():
-            try:
-                task = work.get_nowait()
-            except queue.Empty:
+            task = self.work.get()
+            if task is None or self.stop_event.is_set():
                 return
             try:
                 self.queue.put(self._run_task(plan, task))
             except Exception as exc:  # a bug or a disk problem must fail the task, not hang the run
                 self.queue.put(_Done(task.id, "failed", None, 0, 0.0, f"batchspec could not run the task: {exc}"))
 
+    def _source(self, plan: Plan, item: InputFile) -> Path:
+        if item.kind == "url":
+            return self._fetch(plan, item.source)
+        if item.kind == "output":
+            assert item.stage is not None
+            return self.store(plan, item.stage) / item.source
+        return plan.resolve(item.source)
+
     def _run_task(self, plan: Plan, task: PlannedTask) -> _Done:
         job_dir = self.job_dir(plan)
+        stage = plan.stage_of(task)
+        for old in self.previous.pop(task.id, ()):  # what an earlier run of it left for later stages
+            (self.store(plan, stage.name) / old).unlink(missing_ok=True)
         paths = TaskPaths(job_dir / task.id).create()
-        for item in task.inputs:
-            _stage(plan.resolve(item.source), paths.wd / item.path)
+        for item in (*plan.files, *task.inputs):
+            _stage(self._source(plan, item), paths.wd / item.path, item.mode)
         env = batch_environment(
             paths=paths,
             job_id=plan.job_id,
@@ -227,17 +375,17 @@ class LocalBackend(Backend):
             pool_id=plan.pool.id,
             node_id=NODE_ID,
             node_root=self.run_dir(plan),
-            extra={**dict(task.env), "PATH": self.task_path},
+            extra={**dict(plan.env), **dict(task.env), "PATH": self.task_path},
         )
         argv = split_command_line(node_command_line(task.command))
         began = time.monotonic()
         attempts = 0
         result: ProcessResult | None = None
-        while attempts <= plan.retries and not self.stop_event.is_set():
+        while attempts <= task.retries and not self.stop_event.is_set() and not self.expired.is_set():
             attempts += 1
             timeout = None
-            if plan.timeout_seconds is not None:  # measured from the task's first start, as on Batch
-                timeout = max(0.0, plan.timeout_seconds - (time.monotonic() - began))
+            if task.timeout_seconds is not None:  # measured from the task's first start, as on Batch
+                timeout = max(0.0, task.timeout_seconds - (time.monotonic() - began))
             process = TaskProcess(argv, paths, env)
             with self.running_lock:
                 self.running[task.id] = process
@@ -250,27 +398,38 @@ class LocalBackend(Backend):
             if result.succeeded or result.timed_out or result.stopped or result.error:
                 break
         seconds = time.monotonic() - began
+        if self.expired.is_set() and (result is None or result.stopped):
+            _keep_outputs(paths.wd, task.outputs, False, [plan.download_dir])
+            return _Done(task.id, "failed", None, attempts, seconds,
+                         "stopped: the job's wall-clock limit (job.timeout) passed")
         if result is None or result.stopped:
             return _Done(task.id, "interrupted", None, attempts, seconds, "interrupted")
         if result.error:
             return _Done(task.id, "failed", None, attempts, seconds, f"could not start: {result.error}")
-        if result.timed_out:
-            return _Done(task.id, "failed", result.exit_code, attempts, seconds,
-                         f"timed out after {plan.timeout_seconds}s (task.timeout) and was killed")
         if not result.succeeded:
-            return _Done(task.id, "failed", result.exit_code, attempts, seconds)
+            _keep_outputs(paths.wd, task.outputs, False, [plan.download_dir])
+            reason = (f"timed out after {task.timeout_seconds}s (task.timeout) and was killed" if result.timed_out
+                      else None)
+            return _Done(task.id, "failed", result.exit_code, attempts, seconds, reason)
+        # Later stages read from the store; the user from the download directory.
+        places = [self.store(plan, stage.name)] if stage.consumed else []
+        places += [plan.download_dir] if stage.publish else []
         try:
-            outputs = _collect_outputs(paths.wd, task.outputs, plan.download_dir)
+            outputs = _keep_outputs(paths.wd, task.outputs, True, places)
         except _MissingOutput as exc:
             return _Done(task.id, "failed", result.exit_code, attempts, seconds, str(exc))
         return _Done(task.id, "succeeded", result.exit_code, attempts, seconds, outputs=outputs)
 
 
-def _stage(source: Path, dest: Path) -> None:
-    """Put an input into a working directory: a hard link when possible, else a copy."""
+def _stage(source: Path, dest: Path, mode: str | None = None) -> None:
+    """Put a file in place: a hard link when possible, else a copy."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() or dest.is_symlink():
         dest.unlink()
+    if mode is not None:  # a mode of its own: a copy, so the original keeps its mode
+        shutil.copyfile(source, dest)
+        os.chmod(dest, int(mode, 8))
+        return
     try:
         os.link(source, dest)
     except OSError:
@@ -281,16 +440,24 @@ class _MissingOutput(Exception):
     pass
 
 
-def _collect_outputs(wd: Path, patterns: tuple[str, ...], download: Path) -> list[str]:
-    """Move files matching ``patterns`` from ``wd`` into ``download`` (relative names kept)."""
-    matched: dict[str, None] = {}  # ordered, and a file two patterns match is moved once
-    for pattern in patterns:
-        found = sorted(glob_files(wd, pattern))
-        if not found:
-            raise _MissingOutput(f"output '{pattern}' was not produced (no file in wd/ matches it)")
-        matched.update(dict.fromkeys(found))
-    for rel in matched:
-        target = download / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(wd / rel), str(target))  # a rename when on the same filesystem
-    return list(matched)
+def _keep_outputs(wd: Path, rules: tuple[Output, ...], succeeded: bool, places: Sequence[Path]) -> list[str]:
+    """Move the files the rules keep for this outcome out of ``wd`` into the first of
+    ``places`` (linked into the others), under their destination names. Returns the names."""
+    kept: dict[str, str] = {}  # ordered; a file two rules match is kept once, by the first
+    for rule in rules:
+        if not rule.applies(succeeded):
+            continue
+        found = sorted(glob_files(wd, rule.pattern))
+        if not found and succeeded and (rule.when == "success" or rule.name is not None):
+            raise _MissingOutput(f"output '{rule.name or rule.pattern}' was not produced (no file in wd/ matches it)")
+        for rel in found:
+            kept.setdefault(rel, rule.target(rel))
+    if not places:
+        return []
+    for rel, target in kept.items():
+        first = places[0] / target
+        first.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(wd / rel), str(first))  # a rename when on the same filesystem
+        for root in places[1:]:
+            _stage(first, root / target)
+    return list(kept.values())
