@@ -135,6 +135,7 @@ class Planner:
         # What job-wide templates see (outputs.container, job.env, files): params, name, job_id.
         self.constants: dict[str, Any] = {"params": Namespace(self.params), "name": spec.name}
         self.origins: dict[str, Namespace] = {}  # first-stage task id -> its variables, for `source`
+        self.origin_files: dict[str, InputFile] = {}  # first-stage task id -> its input file
         inputs = self._inputs(spec.inputs)
         with _gc_paused():
             items, warnings = resolve_inputs(inputs, spec.base_dir, blob_lister)
@@ -404,6 +405,8 @@ class Planner:
                     variables["task_id"] = task_id
                     tasks.append(render.task(task_id, variables, inputs, origin=task_id))
                     if keep_origins:
+                        if item.file is not None:
+                            self.origin_files[task_id] = item.file
                         self.origins[task_id] = Namespace(
                             {k: item_vars[k] for k in ("input", "name", "stem", "ext", "dir", "item") if k in item_vars}
                             | {"matrix": matrix, "task_id": task_id})
@@ -435,6 +438,13 @@ class Planner:
         try:
             for index, (origin, pairs, depends) in enumerate(groups):
                 inputs = tuple(InputFile(n, n, None, "output", None, stage.source, t.id) for t, n in pairs)
+                if stage.with_source and origin in self.origin_files:
+                    source_file = self.origin_files[origin]
+                    if any(f.path == source_file.path for f in inputs):
+                        raise PlanError(f"stage '{stage.name}': the job input '{source_file.path}' (with_source) has "
+                                        f"the name of an output of stage '{stage.source}'",
+                                        "rename that output, e.g. put it in a directory")
+                    inputs = (source_file, *inputs)
                 variables: dict[str, Any] = {**base, "index": index}
                 if origin in self.origins:
                     variables["source"] = self.origins[origin]

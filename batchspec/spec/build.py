@@ -99,11 +99,11 @@ def _stages(d: dict[str, Any]) -> tuple[Stage, ...]:
         for i, s in enumerate(d["stages"]):
             source = s.get("from", stages[-1].name if stages else None)
             stages.append(Stage(s["name"], _body(s["task"]), source, s["group"], _tuple(s["match"]), s["publish"],
-                                f"$.stages[{i}].task"))
+                                s["with_source"], f"$.stages[{i}].task"))
     else:
-        stages.append(Stage(TASK_STAGE, _body(d["task"]), None, "file", (), True, "$.task"))
+        stages.append(Stage(TASK_STAGE, _body(d["task"]), None, "file", (), True, False, "$.task"))
     if "merge" in d:
-        stages.append(Stage(MERGE_STAGE, _body(d["merge"]), stages[-1].name, "all", (), True, "$.merge"))
+        stages.append(Stage(MERGE_STAGE, _body(d["merge"]), stages[-1].name, "all", (), True, False, "$.merge"))
     return tuple(stages)
 
 

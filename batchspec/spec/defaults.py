@@ -19,7 +19,8 @@ def fill_defaults(data: Any, schema: dict[str, Any]) -> Any:
     return _fill(copy.deepcopy(data), schema, schema)
 
 
-def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+def resolve_ref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``$ref`` (to a definition in ``root``) followed."""
     ref = node.get("$ref")
     if not isinstance(ref, str) or not ref.startswith("#/"):
         return node
@@ -27,15 +28,15 @@ def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     for part in ref[2:].split("/"):
         target = target[part]
     # Keywords beside $ref (a description, a default) take precedence over the target's.
-    return {**_resolve(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
+    return {**resolve_ref(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
 
 
 def _fill(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
-    node = _resolve(node, root)
+    node = resolve_ref(node, root)
     if isinstance(value, dict):
         properties: dict[str, Any] = node.get("properties", {})
         for key, raw in properties.items():
-            sub = _resolve(raw, root)
+            sub = resolve_ref(raw, root)
             if key not in value and "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
             if key in value:
@@ -56,7 +57,7 @@ def schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def walk(node: dict[str, Any], path: str) -> None:  # the schema has no recursive $ref
-        node = _resolve(node, schema)
+        node = resolve_ref(node, schema)
         if "default" in node and path:
             found[path] = node["default"]
         for key, sub in node.get("properties", {}).items():

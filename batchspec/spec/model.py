@@ -139,6 +139,7 @@ class Stage:
     group: Group
     match: tuple[str, ...]
     publish: bool
+    with_source: bool  # its tasks also get the job input their files descend from
     json_path: str  # where its task body is in the spec, e.g. $.stages[1].task
 
 

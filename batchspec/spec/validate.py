@@ -382,6 +382,10 @@ def _check_steps(doc: Document) -> Iterator[Diagnostic]:
             elif name in names or name in reserved:
                 yield doc.diagnostic(("stages", i, "name"), f"stage name '{name}' is used twice"
                                      + (" (the merge step is called 'merge')" if name in reserved else ""))
+        if stage.get("with_source") and (i == 0 or stage.get("group") == "all"):
+            yield doc.diagnostic(("stages", i, "with_source"),
+                                 "'with_source' needs a later stage with group file or input (one job input per task)",
+                                 key=True)
         if i == 0:
             for key in ("from", "match", "group"):
                 if key in stage:
