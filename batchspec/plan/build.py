@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from ..globs import compile_glob, literal_head, normalize
+from ..globs import compile_glob, has_magic, literal_head, normalize
 from ..spec.model import Axis, FileSource, Inputs, Param, Scalar, Spec, Stage, TaskBody
 from ..spec.validate import output_pattern_problem, param_value_problem, parse_range, relative_path_problem
 from ..spec.values import batch_id_problem, container_problem
@@ -541,6 +541,9 @@ class _BodyRenderer:
             output = Output(pattern, when, to if to.endswith("/") else posixpath.normpath(to))
             if problem is None and not to.endswith("/") and output.name is None:
                 problem = f"'{pattern}' has wildcards, so 'to' must be a directory ending in '/'"
+            elif problem is None and not to.endswith("/") and has_magic(pattern):
+                problem = (f"'{output.name}' has glob characters ([ ] * ?) in its name, which Batch output patterns "
+                           "cannot rename; give 'to' as a directory (ending in '/')")
             if problem:
                 raise PlanError(f"{self.spec.where(field)}: {field}.to of task '{task_id}': {problem}")
             return output

@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from ..globs import escape, literal, split_fixed
+from ..globs import escape, has_magic, literal, split_fixed
 from ..spec.model import Autoscale, Cleanup, Group, Image, Outputs, OutputWhen, Scalar
 
 PLAN_FORMAT = 1
@@ -95,11 +95,12 @@ class Output:
 
     @property
     def upload_path(self) -> str:
-        """Batch's ``OutputFileBlobContainerDestination.path`` for this rule: the blob name of a
-        literal rule, or the virtual directory a wildcard rule's matches go under (Batch
-        appends each match's path below the pattern's fixed directory)."""
-        if (dest := self.destination) is not None:
-            return dest
+        """Batch's ``OutputFileBlobContainerDestination.path`` for this rule: the blob name for a
+        pattern without glob characters, else the virtual directory its matches go under (Batch
+        appends each match's path below the pattern's fixed directory; a name whose glob
+        characters are escaped is such a pattern too)."""
+        if not has_magic(self.pattern):
+            return self.target(self.pattern)
         fixed, _ = split_fixed(self.pattern)
         return self.to.rstrip("/") if self.to is not None else fixed
 

@@ -65,7 +65,7 @@ def test_names() -> None:
     assert Output("res/x.mp3").upload_path == "res/x.mp3"
     assert Output("thumbs/a-*.jpg").upload_path == "thumbs"
     assert Output("*.jpg").upload_path == ""
-    assert Output("Clip [[]1].mp3").upload_path == "Clip [1].mp3"  # a literal name, its glob characters escaped
+    assert Output("Clip [[]1].mp3").upload_path == ""  # a name with escaped glob characters: a pattern to Batch
     assert Output("x.log", "failure", "logs/").upload_path == "logs/x.log"
     assert Output("thumbs/a-*.jpg", "always", "pics/").upload_path == "pics"
     assert Output("report.txt", "success", "reports/a.txt").upload_path == "reports/a.txt"

@@ -292,16 +292,23 @@ class AzureBackend(Backend):
             in_job = self._job_tasks(plan, ctx)
         ids = {t.id for t in wave.tasks}
         rerun = [t for t in wave.tasks if in_job.get(t.id, (None,))[0] == "completed"]
-        if rerun and not self.job_was_complete:
+        if self.job_was_complete and (rerun or any(t.id not in in_job for t in wave.tasks)):
+            # A completed job takes no tasks. What finished is kept in storage, not in the job,
+            # so the job is made anew with only the tasks that run now.
+            ctx.info(f"job {plan.job_id} has completed but {len(wave.tasks)} of its tasks must run (again): "
+                     "deleting it and creating it anew (finished tasks stay done)")
+            with self._errors(f"making job '{plan.job_id}' anew"):
+                self.client.begin_delete_job(plan.job_id)
+                self._wait_until_deleted(plan.job_id, ctx)
+                self._create_job(plan, ctx)
+            in_job, rerun, self.job_was_complete = {}, [], False
+        if rerun:
             # Finished in an earlier run, but to run again (it failed, or what it reads changed).
             with self._errors(f"removing finished tasks from job '{plan.job_id}' to run them again"):
                 for task in rerun:
                     self.client.delete_task(plan.job_id, task.id)
                     del in_job[task.id]
         missing = [t for t in wave.tasks if t.id not in in_job]
-        if missing and self.job_was_complete:
-            raise BackendError(f"job '{plan.job_id}' has completed, but {len(missing)} of its tasks are missing",
-                               "rerun with --force to run the job again from the start")
         with self._errors("removing outputs an earlier run of these tasks left for later stages"):
             self._clear_stale(plan, missing)
         levels, watch = self._dependencies(missing, ids, in_job)
