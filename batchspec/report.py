@@ -57,27 +57,23 @@ def params_json(spec: Spec) -> str:
 
 
 def print_params(spec: Spec, out: Console) -> None:
-    """A table of the spec's parameters, as `--help` lists options."""
+    """The spec's parameters as ``--help`` lists options: name, type and default, then meaning."""
     if not spec.params:
         out.print(f"{escape(str(spec.path))} has no parameters")
         return
-    table = Table(show_lines=False, pad_edge=False, expand=False)
-    for column in ("name", "type", "default", "meaning"):
-        table.add_column(column, overflow="fold")
     for param in spec.params.values():
-        default = "(required)" if param.required else json.dumps(param.default, ensure_ascii=False)
-        meaning = param.description
+        default = "required" if param.required else f"default {json.dumps(param.default, ensure_ascii=False)}"
+        about = f"{param.type}, {default}" if param.declared else f"{default}, any value"
+        out.print(f"[bold]{escape(param.name)}[/] ({escape(about)})")
+        notes = [param.description] if param.description else []
         if param.choices is not None:
-            meaning += f" (one of: {', '.join(map(str, param.choices))})"
-        bounds = [f"at least {_number(param.minimum)}" if param.minimum is not None else "",
-                  f"at most {_number(param.maximum)}" if param.maximum is not None else ""]
-        if any(bounds):
-            meaning += f" ({', '.join(b for b in bounds if b)})"
-        kind = param.type if param.declared else f"{param.type}?"
-        table.add_row(*(Text(cell.strip()) for cell in (param.name, kind, default, meaning)))
-    out.print(table)
-    if not all(p.declared for p in spec.params.values()):
-        out.print("type?: a parameter written as just its default takes any value; declare its type to check it")
+            notes.append("one of: " + ", ".join(map(str, param.choices)))
+        if param.minimum is not None:
+            notes.append(f"at least {_number(param.minimum)}")
+        if param.maximum is not None:
+            notes.append(f"at most {_number(param.maximum)}")
+        if notes:
+            out.print("    " + escape("; ".join(notes)))
     out.print(f"set them with: batchspec run {escape(str(spec.path))} --set NAME=VALUE")
 
 

@@ -168,11 +168,19 @@ def task_bodies(data: Any) -> Iterator[tuple[JsonPath, dict[str, Any], tuple[str
     """Every task body with its place and the variables its templates may use."""
     stages = _get(data, "stages")
     if isinstance(stages, list):
-        groups = [_get(s, "group") if i else None for i, s in enumerate(stages)]
+        known = set(schema()["properties"]["stages"]["items"]["properties"])
         for i, stage in enumerate(stages):
             body = _get(stage, "task")
-            if isinstance(body, dict):
-                yield ("stages", i, "task"), body, stage_variables(i == 0, groups[i])
+            if not isinstance(body, dict):
+                continue
+            group = _get(stage, "group")
+            if i and (group not in (None, "file", "input", "all") or not set(stage) <= known):
+                # A stage with a mistake of its own is reported as such; its templates get
+                # every variable a later stage may have, so one mistake is not reported twice.
+                variables = tuple(dict.fromkeys((*FILE_STAGE_VARIABLES, *GROUP_VARIABLES)))
+            else:
+                variables = stage_variables(i == 0, group)
+            yield ("stages", i, "task"), body, variables
     elif isinstance(body := _get(data, "task"), dict):
         yield ("task",), body, TASK_VARIABLES
     if isinstance(body := _get(data, "merge"), dict):
@@ -204,7 +212,7 @@ def _check_params(doc: Document) -> Iterator[Diagnostic]:
     for name, declared in params.items():
         if isinstance(declared, dict):
             for path, problem in param_problems(declared):
-                yield doc.diagnostic(("params", name, *path), problem)
+                yield doc.diagnostic(("params", name, *path), problem, key=path[-1] in ("minimum", "maximum"))
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
@@ -237,6 +245,8 @@ def param_value_problem(declared: dict[str, Any], value: object) -> str | None:
 def param_problems(declared: dict[str, Any]) -> Iterator[tuple[JsonPath, str]]:
     """Problems within a typed parameter declaration, by path inside it."""
     kind = declared.get("type")
+    if kind is None and "default" in declared:
+        kind = {bool: "boolean", int: "integer", float: "number"}.get(type(declared["default"]), "string")
     if kind in ("string", "boolean"):
         for bound in ("minimum", "maximum"):
             if bound in declared:
@@ -289,7 +299,7 @@ def _check_inputs(doc: Document) -> Iterator[Diagnostic]:
         yield doc.diagnostic(("inputs",), message, key=True)
     if "exclude" in inputs and "path" not in inputs:
         yield doc.diagnostic(("inputs", "exclude"), "'exclude' only applies to 'path' patterns", key=True)
-    if "prefix" in inputs and "container" not in inputs:
+    if inputs.get("prefix") and "container" not in inputs:
         yield doc.diagnostic(("inputs", "prefix"), "'prefix' only applies to 'container'", key=True)
     for key in ("path", "exclude"):
         value = inputs.get(key)
@@ -426,7 +436,7 @@ def _check_files(doc: Document, path: JsonPath) -> Iterator[Diagnostic]:
         if len(kinds) != 1:
             found = f" (found {', '.join(kinds)})" if kinds else ""
             yield doc.diagnostic(where, f"give exactly one of 'path', 'url' or 'container'{found}", key=True)
-        if "prefix" in item and "container" not in item:
+        if item.get("prefix") and "container" not in item:
             yield doc.diagnostic((*where, "prefix"), "'prefix' only applies to 'container'", key=True)
         for key in ("path", "to"):
             value = item.get(key)

@@ -86,6 +86,7 @@ class LocalBackend(Backend):
         self.previous: dict[str, tuple[str, ...]] = {}  # task id -> outputs recorded by an earlier run
         self.urls: dict[str, Path] = {}
         self.urls_lock = threading.Lock()
+        self.forced = False  # --force has cleared earlier runs' records
         self.waiting: dict[str, set[str]] = {}  # task id -> tasks of the wave it still waits for
         self.dependents: dict[str, list[PlannedTask]] = {}
 
@@ -156,8 +157,10 @@ class LocalBackend(Backend):
 
     def completed(self, plan: Plan, tasks: Sequence[PlannedTask], ctx: RunContext) -> set[str]:
         assert self.state is not None
-        if self.options.force:
+        if self.options.force and not self.forced:  # once: later waves keep what this run did
+            self.forced = True
             self.state.reset()
+            shutil.rmtree(self.job_dir(plan) / "stages", ignore_errors=True)
         records = {r.id: r for r in self.state.records()}
         self.previous.update((r.id, r.outputs) for r in records.values())
         done: set[str] = set()
