@@ -76,12 +76,13 @@ def run_child(argv: list[str], cwd: Path | None = None) -> Measured:
 
 
 @contextmanager
-def emulator_process(*options: str) -> Iterator[tuple[BatchClient, str]]:
-    """``batchspec emulator --nodes 0 OPTIONS`` in a child process; yields a client and the endpoint."""
+def emulator_process(*options: str, exports: dict[str, str] | None = None) -> Iterator[tuple[BatchClient, str]]:
+    """``batchspec emulator --nodes 0 OPTIONS`` in a child process; yields a client and the endpoint
+    (and fills ``exports`` with the AZURE_BATCH_* variables it prints)."""
     proc = subprocess.Popen([sys.executable, "-m", "batchspec", "emulator", "--nodes", "0", *options],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    exports: dict[str, str] = {}
+    exports = {} if exports is None else exports
     try:
         for line in proc.stdout:
             if line.startswith("export "):

@@ -1,8 +1,9 @@
 """How a task's wait for other tasks is expressed as Azure Batch task dependencies.
 
-Batch caps the combined length of ``dependsOn.taskIds`` at 64,000 characters (longer lists are
-refused with ``TaskDependencyListTooLong``), so a merge after 10,000 tasks cannot list them
-all. The three forms, in order of preference:
+Batch caps the combined length of ``dependsOn.taskIds`` at 64,000 characters as it stores them
+(the ids with a separator between each two; longer lists are refused with
+``TaskDependencyListTooLong``), so a merge after 10,000 tasks cannot list them all. The three
+forms, in order of preference:
 
 * ``taskIds``: the ids themselves, when they fit;
 * ``taskIdRanges``: when every id is a whole number (``task.id: "<<index>>"``), as ranges;
@@ -67,17 +68,22 @@ def _ranges(ids: Sequence[str]) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+def stored_length(ids: Sequence[str]) -> int:
+    """How long the service counts a dependsOn.taskIds list: the ids and a separator between each two."""
+    return sum(len(i) for i in ids) + max(0, len(ids) - 1)
+
+
 def _slices(ids: Sequence[str], limit: int) -> list[tuple[str, ...]]:
-    """``ids`` in consecutive slices of at most ``limit`` characters each."""
+    """``ids`` in consecutive slices of at most ``limit`` characters each, as stored."""
     slices: list[tuple[str, ...]] = []
     current: list[str] = []
-    size = 0
+    size = -1  # no separator before the first id
     for task_id in ids:
-        if current and size + len(task_id) > limit:
+        if current and size + 1 + len(task_id) > limit:
             slices.append(tuple(current))
-            current, size = [], 0
+            current, size = [], -1
         current.append(task_id)
-        size += len(task_id)
+        size += 1 + len(task_id)
     if current:
         slices.append(tuple(current))
     return slices
@@ -86,14 +92,14 @@ def _slices(ids: Sequence[str], limit: int) -> list[tuple[str, ...]]:
 def express(task_id: str, depends_on: Sequence[str], limit: int = MAX_TASK_IDS_CHARS) -> Dependencies:
     """The Batch form of "``task_id`` waits for ``depends_on``"."""
     count, chars = len(depends_on), sum(len(i) for i in depends_on)
-    if chars <= limit:
+    if stored_length(depends_on) <= limit:
         return Dependencies("taskIds", tuple(depends_on), count=count, chars=chars)
     if all(_is_index(i) for i in depends_on):
         return Dependencies("taskIdRanges", ranges=_ranges(depends_on), count=count, chars=chars)
     gates: list[Gate] = []
     layer: Sequence[str] = depends_on
     prefix = f"{task_id[:44]}-gate-"
-    while sum(len(i) for i in layer) > limit:
+    while stored_length(layer) > limit:
         level = [Gate(f"{prefix}{len(gates) + n}", part) for n, part in enumerate(_slices(layer, limit))]
         gates.extend(level)
         layer = [g.id for g in level]

@@ -114,7 +114,7 @@ def test_a_rerun_redoes_only_what_depends_on_a_missing_output(tmp_path: Path, wo
 
 def test_a_long_dependency_list_goes_through_gates(tmp_path: Path, world: AzureWorld,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # Five ids of 10 characters, at most 40 characters a list: two gates, of 4 ids and 1.
+    # Five ids of 10 characters, at most 40 characters a list (with separators): gates of 3 ids and 2.
     monkeypatch.setattr("batchspec.backends.azure.express", lambda task_id, deps: express(task_id, deps, limit=40))
     spec = playlist_spec(tmp_path, ("a", "b", "c", "d", "e"))
     result = world.run("run", str(spec), "--backend", "azure")
@@ -125,7 +125,7 @@ def test_a_long_dependency_list_goes_through_gates(tmp_path: Path, world: AzureW
     gates = sorted(t.id for t in batch.list_tasks(job_id) if "-gate-" in t.id)
     assert gates == ["merge-gate-0", "merge-gate-1"]
     waits = sorted(len(batch.get_task(job_id, g).depends_on.task_ids or []) for g in gates)  # type: ignore[union-attr]
-    assert waits == [1, 4]
+    assert waits == [2, 3]
     merge = batch.get_task(job_id, "merge")
     assert merge.depends_on is not None and sorted(merge.depends_on.task_ids or []) == gates
     assert probe_duration(spec.parent / "out" / "mp3-playlist" / "all.mp3") == pytest.approx(5.0, abs=0.3)

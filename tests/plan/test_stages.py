@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchspec.plan import Plan, PlanError, Planner, build_plan
-from batchspec.plan.deps import MAX_TASK_IDS_CHARS, express
+from batchspec.plan.deps import MAX_TASK_IDS_CHARS, express, stored_length
 from batchspec.spec import load_spec
 
 from .conftest import SpecMaker, patterns, touch
@@ -275,15 +275,16 @@ def test_dependencies_by_ids_ranges_and_gates() -> None:
     assert numbers.form == "taskIdRanges" and numbers.ranges == ((0, 39_999), (40_001, 40_009))
     gated = express("merge", ids)
     assert gated.form == "gates" and gated.count == 10_000 and gated.chars == 190_000
-    assert [len(g.task_ids) for g in gated.gates] == [3368, 3368, 3264]
-    assert all(sum(len(i) for i in g.task_ids) <= MAX_TASK_IDS_CHARS for g in gated.gates)
+    # 19-character ids and a separator each: 3,200 to a gate.
+    assert [len(g.task_ids) for g in gated.gates] == [3200, 3200, 3200, 400]
+    assert all(stored_length(g.task_ids) <= MAX_TASK_IDS_CHARS for g in gated.gates)
     assert gated.task_ids == tuple(g.id for g in gated.gates)
     assert sorted(i for g in gated.gates for i in g.task_ids) == sorted(ids)
     # When even the gates' ids are too long, they are gated again.
-    deep = express("m", ids[:9], limit=38)  # 5 gates of 2 ids; their 5 ids (40 characters) through 2 more
+    deep = express("m", ids[:9], limit=39)  # 5 gates of 2 ids; their 5 ids (44 characters) through 2 more
     assert [len(g.task_ids) for g in deep.gates] == [2, 2, 2, 2, 1, 4, 1]
     assert deep.task_ids == ("m-gate-5", "m-gate-6")
-    assert "3 gate task(s)" in gated.describe() and "190,000" in gated.describe()
+    assert "4 gate task(s)" in gated.describe() and "190,000" in gated.describe()
 
 
 def test_plan_says_how_the_merge_waits(make_spec: SpecMaker, three: Path) -> None:
