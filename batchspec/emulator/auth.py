@@ -15,7 +15,7 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
-from batchspec.emulator.wire import ApiError, error
+from batchspec.emulator.errors import ApiError, error
 
 HEADERS_TO_SIGN = (
     "content-encoding",

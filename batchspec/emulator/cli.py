@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from batchspec.emulator.execution import Simulation
 from batchspec.emulator.faults import FaultSpec
+from batchspec.emulator.requestlog import RequestLog
 from batchspec.emulator.server import Emulator, EmulatorConfig
 
 EXAMPLE = """\b
@@ -20,6 +22,10 @@ Faults for reliability tests (reproducible with --seed):
   batchspec emulator --faults http503=0.1,http429=0.05,reset=0.02,preempt=0.1 --seed 7
   # commit-drop / commit-reset: the request is handled, then its answer is lost
   batchspec emulator --faults commit-drop=0.05,commit-reset=0.05
+
+\b
+Simulation at cloud scale (tasks do not run; an hour passes in 3.6 s):
+  batchspec emulator --simulate duration=20m,distribution=lognormal,spread=0.5 --nodes 1000 --time-scale 1000
 """
 
 
@@ -49,6 +55,36 @@ Faults for reliability tests (reproducible with --seed):
     help="Connection string of the account's auto-storage account, for autoStorageContainerName resource files "
     "(or $BATCHSPEC_EMULATOR_AUTO_STORAGE); never printed.",
 )
+@click.option(
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Service time runs this many times faster: allocation, boot, autoscale intervals and samples, "
+    "timestamps (and simulated task durations).",
+)
+@click.option(
+    "--simulate",
+    "simulate",
+    default=None,
+    metavar="SETTINGS",
+    help="Do not run tasks: each takes a drawn duration, e.g. duration=90s,distribution=lognormal,spread=0.5,"
+    "failures=0.01,node-failures=0.001 (distributions: fixed, uniform, exponential, lognormal).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log one line per request on stderr.")
+@click.option(
+    "--log",
+    "log_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append one line per request to this file.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the export lines to this file (mode 0600) once listening, for `. FILE` in a shell.",
+)
 def emulator(
     *,
     host: str,
@@ -61,10 +97,17 @@ def emulator(
     seed: int | None,
     token: str | None,
     auto_storage: str | None,
+    time_scale: float,
+    simulate: str | None,
+    verbose: bool,
+    log_file: Path | None,
+    env_file: Path | None,
 ) -> None:
-    """Run a local Azure Batch service that runs tasks for real, until Ctrl-C."""
+    """Run a local Azure Batch service that runs tasks for real (or simulates them), until Ctrl-C."""
     try:
         spec = FaultSpec.parse(faults)
+        simulation = Simulation.parse(simulate, seed) if simulate is not None else None
+        log = RequestLog.to_file(log_file) if log_file else RequestLog.to_stderr() if verbose else None
         config = EmulatorConfig(
             host=host,
             port=port,
@@ -76,6 +119,9 @@ def emulator(
             faults=spec,
             seed=seed,
             auto_storage=auto_storage,
+            time_scale=time_scale,
+            simulation=simulation,
+            log=log,
         )
         emu = Emulator(config)
         if data_dir is not None:
@@ -85,12 +131,20 @@ def emulator(
         raise click.ClickException(str(exc)) from None
     try:
         shown_key = emu.key if key is None else "<the --key you gave>"
-        click.echo(f"Batch emulator listening on {emu.endpoint} (account {account}, {nodes} node(s))")
+        mode = "simulated" if simulation else "real"
+        click.echo(f"Batch emulator listening on {emu.endpoint} (account {account}, {nodes} node(s), {mode} tasks"
+                   + (f", time x{time_scale:g}" if time_scale != 1 else "") + ")")
         if token:
             click.echo("Bearer tokens: the --token value is accepted (not shown).")
-        click.echo(f"export AZURE_BATCH_ENDPOINT={shlex.quote(emu.endpoint)}")
-        click.echo(f"export AZURE_BATCH_ACCOUNT={shlex.quote(account)}")
-        click.echo(f"export AZURE_BATCH_ACCESS_KEY={shlex.quote(shown_key)}")
+        exports = (
+            f"export AZURE_BATCH_ENDPOINT={shlex.quote(emu.endpoint)}\n"
+            f"export AZURE_BATCH_ACCOUNT={shlex.quote(account)}\n"
+        )
+        if env_file is not None:
+            env_file.touch(mode=0o600)
+            env_file.chmod(0o600)
+            env_file.write_text(exports + f"export AZURE_BATCH_ACCESS_KEY={shlex.quote(emu.key)}\n")
+        click.echo(exports + f"export AZURE_BATCH_ACCESS_KEY={shlex.quote(shown_key)}")
         click.echo("Press Ctrl-C to stop.")
         emu.serve_until_interrupted()
     finally:

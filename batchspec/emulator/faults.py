@@ -97,14 +97,15 @@ class FaultInjector:
                     return kind
         return None
 
-    def preemption_delay(self, key: str) -> float | None:
-        """Seconds into the attempt ``key`` at which its node is preempted, or None."""
+    def preemption_delay(self, key: str, within: float | None = None) -> float | None:
+        """Seconds into the attempt ``key`` at which its node is preempted, or None: a point of
+        the attempt's ``within`` seconds (a simulated task), else a fraction of a second."""
         if self.spec.preempt <= 0:
             return None
         rng = random.Random(f"{self.seed}:preempt:{key}")
         if rng.random() >= self.spec.preempt:
             return None
-        return 0.02 + rng.random() * 0.1
+        return rng.random() * within if within is not None else 0.02 + rng.random() * 0.1
 
     def count_preemption(self) -> None:
         with self._lock:

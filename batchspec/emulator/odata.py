@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from batchspec.emulator.wire import ApiError, error, parse_iso
+from batchspec.emulator.errors import ApiError, error
+from batchspec.emulator.wire import parse_iso
 
 #: Default and maximum page size of a list.
 MAX_RESULTS = 1000

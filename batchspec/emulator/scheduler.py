@@ -1,30 +1,37 @@
-"""Emulated compute nodes: pool allocation, start tasks, task slots and real task execution.
+"""The state machine of the emulated service: pools, nodes, jobs and tasks move through their
+states here, and active tasks are handed to free slots of ready nodes.
 
-One engine thread moves pools, nodes and jobs through their states (allocation, boot, deletion,
-job termination, ``onAllTasksComplete``) and hands active tasks, in the order they were added,
-to free slots of ready nodes (``taskSlotsPerNode``, ``nodeFillType``). Each attempt runs in its own
-thread through :mod:`batchspec.runner`, the same code as the local backend: resource files are
-downloaded into ``wd/``, the ``commandLine`` is split without a shell and run with the
-``AZ_BATCH_*`` variables, output files are uploaded, and retries, ``maxWallClockTime``,
-preemption and requeues are applied.
+One engine thread takes each step under the state lock: pool allocation and deletion, node boot,
+autoscale samples and evaluations, job termination (``onAllTasksComplete``, ``maxWallClockTime``),
+and dispatch (job priority, ``taskSlotsPerNode``, ``nodeFillType``, ``maxParallelTasks``, task
+dependencies). What a task's run does is :mod:`batchspec.emulator.execution`'s business: the
+engine gives it a :class:`~batchspec.emulator.execution.TaskRun` and applies the
+:class:`~batchspec.emulator.execution.Outcome` (retries, requeues, completion, job actions).
+Real attempts run in worker threads; simulated ones (``--simulate``) are events on a heap of
+service times, so a million tasks need no thread each.
+
+Every delay reads the service clock (:class:`~batchspec.emulator.wire.Clock`), which a time scale
+can speed up. Processes to stop are collected under the lock and stopped outside it
+(:meth:`Engine.flush_stops`): stopping waits for a process group.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import os
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from batchspec import __version__
+from batchspec.emulator import autoscaling
 from batchspec.emulator.dependencies import exit_options
+from batchspec.emulator.execution import NodeRunner, Outcome, Simulation, TaskHandle, TaskRun
 from batchspec.emulator.faults import FaultInjector
-from batchspec.emulator.storage import FileError, download_resource_files, upload_output_files
+from batchspec.emulator.jobprep import JobTasks
 from batchspec.emulator.store import (
     RUNNING_STATES,
     Attempt,
@@ -45,38 +52,31 @@ from batchspec.emulator.wire import (
     iso,
     ordered,
 )
-from batchspec.runner import ProcessResult, TaskPaths, TaskProcess, batch_environment, split_command_line
 
 log = logging.getLogger(__name__)
-
-#: Directories every node has (as listed by the service for a node's root).
-NODE_DIRS = ("applications", "fsmounts", "shared", "startup", "volatile", "workitems")
-
-#: What a task inherits from the emulator's own environment: where programs are, locale and
-#: home, as a node's task user has them. Nothing else (keys, tokens, connection strings) leaks in.
-NODE_INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
-
-
-def node_base_environment() -> dict[str, str]:
-    return {name: os.environ[name] for name in NODE_INHERITED_ENV if name in os.environ}
 
 
 @dataclass
 class Timings:
-    """How long simulated cloud operations take (seconds); tests make them short."""
+    """How long simulated cloud operations take (service seconds); tests make them short."""
 
     allocation: float = 1.2  # pool resizing -> steady
     node_start: float = 1.0  # node starting -> idle (or start task)
     delete: float = 0.5  # pool/job deleting -> gone
-    tick: float = 0.05  # engine wake-up interval
+    tick: float = 0.05  # engine wake-up interval (wall-clock seconds)
 
 
-def exit_status(result: ProcessResult) -> int | None:
-    """A Linux node's exit code: 128 + signal for a killed process (as a shell reports it)."""
-    code = result.exit_code
-    if code is not None and code < 0:
-        return 128 - code
-    return code
+def quota_error(dedicated: bool) -> Json:
+    """The resize error of a pool that hit the account's (the emulator's ``--nodes``) core quota."""
+    if dedicated:
+        return {"code": "AccountCoreQuotaReached", "message": "The specified account has reached VM core quota limit"}
+    return {
+        "code": "AccountLowPriorityCoreQuotaReached",
+        "message": "The specified account has reached VM low priority core quota limit",
+    }
+
+
+TASK_ENDED_BY_USER = ("usererror", "TaskEnded", "Task was ended by user request.")
 
 
 class Engine:
@@ -86,27 +86,32 @@ class Engine:
         self,
         state: State,
         *,
-        nodes_root: Path,
+        runner: NodeRunner,
         base_url: str,
-        account: str,
         max_nodes: int,
         timings: Timings,
         faults: FaultInjector,
-        auto_storage: str | None = None,
+        simulation: Simulation | None = None,
     ) -> None:
         self.state = state
-        self.auto_storage = auto_storage  # connection string of the account's auto-storage account
-        self.nodes_root = nodes_root
+        self.clock = state.clock
+        self.runner = runner
+        self.simulation = simulation
         self.base_url = base_url
-        self.account = account
         self.max_nodes = max_nodes
         self.timings = timings
         self.faults = faults
+        self.histories: dict[str, autoscaling.History] = {}
+        self._stops: list[TaskHandle] = []
+        self._stops_lock = threading.Lock()
+        self._events: list[tuple[float, int, Callable[[], None]]] = []  # simulated attempts' ends
+        self._event_seq = itertools.count()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="emulator-engine", daemon=True)
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
+        self.jobtasks = JobTasks(state, runner, self._spawn)
 
     # ---- lifecycle
 
@@ -118,17 +123,13 @@ class Engine:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
-        procs: list[TaskProcess] = []
         with self.state.lock:
             # "shutdown" leaves tasks as they are: a restart with --data-dir requeues them.
             attempts = [n.start_attempt for n in self.state.all_nodes() if n.start_attempt]
             attempts += [t.attempt for j in self.state.jobs.values() for t in j.tasks.values() if t.attempt]
             for attempt in attempts:
-                proc = attempt.request_stop("shutdown")
-                if proc:
-                    procs.append(proc)
-        for proc in procs:
-            proc.stop()
+                self._stop_attempt(attempt, "shutdown")
+        self.flush_stops()
         with self._workers_lock:
             workers = list(self._workers)
         for worker in workers:
@@ -137,11 +138,21 @@ class Engine:
     def wake(self) -> None:
         self._wake.set()
 
-    def node_root(self, node_id: str) -> Path:
-        return self.nodes_root / node_id
+    def defer_stop(self, handle: TaskHandle | None) -> None:
+        """Stop ``handle`` once the state lock is released (see :meth:`flush_stops`)."""
+        if handle is not None:
+            with self._stops_lock:
+                self._stops.append(handle)
 
-    def task_root(self, node_id: str, job_id: str, task_id: str) -> Path:
-        return self.node_root(node_id) / "workitems" / job_id / "job-1" / task_id
+    def flush_stops(self) -> None:
+        """Stop the processes deferred so far; never called under the state lock."""
+        with self._stops_lock:
+            stops, self._stops = self._stops, []
+        for handle in stops:
+            handle.stop()
+
+    def _stop_attempt(self, attempt: Attempt, reason: str) -> None:
+        self.defer_stop(attempt.request_stop(reason))
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         def run() -> None:
@@ -162,59 +173,79 @@ class Engine:
     def _loop(self) -> None:
         while not self._stop.is_set():
             launches: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-            stops: list[TaskProcess] = []
             try:
                 with self.state.lock:
-                    self._step(time.monotonic(), launches, stops)
+                    self._step(self.clock.now(), launches)
             except Exception:
                 log.exception("emulator engine step failed")
-            for proc in stops:
-                proc.stop()
+            self.flush_stops()
             for target, args in launches:
                 self._spawn(target, *args)
-            self._wake.wait(self.timings.tick)
+            self._wake.wait(self._next_wait())
             self._wake.clear()
+
+    def _next_wait(self) -> float:
+        """Wall-clock seconds to sleep: the tick, or less when a simulated event is due sooner."""
+        if not self._events:
+            return self.timings.tick
+        due = self.clock.real(self._events[0][0] - self.clock.now())
+        return max(0.0, min(self.timings.tick, due))
 
     # ---- one engine step (under the state lock)
 
-    def _step(
-        self,
-        now: float,
-        launches: list[tuple[Callable[..., None], tuple[Any, ...]]],
-        stops: list[TaskProcess],
-    ) -> None:
+    def _step(self, now: float, launches: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+        while self._events and self._events[0][0] <= now:
+            _, _, event = heapq.heappop(self._events)
+            event()
         state = self.state
         for pool in list(state.pools.values()):
             if pool.delete_at is not None:
                 if now >= pool.delete_at and not any(n.running or n.start_attempt for n in pool.nodes.values()):
                     del state.pools[pool.key]
+                    self.histories.pop(pool.key, None)
                     state.touch()
                 continue
             if pool.resize_at is not None and now >= pool.resize_at:
-                stops.extend(self._apply_resize(pool, now))
-            for node in pool.nodes.values():
+                self._apply_resize(pool, now)
+            for node in list(pool.nodes.values()):
                 if node.boot_at is not None and now >= node.boot_at:
                     self._boot(pool, node, launches)
+                elif node.leaving and not node.running and not node.start_attempt:
+                    self._drop_node(pool, node)
+            history = self.histories.setdefault(pool.key, autoscaling.History())
+            autoscaling.sample(pool, state.jobs.values(), history, now)
+            if pool.autoscale_at is not None and now >= pool.autoscale_at:
+                self._autoscale(pool, now)
         for job in list(state.jobs.values()):
-            self._job_step(job, now, stops)
-        self._dispatch(launches)
+            self._job_step(job, now)
+        self._dispatch(launches, now)
+
+    # ---- pools and nodes
 
     def _free_capacity(self) -> int:
         return self.max_nodes - sum(len(p.nodes) for p in self.state.pools.values())
 
-    def _begin_resize(self, pool: Pool, now: float) -> None:
-        ticks = self.state.clock.ticks()
+    def begin_resize(self, pool: Pool, now: float | None = None) -> None:
+        ticks = self.clock.ticks()
         pool.body["allocationState"] = "resizing"
         pool.body["allocationStateTransitionTime"] = iso(ticks)
-        pool.resize_at = now + self.timings.allocation
+        pool.resize_at = (self.clock.now() if now is None else now) + self.timings.allocation
         self.state.touch()
+        self.wake()
 
-    def _apply_resize(self, pool: Pool, now: float) -> list[TaskProcess]:
-        """Bring the pool to its targets (within the node cap) and mark it steady."""
-        procs: list[TaskProcess] = []
+    def new_pool(self, pool: Pool) -> None:
+        """A pool just created: allocation starts, and an autoscale pool evaluates its formula."""
+        now = self.clock.now()
+        pool.resize_at = now + self.timings.allocation
+        if pool.body.get("enableAutoScale"):
+            self._autoscale(pool, now, resize=False)
+        self.wake()
+
+    def _apply_resize(self, pool: Pool, now: float) -> None:
+        """Bring the pool to its targets (within the node quota) and mark it steady."""
         body = pool.body
         pool.resize_at = None
-        ticks = self.state.clock.ticks()
+        ticks = self.clock.ticks()
         if pool.stopping:
             pool.stopping = False
             low = int(body.get("targetLowPriorityNodes") or 0) > 0
@@ -230,11 +261,11 @@ class Engine:
             errors: list[Json] = []
             for dedicated, key in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
                 want = int(body.get(key) or 0)
-                have = [n for n in pool.nodes.values() if n.dedicated == dedicated]
-                # Shrink idle nodes first (the service's default deallocation: requeue running tasks).
+                have = [n for n in pool.nodes.values() if n.dedicated == dedicated and not n.leaving]
+                # Shrink idle nodes first.
                 have.sort(key=lambda n: (len(n.running), n.id))
                 for node in have[want:] if len(have) > want else []:
-                    procs.extend(self._remove_node(pool, node))
+                    self._shrink(pool, node)
                 for _ in range(max(0, want - len(have))):
                     if self._free_capacity() <= 0:
                         # --nodes is the account's core quota: the resize ends short, with the
@@ -246,12 +277,29 @@ class Engine:
                 body["resizeErrors"] = errors
             else:
                 body.pop("resizeErrors", None)
-        body["currentDedicatedNodes"] = sum(1 for n in pool.nodes.values() if n.dedicated)
-        body["currentLowPriorityNodes"] = sum(1 for n in pool.nodes.values() if not n.dedicated)
+        self._count_nodes(pool)
         body["allocationState"] = "steady"
         body["allocationStateTransitionTime"] = iso(ticks)
         self.state.touch()
-        return procs
+
+    def _count_nodes(self, pool: Pool) -> None:
+        pool.body["currentDedicatedNodes"] = sum(1 for n in pool.nodes.values() if n.dedicated)
+        pool.body["currentLowPriorityNodes"] = sum(1 for n in pool.nodes.values() if not n.dedicated)
+
+    def _shrink(self, pool: Pool, node: Node) -> None:
+        """Take a node out of the pool as the deallocation option says."""
+        option = pool.deallocation
+        if node.running and option in ("taskcompletion", "retaineddata"):
+            node.leaving = True  # its tasks finish first; then it goes
+            self._set_node_state(node, "leavingpool")
+            return
+        self._stop_node(node, "terminate" if option == "terminate" else "requeue")
+        self._drop_node(pool, node)
+
+    def _drop_node(self, pool: Pool, node: Node) -> None:
+        pool.nodes.pop(node.id, None)
+        self._count_nodes(pool)
+        self.state.touch()
 
     def _add_node(self, pool: Pool, dedicated: bool, now: float, ticks: int) -> Node:
         node_id = f"tvmps_{secrets.token_hex(32)}_{'d' if dedicated else 'p'}"
@@ -279,51 +327,45 @@ class Engine:
         if image:
             body["virtualMachineInfo"] = {"imageReference": image}
         node = Node(pool_id=pool.id, body=body, dedicated=dedicated, boot_at=now + self.timings.node_start)
-        root = self.node_root(node_id)
-        for name in NODE_DIRS:
-            (root / name).mkdir(parents=True, exist_ok=True)
+        if self.simulation is None:
+            self.runner.make_node(node_id)
         pool.nodes[node_id] = node
         return node
 
-    def _remove_node(self, pool: Pool, node: Node) -> list[TaskProcess]:
-        procs = self._requeue_node(node)
-        pool.nodes.pop(node.id, None)
-        return procs
-
-    def _requeue_node(self, node: Node) -> list[TaskProcess]:
-        """Stop everything on a node; its running tasks go back to active (requeue)."""
-        procs: list[TaskProcess] = []
-        for job_id, task_id in list(node.running):
-            job = self.state.jobs.get(job_id)
-            task = job.tasks.get(task_id) if job else None
+    def stop_node_tasks(self, node: Node, option: str) -> None:
+        """Requeue (or end) the tasks running on a node, leaving the node as it is."""
+        for job_key, task_key in list(node.running):
+            job = self.state.jobs.get(job_key)
+            task = job.tasks.get(task_key) if job else None
             if task and task.attempt:
-                proc = task.attempt.request_stop("requeue")
-                if proc:
-                    procs.append(proc)
+                self._stop_attempt(task.attempt, "terminate" if option == "terminate" else "requeue")
+
+    def _stop_node(self, node: Node, reason: str = "requeue") -> None:
+        """Stop everything on a node: its running tasks are requeued (or ended, for terminate)."""
+        for job_key, task_key in list(node.running):
+            job = self.state.jobs.get(job_key)
+            task = job.tasks.get(task_key) if job else None
+            if task and task.attempt:
+                self._stop_attempt(task.attempt, reason)
         if node.start_attempt:
-            proc = node.start_attempt.request_stop("requeue")
-            if proc:
-                procs.append(proc)
+            self._stop_attempt(node.start_attempt, "requeue")
         node.ready = False
-        return procs
 
     def _set_node_state(self, node: Node, state: str) -> None:
         if node.body["state"] != state:
             node.body["state"] = state
-            node.body["stateTransitionTime"] = iso(self.state.clock.ticks())
+            node.body["stateTransitionTime"] = iso(self.clock.ticks())
             self.state.touch()
 
     def _boot(self, pool: Pool, node: Node, launches: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
         node.boot_at = None
-        ticks = self.state.clock.ticks()
+        ticks = self.clock.ticks()
         node.body["lastBootTime"] = iso(ticks)
         node.body["certificateReferences"] = []
-        node.body["nodeAgentInfo"] = {
-            "lastUpdateTime": iso(ticks),
-            "version": f"batchspec-emulator-{__version__}",
-        }
+        node.body["nodeAgentInfo"] = {"lastUpdateTime": iso(ticks), "version": f"batchspec-emulator-{__version__}"}
+        node.body.pop("startTaskInfo", None)
         start = pool.body.get("startTask")
-        if start:
+        if start and self.simulation is None:
             wait = start.get("waitForSuccess", True)
             self._set_node_state(node, "waitingforstarttask" if wait else "idle")
             node.ready = not wait
@@ -333,7 +375,114 @@ class Engine:
             node.ready = True
             self._set_node_state(node, "idle")
 
-    def _job_step(self, job: Job, now: float, stops: list[TaskProcess]) -> None:
+    def delete_pool(self, pool: Pool) -> None:
+        ticks = self.clock.ticks()
+        pool.body["state"] = "deleting"
+        pool.body["stateTransitionTime"] = iso(ticks)
+        pool.body["allocationState"] = "resizing"
+        pool.body["allocationStateTransitionTime"] = iso(ticks)
+        pool.resize_at = None
+        pool.autoscale_at = None
+        pool.delete_at = self.clock.now() + self.timings.delete
+        for node in pool.nodes.values():
+            self._stop_node(node)
+        self.state.touch()
+        self.wake()
+
+    def resize_pool(self, pool: Pool, dedicated: int, low_priority: int, deallocation: str = "requeue") -> None:
+        pool.body["targetDedicatedNodes"] = dedicated
+        pool.body["targetLowPriorityNodes"] = low_priority
+        pool.body.pop("resizeErrors", None)
+        pool.stopping = False
+        pool.deallocation = deallocation
+        self.begin_resize(pool)
+
+    def stop_resize(self, pool: Pool) -> None:
+        if pool.body.get("allocationState") == "resizing":
+            ticks = self.clock.ticks()
+            pool.body["allocationState"] = "stopping"
+            pool.body["allocationStateTransitionTime"] = iso(ticks)
+            pool.stopping = True
+            pool.resize_at = self.clock.now() + self.timings.allocation
+            self.state.touch()
+
+    def remove_nodes(self, pool: Pool, nodes: list[Node], deallocation: str) -> None:
+        """``removenodes``: those nodes go (as the option says) and the targets drop with them."""
+        for node in nodes:
+            key = "targetDedicatedNodes" if node.dedicated else "targetLowPriorityNodes"
+            pool.body[key] = max(0, int(pool.body.get(key) or 0) - 1)
+            pool.deallocation = deallocation
+            self._shrink(pool, node)
+        self.begin_resize(pool)
+
+    def reboot_node(self, node: Node, option: str, reimage: bool = False) -> None:
+        """Reboot (or reimage) a node: its tasks go as ``option`` says, then it boots again."""
+        reason = "terminate" if option == "terminate" else "requeue"
+        self._stop_node(node, reason)
+        self._set_node_state(node, "reimaging" if reimage else "rebooting")
+        node.boot_at = self.clock.now() + self.timings.node_start
+        self.wake()
+
+    def preempt_node(self, node_id: str, attempt: Attempt) -> None:
+        """Spot preemption: the node goes away and comes back; its running tasks are requeued."""
+        with self.state.lock:
+            node = self.state.node(node_id)
+            if node is None or attempt.stopped() or (self.simulation is None and attempt.process is None):
+                return
+            self.faults.count_preemption()
+            self._stop_node(node)
+            self._set_node_state(node, "preempted")
+            node.boot_at = self.clock.now() + self.timings.node_start
+        self.flush_stops()
+        self.wake()
+
+    # ---- autoscale
+
+    def autoscale_context(self, pool: Pool) -> Any:
+        history = self.histories.setdefault(pool.key, autoscaling.History())
+        return autoscaling.context(pool, history, self.clock.now())
+
+    def _autoscale(self, pool: Pool, now: float, *, resize: bool = True, record: bool = True) -> None:
+        """Evaluate the pool's formula; apply its targets and schedule the next evaluation."""
+        body = pool.body
+        interval = duration_seconds(body.get("autoScaleEvaluationInterval")) or 15 * 60.0
+        pool.autoscale_at = now + interval
+        run, result = autoscaling.evaluate(str(body.get("autoScaleFormula") or ""), self.autoscale_context(pool),
+                                           self.clock.ticks())
+        if record:
+            body["autoScaleRun"] = run
+        if result is None:
+            return
+        pool.deallocation = result.deallocation
+        changed = (result.target_dedicated, result.target_low_priority) != (
+            int(body.get("targetDedicatedNodes") or 0),
+            int(body.get("targetLowPriorityNodes") or 0),
+        )
+        body["targetDedicatedNodes"] = result.target_dedicated
+        body["targetLowPriorityNodes"] = result.target_low_priority
+        self.state.touch()
+        if changed and resize and body.get("allocationState") == "steady":
+            self.begin_resize(pool, now)
+
+    def enable_autoscale(self, pool: Pool) -> None:
+        """Autoscale enabled (or its formula or interval changed) on an existing pool.
+
+        As on the service: a steady pool applies the formula at once (its last ``autoScaleRun``
+        is kept until the next scheduled evaluation); a resizing one waits a full interval."""
+        now = self.clock.now()
+        interval = duration_seconds(pool.body.get("autoScaleEvaluationInterval")) or 15 * 60.0
+        if pool.body.get("allocationState") == "steady":
+            self._autoscale(pool, now, record="autoScaleRun" not in pool.body)
+        else:
+            pool.autoscale_at = now + interval
+        self.wake()
+
+    def disable_autoscale(self, pool: Pool) -> None:
+        pool.autoscale_at = None
+
+    # ---- jobs
+
+    def _job_step(self, job: Job, now: float) -> None:
         state = job.state
         if state == "deleting":
             if job.running == 0 and job.delete_at is not None and now >= job.delete_at:
@@ -342,123 +491,139 @@ class Engine:
             return
         if state == "terminating":
             if job.running == 0:
-                complete_job_body(job.body, self.state.clock.ticks(), None)
+                complete_job_body(job.body, self.clock.ticks(), None)
                 self._finish_job(job)
                 self.state.touch()
             return
-        if state != "active":
+        if state == "disabling":
+            if job.running == 0:
+                self._set_job_state(job, "disabled")
             return
-        if job.deadline is not None and time.time() >= job.deadline:
-            stops.extend(self.terminate_job(job, "MaxWallClockTimeExpiry"))
+        if state not in ("active", "disabled"):
+            return
+        if job.deadline is not None and now >= job.deadline:
+            self.terminate_job(job, "MaxWallClockTimeExpiry")
             return
         # As on the service, a job without tasks is not terminated (its tasks are yet to come).
         counts = job.counts
         if (
-            job.body.get("onAllTasksComplete") == "terminatejob"
+            state == "active"
+            and job.body.get("onAllTasksComplete") == "terminatejob"
             and counts.completed
             and not (counts.active or counts.running)
         ):
-            stops.extend(self.terminate_job(job, "AllTasksComplete"))
+            self.terminate_job(job, "AllTasksComplete")
+
+    def _set_job_state(self, job: Job, state: str) -> None:
+        body = job.body
+        if body["state"] != state:
+            body["previousState"] = body["state"]
+            body["previousStateTransitionTime"] = body["stateTransitionTime"]
+            body["state"] = state
+            body["stateTransitionTime"] = iso(self.clock.ticks())
+            self.state.touch()
 
     def _finish_job(self, job: Job) -> None:
-        """An auto pool with ``poolLifetimeOption: job`` goes with its job."""
+        """The job ended: its release task runs where it was prepared, and an auto pool with
+        ``poolLifetimeOption: job`` goes with it."""
+        self.jobtasks.release(job)
         for pool in self.state.pools.values():
             if pool.auto_for_job == job.key and pool.delete_at is None:
                 self.delete_pool(pool)
 
-    # ---- operations requested through the API (called under the state lock)
-
-    def terminate_job(self, job: Job, reason: str) -> list[TaskProcess]:
-        """Job to terminating (or straight to completed when nothing runs); returns processes to stop."""
-        ticks = self.state.clock.ticks()
+    def terminate_job(self, job: Job, reason: str) -> None:
+        """Job to terminating (or straight to completed when nothing runs)."""
+        ticks = self.clock.ticks()
         info = dict(job.body.get("executionInfo") or {})
         info["terminateReason"] = reason
         job.body["executionInfo"] = info
-        procs = self._stop_job_tasks(job, "terminate")
+        self._stop_job_tasks(job, "terminate")
         if job.running == 0:
             complete_job_body(job.body, ticks, reason)
             self._finish_job(job)
         else:
-            job.body["previousState"] = job.body["state"]
-            job.body["previousStateTransitionTime"] = job.body["stateTransitionTime"]
-            job.body["state"] = "terminating"
-            job.body["stateTransitionTime"] = iso(ticks)
+            self._set_job_state(job, "terminating")
+            job.body["previousState"] = "active"
         self.state.touch()
         self.wake()
-        return procs
 
-    def delete_job(self, job: Job) -> list[TaskProcess]:
-        ticks = self.state.clock.ticks()
+    def delete_job(self, job: Job) -> None:
         if job.state != "deleting":
-            job.body["previousState"] = job.body["state"]
-            job.body["previousStateTransitionTime"] = job.body["stateTransitionTime"]
-            job.body["state"] = "deleting"
-            job.body["stateTransitionTime"] = iso(ticks)
-        job.delete_at = time.monotonic() + self.timings.delete
+            self._set_job_state(job, "deleting")
+        job.delete_at = self.clock.now() + self.timings.delete
         self.state.touch()
         self.wake()
-        return self._stop_job_tasks(job, "delete")
+        self._stop_job_tasks(job, "delete")
 
-    def _stop_job_tasks(self, job: Job, reason: str) -> list[TaskProcess]:
-        procs: list[TaskProcess] = []
+    def disable_job(self, job: Job, disable_tasks: str) -> None:
+        """``disable``: no new task starts; running ones are requeued, ended or left to finish."""
+        if disable_tasks in ("requeue", "terminate"):
+            self._stop_job_tasks(job, disable_tasks)
+        self._set_job_state(job, "disabling" if job.running else "disabled")
+        self.wake()
+
+    def enable_job(self, job: Job) -> None:
+        self._set_job_state(job, "enabling")
+        self._set_job_state(job, "active")
+        self.wake()
+
+    def _stop_job_tasks(self, job: Job, reason: str) -> None:
         for task in job.tasks.values():
             if task.attempt is not None:
-                proc = task.attempt.request_stop(reason)
-                if proc:
-                    procs.append(proc)
-        return procs
+                self._stop_attempt(task.attempt, reason)
 
-    def delete_pool(self, pool: Pool) -> list[TaskProcess]:
-        ticks = self.state.clock.ticks()
-        pool.body["state"] = "deleting"
-        pool.body["stateTransitionTime"] = iso(ticks)
-        pool.body["allocationState"] = "resizing"
-        pool.body["allocationStateTransitionTime"] = iso(ticks)
-        pool.resize_at = None
-        pool.delete_at = time.monotonic() + self.timings.delete
-        procs: list[TaskProcess] = []
-        for node in pool.nodes.values():
-            procs.extend(self._requeue_node(node))
-        self.state.touch()
+    # ---- tasks requested through the API
+
+    def delete_task(self, job: Job, task: Task) -> None:
+        if task.attempt is not None:
+            self._stop_attempt(task.attempt, "delete")
+        self.state.remove_task(job, task)
+
+    def terminate_task(self, job: Job, task: Task) -> None:
+        if task.attempt is not None:
+            self._stop_attempt(task.attempt, "terminate")
+        else:
+            ticks = self.clock.ticks()
+            info = task.body.get("executionInfo") or {}
+            task.body["executionInfo"] = execution_info(
+                endTime=iso(ticks),
+                failureInfo=failure_info(*TASK_ENDED_BY_USER),
+                result="failure",
+                retryCount=info.get("retryCount", 0),
+                requeueCount=info.get("requeueCount", 0),
+            )
+            self.state.set_task_state(job, task, "completed", ticks)
+            self.after_task_completed(job, task)
         self.wake()
-        return procs
 
-    def resize_pool(self, pool: Pool, dedicated: int, low_priority: int) -> list[TaskProcess]:
-        pool.body["targetDedicatedNodes"] = dedicated
-        pool.body["targetLowPriorityNodes"] = low_priority
-        pool.body.pop("resizeErrors", None)
-        pool.stopping = False
-        self._begin_resize(pool, time.monotonic())
+    def reactivate_task(self, job: Job, task: Task) -> None:
+        """A completed task runs again from scratch: retry count and execution info reset."""
+        info = task.body.get("executionInfo") or {}
+        task.body["executionInfo"] = execution_info(retryCount=0, requeueCount=info.get("requeueCount", 0))
+        task.body.pop("nodeInfo", None)
+        if job.uses_dependencies:
+            job.deps.reactivated(task.key)
+        self.state.set_task_state(job, task, "active")
+        if not job.uses_dependencies or not job.deps.waiting(task.key):
+            job.pending.append(task.key)
         self.wake()
-        return []
 
-    def stop_resize(self, pool: Pool) -> None:
-        if pool.body.get("allocationState") == "resizing":
-            ticks = self.state.clock.ticks()
-            pool.body["allocationState"] = "stopping"
-            pool.body["allocationStateTransitionTime"] = iso(ticks)
-            pool.stopping = True
-            pool.resize_at = time.monotonic() + self.timings.allocation
-            self.state.touch()
-
-    def preempt_node(self, node_id: str, attempt: Attempt) -> None:
-        """Spot preemption: the node goes away and comes back; its running tasks are requeued."""
-        procs: list[TaskProcess] = []
-        with self.state.lock:
-            node = self.state.node(node_id)
-            if node is None or attempt.stopped() or attempt.process is None:
-                return
-            self.faults.count_preemption()
-            procs = self._requeue_node(node)
-            self._set_node_state(node, "preempted")
-            node.boot_at = time.monotonic() + self.timings.node_start
-        for proc in procs:
-            proc.stop()
-        self.wake()
+    def after_task_completed(self, job: Job, task: Task) -> None:
+        """The job action of a failed task's exit conditions (``onTaskFailure:
+        performexitoptionsjobaction``)."""
+        if job.state != "active" or job.body.get("onTaskFailure") != "performexitoptionsjobaction":
+            return
+        if (task.body.get("executionInfo") or {}).get("result") != "failure":
+            return
+        action = exit_options(task.body).job_action
+        if action == "terminate":
+            self.terminate_job(job, "TaskFailed")
+        elif action == "disable":
+            self.disable_job(job, "requeue")
 
     # ---- dispatch
 
-    def _dispatch(self, launches: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+    def _dispatch(self, launches: list[tuple[Callable[..., None], tuple[Any, ...]]], now: float) -> None:
         by_pool: dict[str, list[Job]] = {}
         for job in self.state.jobs.values():
             if job.state == "active" and job.pending:
@@ -467,30 +632,43 @@ class Engine:
             pool = self.state.pools.get(pool_key)
             if pool is None or pool.delete_at is not None or pool.body.get("state") != "active":
                 continue
-            nodes = [n for n in pool.nodes.values() if n.ready]
+            per_node = pool.slots_per_node
+            nodes = [
+                n for n in pool.nodes.values()
+                if n.ready and not n.leaving and n.body.get("schedulingState") == "enabled" and n.used_slots < per_node
+            ]
             if not nodes:
                 continue
-            per_node = pool.slots_per_node
             pack = (pool.body.get("taskSchedulingPolicy") or {}).get("nodeFillType") == "Pack"
             jobs.sort(key=lambda j: (-int(j.body.get("priority") or 0), j.seq))
             for job in jobs:
                 limit = int(job.body.get("maxParallelTasks", -1))
-                while job.pending and (limit < 0 or job.running < limit):
+                usable = [n for n in nodes if not JobTasks.blocked(n, job)] if job.body.get(
+                    "jobPreparationTask") else nodes
+                while job.pending and (limit < 0 or job.running < limit) and usable:
                     task = job.tasks.get(job.pending[0])
-                    if task is None or task.body["state"] != "active":
+                    if task is None or task.body["state"] != "active" or task.attempt is not None:
                         job.pending.popleft()
                         continue
-                    fits = [n for n in nodes if per_node - n.used_slots >= task.slots]
+                    fits = [n for n in usable if per_node - n.used_slots >= task.slots]
                     if not fits:
                         break
                     # Spread: the emptiest node; Pack: the fullest node that still fits.
                     node = (max if pack else min)(fits, key=lambda n: (n.used_slots, n.id))
                     job.pending.popleft()
-                    launches.append((self._run_task, (self._assign(job, task, node, pool),)))
+                    attempt = self._assign(job, task, node, pool, now)
+                    if node.used_slots >= per_node:
+                        nodes.remove(node)
+                        if node in usable:
+                            usable.remove(node)
+                    if self.simulation is not None:
+                        self._simulate(job, task, attempt, now)
+                    else:
+                        launches.append((self._run_task, (attempt,)))
 
-    def _assign(self, job: Job, task: Task, node: Node, pool: Pool) -> Attempt:
-        ticks = self.state.clock.ticks()
-        attempt = Attempt(node_id=node.id, job_id=job.key, task_id=task.key, slots=task.slots)
+    def _assign(self, job: Job, task: Task, node: Node, pool: Pool, now: float) -> Attempt:
+        ticks = self.clock.ticks()
+        attempt = Attempt(node_id=node.id, job_id=job.key, task_id=task.key, slots=task.slots, started_at=now)
         task.attempt = attempt
         task.node_id = node.id
         node.used_slots += task.slots
@@ -515,7 +693,8 @@ class Engine:
             "nodeUrl": node_url,
             "poolId": pool.id,
             "nodeId": node.id,
-            "taskRootDirectory": root,
+            # A Windows node writes its paths with backslashes; the URL keeps slashes.
+            "taskRootDirectory": root.replace("/", "\\") if pool.windows else root,
             "taskRootDirectoryUrl": f"{node_url}/files/{root}",
         }
         self.state.set_task_state(job, task, "running", ticks)
@@ -539,184 +718,190 @@ class Engine:
         if task is not None and task.attempt is attempt:
             task.attempt = None
 
-    # ---- running one task attempt (worker thread)
-
-    def _task_env(
-        self,
-        paths: TaskPaths,
-        *,
-        job_id: str,
-        task_id: str,
-        pool_id: str,
-        node_id: str,
-        settings: Any,
-        dedicated: bool,
-    ) -> dict[str, str]:
-        extra = {
-            "AZ_BATCH_ACCOUNT_URL": self.base_url,
-            "AZ_BATCH_NODE_IS_DEDICATED": "true" if dedicated else "false",
-            "AZ_BATCH_NODE_MOUNTS_DIR": str(self.node_root(node_id) / "fsmounts"),
-        }
-        extra |= {str(e.get("name")): str(e.get("value", "")) for e in settings or [] if e.get("name")}
-        return batch_environment(
-            paths=paths,
-            job_id=job_id,
-            task_id=task_id,
-            pool_id=pool_id,
-            node_id=node_id,
-            node_root=self.node_root(node_id),
-            account=self.account,
-            extra=extra,
-            base=node_base_environment(),
+    def _task_run(self, job: Job, task: Task, attempt: Attempt) -> TaskRun | None:
+        """What the attempt runs, read from the state (under the lock)."""
+        node = self.state.node(attempt.node_id)
+        if node is None:
+            return None
+        pool = self.state.pools.get(node.pool_id.lower())
+        body = task.body
+        info = body.get("executionInfo") or {}
+        return TaskRun(
+            job_id=job.id,
+            task_id=task.id,
+            pool_id=node.pool_id,
+            node_id=node.id,
+            command_line=str(body.get("commandLine") or ""),
+            root=self.runner.node_root(node.id) / "workitems" / job.id / "job-1" / task.id,
+            resource_files=tuple(body.get("resourceFiles") or ()),
+            output_files=tuple(body.get("outputFiles") or ()),
+            settings=tuple(job.body.get("commonEnvironmentSettings") or ()) + tuple(
+                body.get("environmentSettings") or ()
+            ),
+            timeout=duration_seconds((body.get("constraints") or {}).get("maxWallClockTime")),
+            linux=pool is None or not pool.windows,
+            dedicated=node.dedicated,
+            seed_key=f"{job.key}/{task.key}/{info.get('requeueCount', 0)}/{info.get('retryCount', 0)}",
         )
+
+    # ---- a real attempt (worker thread)
 
     def _run_task(self, attempt: Attempt) -> None:
         with self.state.lock:
             job = self.state.jobs.get(attempt.job_id)
             task = job.tasks.get(attempt.task_id) if job else None
-            node = self.state.node(attempt.node_id)
-            if job is None or task is None or node is None:
+            run = self._task_run(job, task, attempt) if job and task else None
+            if job is None or task is None or run is None:
                 self._release(job, task, attempt, None)
                 return
-            body = task.body
-            command = str(body.get("commandLine") or "")
-            resources = list(body.get("resourceFiles") or [])
-            outputs = list(body.get("outputFiles") or [])
-            common = list(job.body.get("commonEnvironmentSettings") or [])
-            settings = common + list(body.get("environmentSettings") or [])
-            timeout = duration_seconds((body.get("constraints") or {}).get("maxWallClockTime"))
-            low_priority = not node.dedicated
-            pool = self.state.pools.get(node.pool_id.lower())
-            linux = pool is None or not pool.windows
-            info = body.get("executionInfo") or {}
-            key = f"{job.key}/{task.key}/{info.get('requeueCount', 0)}/{info.get('retryCount', 0)}"
-            pool_id = node.pool_id
-            job_id, task_id = job.id, task.id
-        paths = TaskPaths(self.task_root(attempt.node_id, job_id, task_id)).create()
-        env = self._task_env(
-            paths,
-            job_id=job_id,
-            task_id=task_id,
-            pool_id=pool_id,
-            node_id=attempt.node_id,
-            settings=settings,
-            dedicated=not low_priority,
-        )
-        result: ProcessResult | None = None
-        failure: Json | None = None
-        try:
-            download_resource_files(resources, paths.wd, auto_storage=self.auto_storage, linux=linux)
-        except FileError as exc:
-            failure = exc.info
-        timer: threading.Timer | None = None
-        if failure is None:
-            try:
-                argv = split_command_line(command)
-            except ValueError as exc:
-                argv = []
-                failure = failure_info(
-                    "usererror",
-                    "CommandLaunchFailed",
-                    "Failed to launch the specified command line.",
-                    Message=str(exc),
-                )
-            if failure is None:
-                proc = TaskProcess(argv, paths, env)
-                with self.state.lock:
-                    attempt.process = proc
-                    stopped = attempt.stopped()
-                if stopped:
-                    proc.stop()  # stopped while resource files were downloading
-                elif low_priority:
-                    delay = self.faults.preemption_delay(key)
-                    if delay is not None:
-                        timer = threading.Timer(delay, self.preempt_node, (attempt.node_id, attempt))
-                        timer.daemon = True
-                        timer.start()
-                result = proc.run(timeout=timeout)
-                if timer is not None:
-                    timer.cancel()
-                    # A drawn preemption always happens: a task quicker than its draw is preempted
-                    # as it ends, before its completion reaches the service (it is requeued).
-                    self.preempt_node(attempt.node_id, attempt)
-                if result.error is not None:
-                    failure = program_not_found(result.error)
-        self._finish_task(attempt, result, failure, outputs=outputs, paths=paths, env=env)
+        if not self.jobtasks.before_task(attempt.job_id, attempt.node_id):
+            with self.state.lock:  # the job's preparation failed here: the task goes elsewhere
+                self._stop_attempt(attempt, "requeue")
+            self._exited(attempt, Outcome())
+            return
+        paths, failure = self.runner.stage(run)
+        if failure is not None:
+            outcome = Outcome(failure=failure)
+        else:
+            prepared = self.runner.prepare(run, paths)
+            outcome = prepared if isinstance(prepared, Outcome) else self._launch(run, attempt, prepared)
+        if self._exited(attempt, outcome):
+            upload_failure = self.runner.upload(run, paths, outcome.succeeded)
+            if upload_failure is not None and outcome.failure is None:
+                outcome = Outcome(outcome.exit_code, upload_failure, outcome.timed_out)
+            with self.state.lock:
+                self._completed(attempt, outcome)
+            self.flush_stops()
 
-    def _finish_task(
-        self,
-        attempt: Attempt,
-        result: ProcessResult | None,
-        failure: Json | None,
-        *,
-        outputs: list[Any],
-        paths: TaskPaths,
-        env: dict[str, str],
-    ) -> None:
-        exit_code = exit_status(result) if result is not None and result.error is None else None
+    def _launch(self, run: TaskRun, attempt: Attempt, handle: TaskHandle) -> Outcome:
+        with self.state.lock:
+            attempt.process = handle
+            stopped = attempt.stopped()
+        if stopped:
+            handle.stop()  # stopped while resource files were downloading
+        timer: threading.Timer | None = None
+        delay = None if run.dedicated else self.faults.preemption_delay(run.seed_key)
+        if delay is not None:
+            timer = threading.Timer(delay, self.preempt_node, (attempt.node_id, attempt))
+            timer.daemon = True
+            timer.start()
+        result = handle.run(timeout=run.timeout)
+        if timer is not None:
+            timer.cancel()
+            # A drawn preemption always happens: a task quicker than its draw is preempted as it
+            # ends, before its completion reaches the service (it is requeued).
+            self.preempt_node(attempt.node_id, attempt)
+        return self.runner.finish(result)
+
+    # ---- a simulated attempt (engine thread)
+
+    def _simulate(self, job: Job, task: Task, attempt: Attempt, now: float) -> None:
+        assert self.simulation is not None
+        sim = self.simulation
+        run = self._task_run(job, task, attempt)
+        key = run.seed_key if run else attempt.task_id
+        duration = sim.duration(key)
+        if run is not None and run.timeout is not None and duration > run.timeout:
+            end, outcome = now + run.timeout, Outcome(exit_code=143, timed_out=True)
+        else:
+            end, outcome = now + duration, Outcome(exit_code=1 if sim.fails(key) else 0)
+        node_fails = sim.node_fails_at(key, duration)
+        preempt = None if (run is None or run.dedicated) else self.faults.preemption_delay(key, duration)
+        interruption = min((t for t in (node_fails, preempt) if t is not None), default=None)
+        if interruption is not None and now + interruption < end:
+            event: Callable[[], None] = lambda: self._interrupt(attempt, preempted=interruption == preempt)  # noqa: E731
+            self._push(now + interruption, event)
+            return
+
+        def finish() -> None:
+            if self._exited(attempt, outcome):
+                self._completed(attempt, outcome)
+
+        self._push(end, finish)
+
+    def _push(self, when: float, event: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (when, next(self._event_seq), event))
+
+    def _interrupt(self, attempt: Attempt, *, preempted: bool) -> None:
+        node = self.state.node(attempt.node_id)
+        if node is None or attempt.stopped():
+            return
+        if preempted:
+            self.faults.count_preemption()
+        self._stop_node(node)
+        self._set_node_state(node, "preempted" if preempted else "rebooting")
+        node.boot_at = self.clock.now() + self.timings.node_start
+        self._exited(attempt, Outcome())
+
+    # ---- what an attempt's end means (under the lock, or taking it)
+
+    def _exited(self, attempt: Attempt, outcome: Outcome) -> bool:
+        """The process ended: requeue, retry or stop here (False), or go on to complete (True)."""
         with self.state.lock:
             job = self.state.jobs.get(attempt.job_id)
             task = job.tasks.get(attempt.task_id) if job else None
-            if task is None:  # deleted while running
+            if task is None or job is None:  # deleted while running
                 self._release(job, None, attempt, None)
-                return
+                return False
             reason = attempt.stop_reason
             if reason == "shutdown":
-                return
+                return False
             if reason in ("requeue", "delete"):
                 self._release(job, task, attempt, None)
-                if reason == "requeue" and job is not None and task.body["state"] in RUNNING_STATES:
-                    requeue_body(task.body, self.state.clock.ticks())
+                if reason == "requeue" and task.body["state"] in RUNNING_STATES:
+                    requeue_body(task.body, self.clock.ticks())
                     self._fix_counts_after_requeue(job, task)
                     job.pending.appendleft(task.key)
-                return
-            if result is not None and result.timed_out:
-                # The service ends the task and reports TaskEnded (a server-side category).
-                failure = failure_info(
-                    "servererror", "TaskEnded", "The task exceeded its maximum wall clock time and was ended."
-                )
-            elif reason == "terminate":
-                failure = failure_info("usererror", "TaskEnded", "Task was ended by user request.")
-            elif failure is None and exit_code not in (None, 0):
+                return False
+            if reason is None and not outcome.timed_out and outcome.failure is None and outcome.exit_code not in (
+                None,
+                0,
+            ):
                 constraints = task.body.get("constraints") or {}
                 limit = int(constraints.get("maxTaskRetryCount", 0))
                 retries = int((task.body.get("executionInfo") or {}).get("retryCount", 0))
                 if limit == -1 or retries < limit:
-                    self._retry(job, task, attempt, retries)  # type: ignore[arg-type]
-                    return
-                failure = failure_info(
-                    "usererror", "FailureExitCode", "The task exited with an exit code representing a failure"
-                )
-        succeeded = failure is None and exit_code == 0
-        if outputs:
-            try:
-                upload_output_files(outputs, paths.wd, env, succeeded, paths.root / "fileuploadout.txt")
-            except FileError as exc:
-                if failure is None:
-                    failure = exc.info
-                    succeeded = False
-        stops: list[TaskProcess] = []
-        with self.state.lock:
-            job = self.state.jobs.get(attempt.job_id)
-            task = job.tasks.get(attempt.task_id) if job else None
-            if task is None or job is None:
-                self._release(job, task, attempt, None)
-                return
-            self._complete(job, task, attempt, exit_code=exit_code, failure=failure)
-            stops = self.after_task_completed(job, task)
-        for proc in stops:
-            proc.stop()
+                    self._retry(job, task, attempt, retries)
+                    return False
+            return True
 
-    def after_task_completed(self, job: Job, task: Task) -> list[TaskProcess]:
-        """The job action of a failed task's exit conditions (``onTaskFailure:
-        performexitoptionsjobaction``); returns processes to stop."""
-        if job.state != "active" or job.body.get("onTaskFailure") != "performexitoptionsjobaction":
-            return []
-        if (task.body.get("executionInfo") or {}).get("result") != "failure":
-            return []
-        if exit_options(task.body).job_action == "terminate":
-            return self.terminate_job(job, "TaskFailed")
-        return []
+    def _completed(self, attempt: Attempt, outcome: Outcome) -> None:
+        job = self.state.jobs.get(attempt.job_id)
+        task = job.tasks.get(attempt.task_id) if job else None
+        if task is None or job is None:
+            self._release(job, task, attempt, None)
+            return
+        failure = outcome.failure
+        if outcome.timed_out:
+            # The service ends the task and reports TaskEnded (a server-side category).
+            failure = failure_info(
+                "servererror", "TaskEnded", "The task exceeded its maximum wall clock time and was ended."
+            )
+        elif attempt.stop_reason == "terminate":
+            failure = failure_info(*TASK_ENDED_BY_USER)
+        elif failure is None and outcome.exit_code not in (None, 0):
+            failure = failure_info(
+                "usererror", "FailureExitCode", "The task exited with an exit code representing a failure"
+            )
+        ticks = self.clock.ticks()
+        info = task.body.get("executionInfo") or {}
+        succeeded = failure is None and outcome.exit_code == 0
+        task.body["executionInfo"] = execution_info(
+            startTime=info.get("startTime"),
+            endTime=iso(ticks),
+            exitCode=outcome.exit_code,
+            failureInfo=failure,
+            result="success" if succeeded else "failure",
+            retryCount=info.get("retryCount", 0),
+            lastRetryTime=info.get("lastRetryTime"),
+            requeueCount=info.get("requeueCount", 0),
+            lastRequeueTime=info.get("lastRequeueTime"),
+        )
+        self._release(job, task, attempt, succeeded)
+        if task.body["state"] in RUNNING_STATES:
+            self.state.set_task_state(job, task, "completed", ticks)
+            self.after_task_completed(job, task)
+        self.wake()
 
     def _fix_counts_after_requeue(self, job: Job, task: Task) -> None:
         """requeue_body changed the state directly: move the task's count from running to active."""
@@ -739,25 +924,6 @@ class Engine:
         self.state.set_task_state(job, task, "active")
         job.pending.appendleft(task.key)
 
-    def _complete(self, job: Job, task: Task, attempt: Attempt, *, exit_code: int | None, failure: Json | None) -> None:
-        ticks = self.state.clock.ticks()
-        info = task.body.get("executionInfo") or {}
-        succeeded = failure is None and exit_code == 0
-        task.body["executionInfo"] = execution_info(
-            startTime=info.get("startTime"),
-            endTime=iso(ticks),
-            exitCode=exit_code,
-            failureInfo=failure,
-            result="success" if succeeded else "failure",
-            retryCount=info.get("retryCount", 0),
-            lastRetryTime=info.get("lastRetryTime"),
-            requeueCount=info.get("requeueCount", 0),
-            lastRequeueTime=info.get("lastRequeueTime"),
-        )
-        self._release(job, task, attempt, succeeded)
-        if task.body["state"] in RUNNING_STATES:
-            self.state.set_task_state(job, task, "completed", ticks)
-
     # ---- start task (worker thread)
 
     def _run_start_task(self, pool_id: str, node_id: str, attempt: Attempt) -> None:
@@ -775,23 +941,22 @@ class Engine:
             if pool is None or node_id not in pool.nodes:
                 return
             spec = dict(pool.body.get("startTask") or {})
-            linux = not pool.windows
-            dedicated = pool.nodes[node_id].dedicated
-        paths = TaskPaths(self.node_root(node_id) / "startup").create()
-        env = self._task_env(
-            paths,
-            job_id="",
-            task_id="starttask",
-            pool_id=pool_id,
-            node_id=node_id,
-            settings=spec.get("environmentSettings"),
-            dedicated=dedicated,
-        )
-        env.pop("AZ_BATCH_JOB_ID", None)  # a start task belongs to no job
+            run = TaskRun(
+                job_id="",
+                task_id="starttask",
+                pool_id=pool.id,
+                node_id=node_id,
+                command_line=str(spec.get("commandLine") or ""),
+                root=self.runner.node_root(node_id) / "startup",
+                resource_files=tuple(spec.get("resourceFiles") or ()),
+                settings=tuple(spec.get("environmentSettings") or ()),
+                linux=not pool.windows,
+                dedicated=pool.nodes[node_id].dedicated,
+            )
         limit = int(spec.get("maxTaskRetryCount", 0))
         retries = 0
         while True:
-            ticks = self.state.clock.ticks()
+            ticks = self.clock.ticks()
             with self.state.lock:
                 node = self.state.node(node_id)
                 if node is None or attempt.stopped():
@@ -802,82 +967,57 @@ class Engine:
                     START_TASK_INFO_ORDER,
                 )
                 self.state.touch()
-            failure: Json | None = None
-            result: ProcessResult | None = None
-            try:
-                download_resource_files(
-                    list(spec.get("resourceFiles") or []), paths.wd, auto_storage=self.auto_storage, linux=linux
-                )
-                argv = split_command_line(str(spec.get("commandLine") or ""))
-                proc = TaskProcess(argv, paths, env)
-                with self.state.lock:
-                    attempt.process = proc
-                    if attempt.stopped():
-                        return
-                result = proc.run()
-                if result.error is not None:
-                    failure = program_not_found(result.error)
-            except FileError as exc:
-                failure = exc.info
-            except ValueError as exc:
-                failure = failure_info(
-                    "usererror",
-                    "CommandLaunchFailed",
-                    "Failed to launch the specified command line.",
-                    Message=str(exc),
-                )
-            exit_code = exit_status(result) if result is not None and result.error is None else None
-            if failure is None and exit_code not in (None, 0):
+            paths, failure = self.runner.stage(run)
+            if failure is not None:
+                outcome = Outcome(failure=failure)
+            else:
+                prepared = self.runner.prepare(run, paths)
+                if isinstance(prepared, Outcome):
+                    outcome = prepared
+                else:
+                    with self.state.lock:
+                        attempt.process = prepared
+                        if attempt.stopped():
+                            return
+                    outcome = self.runner.finish(prepared.run())
+            if outcome.failure is None and outcome.exit_code not in (None, 0):
                 if limit == -1 or retries < limit:
                     retries += 1
                     continue
-                failure = failure_info(
+                outcome = Outcome(outcome.exit_code, failure_info(
                     "usererror", "FailureExitCode", "The task exited with an exit code representing a failure"
-                )
+                ))
             if attempt.stopped():
                 return
             break
         with self.state.lock:
-            node = self.state.node(node_id)
-            if node is None or attempt.stopped():
-                return
-            info = node.body.get("startTaskInfo") or {}
-            ok = failure is None
-            node.body["startTaskInfo"] = ordered(
-                {
-                    "state": "completed",
-                    "startTime": info.get("startTime"),
-                    "endTime": iso(self.state.clock.ticks()),
-                    "exitCode": exit_code,
-                    "failureInfo": failure,
-                    "retryCount": retries,
-                    "lastRetryTime": info.get("lastRetryTime"),
-                    "result": "success" if ok else "failure",
-                },
-                START_TASK_INFO_ORDER,
-            )
-            node.body["startTaskInfo"] = {k: v for k, v in node.body["startTaskInfo"].items() if v is not None}
-            wait = spec.get("waitForSuccess", True)
-            if ok or not wait:
-                node.ready = True
-                self._set_node_state(node, "running" if node.running else "idle")
-            else:
-                node.ready = False
-                self._set_node_state(node, "starttaskfailed")
-            self.state.touch()
+            self._start_task_done(node_id, spec, attempt, outcome, retries)
 
-
-def quota_error(dedicated: bool) -> Json:
-    """The resize error of a pool that hit the account's (the emulator's ``--nodes``) core quota."""
-    if dedicated:
-        return {"code": "AccountCoreQuotaReached", "message": "The specified account has reached VM core quota limit"}
-    return {
-        "code": "AccountLowPriorityCoreQuotaReached",
-        "message": "The specified account has reached VM low priority core quota limit",
-    }
-
-
-def program_not_found(error: str) -> Json:
-    """The failureInfo of a task whose program could not be started."""
-    return failure_info("usererror", "CommandProgramNotFound", "The specified command program is not found.",
-                        Message=error)
+    def _start_task_done(self, node_id: str, spec: Json, attempt: Attempt, outcome: Outcome, retries: int) -> None:
+        node = self.state.node(node_id)
+        if node is None or attempt.stopped():
+            return
+        info = node.body.get("startTaskInfo") or {}
+        ok = outcome.failure is None
+        done = ordered(
+            {
+                "state": "completed",
+                "startTime": info.get("startTime"),
+                "endTime": iso(self.clock.ticks()),
+                "exitCode": outcome.exit_code,
+                "failureInfo": outcome.failure,
+                "retryCount": retries,
+                "lastRetryTime": info.get("lastRetryTime"),
+                "result": "success" if ok else "failure",
+            },
+            START_TASK_INFO_ORDER,
+        )
+        node.body["startTaskInfo"] = {k: v for k, v in done.items() if v is not None}
+        wait = spec.get("waitForSuccess", True)
+        if ok or not wait:
+            node.ready = True
+            self._set_node_state(node, "running" if node.running else "idle")
+        else:
+            node.ready = False
+            self._set_node_state(node, "starttaskfailed")
+        self.state.touch()

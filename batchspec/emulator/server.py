@@ -24,11 +24,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from batchspec import __version__
-from batchspec.emulator.api import BatchApi, Request, Response
+from batchspec.emulator.api import BatchApi
 from batchspec.emulator.auth import Authenticator, decode_key
+from batchspec.emulator.execution import NodeRunner, Simulation
 from batchspec.emulator.faults import FaultInjector, FaultSpec
+from batchspec.emulator.handlers.base import Service
+from batchspec.emulator.protocol import Request, Response, Stats
+from batchspec.emulator.requestlog import RequestLog
 from batchspec.emulator.scheduler import Engine, Timings
 from batchspec.emulator.store import Persister, State
+from batchspec.emulator.wire import Clock
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +182,9 @@ class EmulatorConfig:
     seed: int | None = None
     timings: Timings = field(default_factory=Timings)
     auto_storage: str | None = None  # connection string of the auto-storage account; never shown
+    time_scale: float = 1.0  # service time runs this many times faster than the wall clock
+    simulation: Simulation | None = None  # --simulate: tasks do not run
+    log: RequestLog | None = None  # one line per request
 
 
 class Emulator:
@@ -192,6 +200,8 @@ class Emulator:
             raise ValueError("the emulator listens on loopback only (--host 127.0.0.1)")
         if self.config.nodes < 0:
             raise ValueError("--nodes must be 0 or more")
+        if self.config.time_scale <= 0:
+            raise ValueError("--time-scale must be more than 0")
         self.key = self.config.key or generate_key()
         decode_key(self.key)
         self.account = self.config.account
@@ -200,7 +210,7 @@ class Emulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._persister: Persister | None = None
-        self.state = State()
+        self.state = State(Clock(self.config.time_scale))
         self.faults = FaultInjector(self.config.faults, self.config.seed)
         self.engine: Engine | None = None
         self.api: BatchApi | None = None
@@ -250,23 +260,24 @@ class Emulator:
             data = Persister.load(self.config.data_dir, base)
             if data is not None:
                 self.state.restore(data, boot_delay=timings.node_start, delete_delay=timings.delete)
+        runner = NodeRunner(
+            account=self.account, base_url=base, nodes_root=nodes_root, auto_storage=self.config.auto_storage
+        )
         self.engine = Engine(
             self.state,
-            nodes_root=nodes_root,
+            runner=runner,
             base_url=base,
-            account=self.account,
             max_nodes=self.config.nodes,
             timings=timings,
             faults=self.faults,
-            auto_storage=self.config.auto_storage,
+            simulation=self.config.simulation,
         )
+        service = Service(self.state, self.engine, base, nodes_root, Stats())
         self.api = BatchApi(
-            self.state,
-            self.engine,
-            base_url=base,
+            service,
             auth=Authenticator(self.account, self.key, self.token),
             faults=self.faults,
-            nodes_root=nodes_root,
+            log=self.config.log,
         )
         server.api = self.api
         if self.config.data_dir is not None:
@@ -287,6 +298,8 @@ class Emulator:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        if self.config.log is not None:
+            self.config.log.close()
         self._server = None
 
     def serve_until_interrupted(self) -> None:

@@ -26,7 +26,7 @@ from batchspec.emulator.wire import Clock, Json, execution_info, iso
 from batchspec.redact import redact
 
 if TYPE_CHECKING:
-    from batchspec.runner import TaskProcess
+    from batchspec.emulator.execution import TaskHandle
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,15 @@ class Attempt:
     job_id: str = ""
     task_id: str = ""
     slots: int = 1
-    process: TaskProcess | None = None
-    stop_reason: str | None = None  # requeue | terminate | delete
+    process: TaskHandle | None = None
+    stop_reason: str | None = None  # requeue | terminate | delete | shutdown
+    started_at: float = 0.0  # service seconds
 
     def stopped(self) -> bool:
         """Whether a stop was requested (read anew each time: other threads set it)."""
         return self.stop_reason is not None
 
-    def request_stop(self, reason: str) -> TaskProcess | None:
+    def request_stop(self, reason: str) -> TaskHandle | None:
         """Mark the attempt stopped; returns the process to stop (outside the lock)."""
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -127,7 +128,7 @@ class Job:
     slot_counts: Counts = field(default_factory=Counts)
     running: int = 0  # attempts in flight
     delete_at: float | None = None
-    deadline: float | None = None  # wall-clock (time.time) end of maxWallClockTime
+    deadline: float | None = None  # service time at which maxWallClockTime ends
     deps: Dependencies = field(default_factory=Dependencies)
     _sorted: list[str] | None = None
 
@@ -166,9 +167,12 @@ class Node:
     dedicated: bool
     used_slots: int = 0
     running: set[tuple[str, str]] = field(default_factory=set)
-    boot_at: float | None = None  # monotonic time when booting finishes
+    boot_at: float | None = None  # service time when booting finishes
     ready: bool = False  # takes tasks
     start_attempt: Attempt | None = None
+    leaving: bool = False  # removed once its running tasks finish (taskcompletion deallocation)
+    #: Job preparation and release task status per job that ran here (the status list's entries).
+    prep: dict[str, Json] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -180,10 +184,12 @@ class Pool:
     body: Json
     seq: int
     nodes: dict[str, Node] = field(default_factory=dict)
-    resize_at: float | None = None
+    resize_at: float | None = None  # service time when the current resize ends
     delete_at: float | None = None
     stopping: bool = False
     auto_for_job: str | None = None
+    autoscale_at: float | None = None  # service time of the next formula evaluation
+    deallocation: str = "requeue"  # what a shrink does to running tasks
 
     @property
     def id(self) -> str:
@@ -206,9 +212,9 @@ class Pool:
 class State:
     """Everything the emulator knows, behind one re-entrant lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self.lock = threading.RLock()
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.pools: dict[str, Pool] = {}
         self.jobs: dict[str, Job] = {}
         self.seq = 0
@@ -325,13 +331,15 @@ class State:
 
     def restore(self, data: Json, boot_delay: float, delete_delay: float) -> None:
         """Load a snapshot; running tasks are requeued and nodes reboot (as after a restart)."""
-        now = time.monotonic()
+        now = self.clock.now()
         ticks = self.clock.ticks()
         self.seq = int(data.get("seq", 0))
         for raw in data.get("pools", []):
             pool = Pool(body=raw["body"], seq=int(raw["seq"]), auto_for_job=raw.get("auto_for_job"))
             if raw.get("deleting"):
                 pool.delete_at = now + delete_delay
+            if pool.body.get("enableAutoScale"):
+                pool.autoscale_at = now
             for raw_node in raw.get("nodes", []):
                 node = Node(pool_id=pool.id, body=raw_node["body"], dedicated=bool(raw_node["dedicated"]))
                 body = node.body

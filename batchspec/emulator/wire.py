@@ -13,7 +13,6 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
@@ -32,14 +31,27 @@ Json = dict[str, Any]
 
 
 class Clock:
-    """Strictly increasing tick timestamps, so every change gets its own ETag."""
+    """The service's time: strictly increasing ticks (so every change gets its own ETag) and
+    seconds, running ``scale`` times faster than the wall clock from the moment it is made (a
+    simulation passes hours in seconds). Every delay of the emulated service reads this clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self._origin_wall = time.time()
+        self._origin_mono = time.monotonic()
         self._last = 0
         self._lock = threading.Lock()
 
+    def now(self) -> float:
+        """Seconds since the Unix epoch in service time."""
+        return self._origin_wall + (time.monotonic() - self._origin_mono) * self.scale
+
+    def real(self, seconds: float) -> float:
+        """Wall-clock seconds that ``seconds`` of service time take."""
+        return seconds / self.scale
+
     def ticks(self) -> int:
-        now = time.time_ns() // 100 + EPOCH_TICKS
+        now = int(self.now() * TICKS_PER_SECOND) + EPOCH_TICKS
         with self._lock:
             if now <= self._last:
                 now = self._last + 1
@@ -123,108 +135,6 @@ def duration_seconds(text: str | None) -> float | None:
     if ticks >= MAX_DURATION_TICKS:
         return None
     return ticks / TICKS_PER_SECOND
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-@dataclass
-class ApiError(Exception):
-    """An error answered with the service's error body."""
-
-    status: int
-    code: str
-    message: str
-    values: list[tuple[str, str]] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.message}"
-
-
-MESSAGES = {
-    "PoolNotFound": "The specified pool does not exist.",
-    "JobNotFound": "The specified job does not exist.",
-    "TaskNotFound": "The specified task does not exist.",
-    "NodeNotFound": "The specified node does not exist.",
-    "FileNotFound": "The specified file does not exist.",
-    "PoolExists": "The specified pool already exists.",
-    "JobExists": "The specified job already exists.",
-    "TaskExists": "The specified task already exists.",
-    "PoolBeingDeleted": "The specified pool has been marked for deletion and is being reclaimed.",
-    "JobBeingDeleted": "The specified job has been marked for deletion and is being garbage collected.",
-    "JobBeingTerminated": "The specified job is being terminated.",
-    "JobCompleted": "The specified job is already in a completed state.",
-    "TaskCompleted": "The specified task is already in a completed state.",
-    "OperationInvalidForCurrentState": "The specified operation is not valid for the current state of the resource.",
-    "InvalidPropertyValue": "The value provided for one of the properties in the request body is invalid.",
-    "MissingRequiredProperty": "A required property was not specified in the request body.",
-    "InvalidRequestBody": "The specified Request Body is not syntactically valid.",
-    "AuthenticationFailed": "Server failed to authenticate the request. Make sure the value of Authorization "
-    "header is correctly formed including the signature.",
-    "RequestBodyTooLarge": "The request body is too large and exceeds the maximum permissible limit.",
-    "MissingRequiredQueryParameter": "A query parameter that's mandatory for this request is not specified.",
-    "InvalidQueryParameterValue": "Value for one of the query parameters specified in the request URI is invalid.",
-    "InvalidUri": "The requested URI does not represent any resource on the server.",
-    "UnsupportedHttpVerb": "The resource doesn't support the specified HTTP verb.",
-    "ServerBusy": "The server is currently unable to receive requests. Please retry your request.",
-    "TaskDependenciesNotSpecifiedOnJob": "A task was specified as depending on other tasks, but the job did not "
-    "specify that it would use task dependencies.",
-    "TaskDependencyListTooLong": "A task was specified as depending on other tasks, but the list of dependencies "
-    "was too long to be stored. The total stored length is limited to 64000 characters; the total length of task "
-    "ids must be slightly less than this to allow for internal storage overhead. If you encounter this error, "
-    "consider using task range dependencies instead.",
-    "TooManyRequests": "The server is busy, please retry the request after some time.",
-}
-
-
-def error(status: int, code: str, *values: tuple[str, str], message: str | None = None) -> ApiError:
-    return ApiError(status, code, message or MESSAGES[code], list(values))
-
-
-def not_found(kind: str) -> ApiError:
-    return error(404, f"{kind}NotFound")
-
-
-def invalid_property(name: str, value: object, reason: str) -> ApiError:
-    return error(
-        400,
-        "InvalidPropertyValue",
-        ("PropertyName", name),
-        ("PropertyValue", "" if value is None else str(value)),
-        ("Reason", reason),
-    )
-
-
-def missing_property(name: str) -> ApiError:
-    return error(400, "MissingRequiredProperty", ("PropertyName", name))
-
-
-def invalid_body(reason: str) -> ApiError:
-    return error(400, "InvalidRequestBody", ("Reason", reason))
-
-
-def error_json(base_url: str, err: ApiError, request_id: str, ticks: int) -> Json:
-    """The service's error body: ``odata.metadata``, ``code``, ``message{lang,value}``, ``values``."""
-    body: Json = {
-        "odata.metadata": f"{base_url}/{ERROR_METADATA}",
-        "code": err.code,
-        "message": {"lang": "en-US", "value": f"{err.message}\nRequestId:{request_id}\nTime:{iso(ticks)}"},
-    }
-    if err.values:
-        body["values"] = [{"key": k, "value": v} for k, v in err.values]
-    return body
-
-
-def inner_error(err: ApiError, request_id: str, ticks: int) -> Json:
-    """An error as embedded in a per-task ``addtaskcollection`` result (no odata.metadata)."""
-    body: Json = {
-        "code": err.code,
-        "message": {"lang": "en-US", "value": f"{err.message}\nRequestId:{request_id}\nTime:{iso(ticks)}"},
-    }
-    if err.values:
-        body["values"] = [{"key": k, "value": v} for k, v in err.values]
-    return body
 
 
 def dumps(obj: object) -> bytes:
@@ -416,13 +326,6 @@ def user_identity(value: object) -> Json:
 def pascal_fill_type(value: object) -> str:
     text = str(value or "spread").lower()
     return {"spread": "Spread", "pack": "Pack"}.get(text, str(value))
-
-
-def normalized_duration(name: str, value: object) -> str:
-    try:
-        return format_duration(parse_duration(str(value)))
-    except ValueError:
-        raise invalid_property(name, value, "The value is not a valid ISO 8601 duration.") from None
 
 
 EXECUTION_ORDER = [

@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator
 
+from .. import autoscale
 from ..errors import Diagnostic, SpecError
 from ..globs import has_magic
 from ..templating import check_variables, is_template
@@ -284,6 +285,21 @@ def _check_pool(doc: Document) -> Iterator[Diagnostic]:
     formula = _get(autoscale, "formula")
     if isinstance(formula, str) and not formula.strip():
         yield doc.diagnostic(("pool", "autoscale", "formula"), "the autoscale formula is empty")
+    elif isinstance(formula, str):
+        yield from _check_formula(doc, formula)
+
+
+def _check_formula(doc: Document, formula: str) -> Iterator[Diagnostic]:
+    """The formula through the same parser the emulator evaluates it with (batchspec.autoscale)."""
+    try:
+        autoscale.check(formula)
+    except autoscale.FormulaError as exc:
+        lines = formula.splitlines() or [""]
+        text = lines[exc.line - 1] if 0 < exc.line <= len(lines) else ""
+        token = re.match(r"\$?\w+|\S", text[exc.column - 1 :])
+        message = f"autoscale formula, line {exc.line} column {exc.column}: {exc.message}"
+        yield doc.template_diagnostic(("pool", "autoscale", "formula"), exc.line, token.group() if token else "",
+                                      message)
 
 
 def _check_inputs(doc: Document) -> Iterator[Diagnostic]:

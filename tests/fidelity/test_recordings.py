@@ -106,19 +106,8 @@ SCENARIOS = [
         setup=_files_setup,
         skip={12: "recorded while the task was still active: the emulator's idle node runs it at once"},
     ),
-    Scenario(
-        PY.format("jobs"),
-        skip={
-            7: "job disable is not emulated",
-            8: "job enable is not emulated",
-            9: "job preparation/release task status is not emulated",
-        },
-    ),
-    Scenario(
-        PY.format("scale_pools"),
-        setup=_scale_setup,
-        skip={1: "autoscale formulas are not evaluated by the emulator"},
-    ),
+    Scenario(PY.format("jobs")),
+    Scenario(PY.format("scale_pools"), setup=_scale_setup),
     Scenario(PY.format("update_pools")),
 ]
 
