@@ -103,6 +103,7 @@ SECONDS = 1.5  # each generated input clip
 # spec file -> (extra CLI arguments, output names per input stem, outputs of the whole job, check of each)
 EXPECTED: dict[str, tuple[list[str], Callable[[str], list[str]], list[str], Callable[[Path], None]]] = {
     "mp4-to-mp3.yaml": ([], lambda s: [f"{s}.mp3"], [], check_mp3),
+    "mp4-to-mp3-autoscale.yaml": ([], lambda s: [f"{s}.mp3"], [], check_mp3),
     "mp4-to-wav.yaml": ([], lambda s: [f"{s}.wav"], [], check_wav),
     "thumbnails.yaml": (["--set", "every=1"], lambda s: [f"{s}-0001.jpg", f"{s}-0002.jpg"], [], check_thumbnail),
     "h264-720p.yaml": ([], lambda s: [f"{s}-720p.mp4"], [], check_720p),

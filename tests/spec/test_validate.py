@@ -329,7 +329,8 @@ def test_autoscale_without_nodes_is_valid(check: Check) -> None:
 
 
 def test_autoscale_interval_too_long(check: Check) -> None:
-    text = edit(VALID, "  nodes: {dedicated: 0, spot: 2}", "  autoscale: {formula: x, interval: 8d}")
+    text = edit(VALID, "  nodes: {dedicated: 0, spot: 2}",
+                "  autoscale: {formula: '$TargetDedicatedNodes = 1;', interval: 8d}")
     assert [m for *_, m in problems(check(text))] == ["'8d' is longer than the maximum of 168 hours"]
 
 
