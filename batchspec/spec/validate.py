@@ -584,16 +584,19 @@ def _check_outputs(doc: Document) -> Iterator[Diagnostic]:
                                      f"'{pattern}' has wildcards, so 'to' must be a directory ending in '/'")
 
 
-def relative_path_problem(path: str, *, allow_dir: bool = False) -> str | None:
-    """Why a destination path inside a working directory (or download directory) is unsafe."""
+def relative_path_problem(path: str, *, allow_dir: bool = False, what: str = "",
+                          within: str = "") -> str | None:
+    """Why a path that must stay inside a directory (a working directory, the download
+    directory) is unsafe, or None. ``what`` and ``within`` name it and the directory in messages."""
+    label = f"{what} '{path}'" if what else f"'{path}'"
     if not path.strip():
-        return "empty path"
+        return f"empty {what or 'path'}"
     if path.startswith(("/", "\\")) or _DRIVE.match(path):
-        return f"'{path}' must be a relative path"
+        return f"{label} must be relative to {within}" if within else f"{label} must be a relative path"
     if ".." in path.replace("\\", "/").split("/"):
-        return f"'{path}' must not contain '..'"
+        return f"{label} must not contain '..'"
     if path.endswith("/") and not allow_dir:
-        return f"'{path}' must name a file, not a directory"
+        return f"{label} must name a file, not a directory"
     return None
 
 
@@ -602,13 +605,7 @@ _DRIVE = re.compile(r"[A-Za-z]:(?:[/\\]|$)")  # C:\x, C:/x or C: (but a:b.mp3 is
 
 def output_pattern_problem(pattern: str) -> str | None:
     """Why a (rendered) output pattern is unsafe, or None."""
-    if not pattern.strip():
-        return "empty output pattern"
-    if pattern.startswith(("/", "\\")) or _DRIVE.match(pattern):
-        return f"output pattern '{pattern}' must be relative to the task's working directory"
-    if ".." in pattern.replace("\\", "/").split("/"):
-        return f"output pattern '{pattern}' must not contain '..'"
-    return None
+    return relative_path_problem(pattern, allow_dir=True, what="output pattern", within="the task's working directory")
 
 
 # --- discovery -------------------------------------------------------------------------------

@@ -4,10 +4,7 @@ the job, a task and the start task; job environment and wall-clock limit; failur
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +33,6 @@ def write(tmp_path: Path, **spec: Any) -> Path:
 
 def job_id(output: str) -> str:
     return next(line.split()[1].rstrip(":") for line in output.splitlines() if line.startswith("job "))
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[str]:
-    root = tmp_path / "web"
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_every_kind_of_file_reaches_the_tasks(tmp_path: Path, world: AzureWorld, web: str) -> None:

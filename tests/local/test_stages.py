@@ -3,14 +3,10 @@ produced, resume per stage, output rules, job environment and wall-clock limit."
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 
 from batchspec.cli import cli
@@ -151,26 +147,6 @@ def test_output_rules_when_and_where(tmp_path: Path) -> None:
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "failed/bad/report.txt", "logs/bad.log", "logs/ok.log", "ok.out", "pictures/ok-1.png"]
     assert (out / "logs" / "bad.log").read_text() == "log-bad\n"
-
-
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[str]:
-    """A loopback HTTP server over tmp_path/web."""
-    root = tmp_path / "web"
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_files_every_task_gets(tmp_path: Path, web: str) -> None:
