@@ -16,7 +16,7 @@ from rich.text import Text
 
 from .errors import Diagnostic
 from .plan import InputFile, Plan, PlannedTask, StagePlan
-from .plan.deps import express
+from .plan.deps import longest
 from .spec import Param, Spec
 from .spec.values import format_duration
 
@@ -159,7 +159,5 @@ def stage_text(stage: StagePlan) -> str:
 
 def dependency_text(tasks: Sequence[PlannedTask]) -> str | None:
     """How the stage's waiting is expressed on Azure Batch (its longest dependency list)."""
-    longest = max(tasks, key=lambda t: len(t.depends_on), default=None)
-    if longest is None or not longest.depends_on:
-        return None
-    return express(longest.id, longest.depends_on).describe()
+    found = longest(tasks)
+    return found.describe() if found is not None else None

@@ -16,8 +16,12 @@ Locally a task simply starts when the tasks it waits for have succeeded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import PlannedTask
 
 #: The service's limit on the combined length of dependsOn.taskIds.
 MAX_TASK_IDS_CHARS = 64_000
@@ -104,3 +108,11 @@ def express(task_id: str, depends_on: Sequence[str], limit: int = MAX_TASK_IDS_C
         gates.extend(level)
         layer = [g.id for g in level]
     return Dependencies("gates", tuple(layer), gates=tuple(gates), count=count, chars=chars)
+
+
+def longest(tasks: Iterable[PlannedTask]) -> Dependencies | None:
+    """How the stage's longest wait is expressed (None when its tasks wait for nothing)."""
+    task = max(tasks, key=lambda t: len(t.depends_on), default=None)
+    if task is None or not task.depends_on:
+        return None
+    return express(task.id, task.depends_on)

@@ -21,6 +21,7 @@ from typing import Any, Literal, TextIO
 
 from ..globs import escape, has_magic, literal, split_fixed
 from ..spec.model import Autoscale, Cleanup, Group, Image, Outputs, OutputWhen, Scalar
+from .deps import longest
 
 PLAN_FORMAT = 1
 
@@ -323,6 +324,7 @@ def _pool_dict(pool: PlannedPool) -> dict[str, Any]:
 
 
 def _stage_dict(stage: StagePlan) -> dict[str, Any]:
+    waits = longest(stage.tasks or ())
     return {
         "name": stage.name,
         "from": stage.source,
@@ -335,6 +337,9 @@ def _stage_dict(stage: StagePlan) -> dict[str, Any]:
         "command": stage.command,
         "outputs": list(stage.outputs),
         "task_count": None if stage.tasks is None else len(stage.tasks),
+        # How its tasks wait on Azure Batch (derived: shown for review, not read back).
+        "dependencies": None if waits is None else {"form": waits.form, "count": waits.count,
+                                                    "characters": waits.chars, "gates": len(waits.gates)},
     }
 
 
