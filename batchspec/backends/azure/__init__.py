@@ -284,6 +284,9 @@ class AzureBackend(Backend):
         if not wave.tasks:
             ctx.info(f"all {wave.total} task(s) succeeded in an earlier run and their outputs are in storage: "
                      "nothing to add (--force runs them again)")
+            if wave.final and self.job_ready and not self.job_was_complete:  # an earlier wave made the job
+                with self._errors(f"updating job '{plan.job_id}'"):
+                    self._complete_when_done(plan)
             return 0
         with self._errors("staging the wave's files in Azure Storage"):
             self._upload(plan, sorted({f.source for t in wave.tasks for f in t.inputs if f.kind == "local"}),
@@ -318,9 +321,7 @@ class AzureBackend(Backend):
             for level in levels:  # what a task waits for is added before it
                 submitter.submit([self._options(plan, item) for item in level])
             if wave.final and not self.job_was_complete:
-                # Set last, so the job cannot complete before every task is in it.
-                terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
-                resend(lambda: self.client.update_job(plan.job_id, terminate))
+                self._complete_when_done(plan)
         others = [state for tid, state in in_job.items() if tid not in ids and tid not in watch.gates]
         watch.others = (sum(1 for s in others if s[0] == "completed"), sum(1 for s in others if s[1] == "success"),
                         sum(1 for s in others if s[1] == "failure"))
@@ -330,6 +331,12 @@ class AzureBackend(Backend):
                  f"({format_duration(time.monotonic() - started)}); {kept} already in the job, "
                  f"{len(wave.kept)} done in an earlier run")
         return submitter.added
+
+    def _complete_when_done(self, plan: Plan) -> None:
+        """The job completes once its tasks have: set last, so it cannot complete before every
+        task (of every stage) is in it."""
+        terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
+        resend(lambda: self.client.update_job(plan.job_id, terminate))
 
     def _options(self, plan: Plan, item: _Item) -> models.BatchTaskCreateOptions:
         assert self.urls is not None
