@@ -43,7 +43,7 @@ def make_plan(spec_path: Path, overrides: Iterable[str] = (), backend: str = "au
     """The plan for a spec file, as ``batchspec plan`` shows it (no side effects)."""
     environ = os.environ if env is None else env
     spec = load_spec(spec_path)
-    if spec.inputs.container is None:  # only blobs in storage need a backend to plan
+    if spec.inputs is None or spec.inputs.container is None:  # only blobs in storage need a backend to plan
         return build_plan(spec, overrides)
     lister_backend = backends.create(backends.choose(backend, environ)[0], RunOptions(env=environ))
     try:

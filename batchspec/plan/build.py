@@ -136,9 +136,12 @@ class Planner:
         self.constants: dict[str, Any] = {"params": Namespace(self.params), "name": spec.name}
         self.origins: dict[str, Namespace] = {}  # first-stage task id -> its variables, for `source`
         self.origin_files: dict[str, InputFile] = {}  # first-stage task id -> its input file
-        inputs = self._inputs(spec.inputs)
         with _gc_paused():
-            items, warnings = resolve_inputs(inputs, spec.base_dir, blob_lister)
+            warnings: list[str] = []
+            if spec.inputs is None:  # a sweep (or a single task): one item, no file
+                items = [InputItem("", None, None)]
+            else:
+                items, warnings = resolve_inputs(self._inputs(spec.inputs), spec.base_dir, blob_lister)
             combos = self._combinations()
             self.job_id = self._job_id(items, combos)
             self.constants["job_id"] = self.job_id
@@ -394,7 +397,8 @@ class Planner:
                 for combo, matrix in zip(combos, matrices, strict=True):
                     index = len(tasks)
                     variables = {**item_vars, "matrix": matrix, "index": index}
-                    task_id = render.task_id(variables) or _default_id(item.key, stem, combo)
+                    readable = stem if item.file or not combo else "-".join(str(v) for v in combo.values())
+                    task_id = render.task_id(variables) or _default_id(item.key, readable, combo)
                     previous = ids.setdefault(task_id.casefold(), index)
                     if previous != index:
                         raise PlanError(
@@ -606,10 +610,10 @@ def _named_outputs(tasks: Sequence[PlannedTask]) -> list[tuple[PlannedTask, str]
 def _where(items: list[InputItem], combos: list[dict[str, Scalar]], index: int) -> str:
     """Which input (and matrix combination) task ``index`` comes from, for messages."""
     item, combo = items[index // len(combos)], combos[index % len(combos)]
-    text = f"input '{item.key}'"
-    if combo:
-        text += " with " + ", ".join(f"{k}={v}" for k, v in combo.items())
-    return text
+    values = ", ".join(f"{k}={v}" for k, v in combo.items())
+    if not item.key:  # no inputs: a sweep
+        return f"matrix {values}" if values else "the task"
+    return f"input '{item.key}'" + (f" with {values}" if values else "")
 
 
 def _name_variables(path: str) -> dict[str, PathValue]:
@@ -621,7 +625,7 @@ def _name_variables(path: str) -> dict[str, PathValue]:
 
 def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
     if item.file is None:
-        return {**base, "item": item.item}
+        return {**base, "item": item.item} if item.key else dict(base)
     return {**base, "item": item.item, **_name_variables(item.file.path)}
 
 

@@ -130,7 +130,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
             if start_d else None
         ),
     )
-    inputs_d = d["inputs"]
+    inputs_d = d.get("inputs")
     inputs = Inputs(
         paths=_tuple(inputs_d.get("path")),
         exclude=_tuple(inputs_d.get("exclude")),
@@ -138,7 +138,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
         prefix=inputs_d["prefix"],
         items=tuple(inputs_d["list"]) if "list" in inputs_d else None,
         allow_empty=inputs_d["allow_empty"],
-    )
+    ) if inputs_d is not None else None
     name = d["name"]
     outputs_d = d["outputs"]
     outputs = Outputs(

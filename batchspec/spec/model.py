@@ -173,7 +173,7 @@ class Spec:
     params: dict[str, Param]
     pool: Pool
     requires: tuple[str, ...]
-    inputs: Inputs
+    inputs: Inputs | None  # None: no inputs, one task per matrix combination
     matrix: dict[str, Axis]
     files: tuple[FileSource, ...]
     stages: tuple[Stage, ...]  # at least one; `task` is one stage, `merge` a last one

@@ -31,6 +31,9 @@ from .values import batch_id_problem, container_problem, parse_duration
 #: Variables of the first stage's templates (the planner provides exactly these).
 TASK_VARIABLES = ("input", "name", "stem", "ext", "dir", "item", "index", "count", "params", "matrix",
                   "task_id", "job_id")
+#: The first stage of a spec without inputs (a sweep over its matrix), and what it lacks.
+SWEEP_VARIABLES = ("index", "count", "params", "matrix", "task_id", "job_id")
+INPUT_VARIABLES = ("input", "name", "stem", "ext", "dir", "item")
 #: A later stage with one task per file it reads.
 FILE_STAGE_VARIABLES = ("input", "name", "stem", "ext", "dir", "index", "count", "params", "source",
                         "task_id", "job_id")
@@ -167,6 +170,7 @@ def _semantic_diagnostics(doc: Document) -> Iterator[Diagnostic]:
 
 def task_bodies(data: Any) -> Iterator[tuple[JsonPath, dict[str, Any], tuple[str, ...]]]:
     """Every task body with its place and the variables its templates may use."""
+    first_variables = TASK_VARIABLES if not isinstance(data, dict) or "inputs" in data else SWEEP_VARIABLES
     stages = _get(data, "stages")
     if isinstance(stages, list):
         known = set(schema()["properties"]["stages"]["items"]["properties"])
@@ -180,10 +184,10 @@ def task_bodies(data: Any) -> Iterator[tuple[JsonPath, dict[str, Any], tuple[str
                 # every variable a later stage may have, so one mistake is not reported twice.
                 variables = tuple(dict.fromkeys((*FILE_STAGE_VARIABLES, *GROUP_VARIABLES)))
             else:
-                variables = stage_variables(i == 0, group)
+                variables = first_variables if i == 0 else stage_variables(False, group)
             yield ("stages", i, "task"), body, variables
     elif isinstance(body := _get(data, "task"), dict):
-        yield ("task",), body, TASK_VARIABLES
+        yield ("task",), body, first_variables
     if isinstance(body := _get(data, "merge"), dict):
         yield ("merge",), body, stage_variables(False, "all")
 
@@ -554,12 +558,17 @@ def _check_templates(doc: Document) -> Iterator[Diagnostic]:
         "matrix": frozenset(matrix) if isinstance(matrix, dict) else frozenset(),
         "source": frozenset(SOURCE_KEYS),
     }
+    sweep = isinstance(doc.data, dict) and "inputs" not in doc.data
     for path, source, shell, names in templated_fields(doc.data):
         if not is_template(source):
             continue
         known = {name: attrs.get(name) for name in names}
         for problem in check_variables(source, known, shell=shell):
-            yield doc.template_diagnostic(path, problem.line, problem.token, problem.message)
+            message = problem.message
+            if sweep and names is SWEEP_VARIABLES and problem.token in INPUT_VARIABLES:
+                message = (f"'{problem.token}' is a variable of a task over an input, and the spec has no 'inputs' "
+                           "(its tasks are one per matrix combination)")
+            yield doc.template_diagnostic(path, problem.line, problem.token, message)
 
 
 def _check_outputs(doc: Document) -> Iterator[Diagnostic]:

@@ -140,6 +140,23 @@ def test_matrix_range_errors(make_spec: SpecMaker, tmp_path: Path, axis: dict[st
     assert "$.matrix.f" in caught.value.message
 
 
+def test_a_sweep_without_inputs(make_spec: SpecMaker) -> None:
+    spec = make_spec({"inputs": None, "params": {"frames": "1-3"}, "matrix": {"frame": {"range": "<<params.frames>>",
+                                                                                       "pad": 4}},
+                      "task": {"command": "render --frame <<matrix.frame>> <<index>>/<<count>>",
+                               "outputs": ["frame-<<matrix.frame>>.png"]},
+                      "merge": {"command": "ffmpeg -i frame-%04d.png out.mp4", "outputs": ["out.mp4"]}})
+    plan = build_plan(spec, ["frames=2-4"])
+    first = plan.stages[0].tasks or ()
+    assert [t.command for t in first] == ["render --frame 0002 0/3", "render --frame 0003 1/3",
+                                          "render --frame 0004 2/3"]
+    assert [t.id.rsplit("-", 1)[0] for t in first] == ["0002", "0003", "0004"] and not first[0].inputs
+    (merge,) = plan.stage("merge").tasks or ()
+    assert [f.source for f in merge.inputs] == ["frame-0002.png", "frame-0003.png", "frame-0004.png"]
+    single = build_plan(make_spec({"inputs": None, "task": {"command": "echo hello", "outputs": []}}))
+    assert [t.command for t in single.tasks] == ["echo hello"]
+
+
 # --- params -----------------------------------------------------------------------------------
 
 TYPED = {
