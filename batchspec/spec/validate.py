@@ -125,6 +125,9 @@ def _explain(doc: Document, error: jsonschema.ValidationError) -> Iterator[Diagn
             (*path, key), f"'{key}' is not a valid name: use letters, digits and '_', not starting with a digit",
             key=True,
         )
+    elif kind == "enum" and isinstance(error.instance, str) and isinstance(error.validator_value, list):
+        hint = difflib.get_close_matches(error.instance, [str(c) for c in error.validator_value], n=1, cutoff=0.5)
+        yield doc.diagnostic(path, str(error.message) + (f"; did you mean '{hint[0]}'?" if hint else ""))
     else:
         yield doc.diagnostic(path, str(error.message))
 
@@ -230,9 +233,9 @@ def param_value_problem(declared: dict[str, Any], value: object) -> str | None:
     if kind is None and "default" in declared:
         kind = {bool: "boolean", int: "integer", float: "number"}.get(type(declared["default"]), "string")
     kind = kind or "string"
-    if value is None:
+    if value is None or kind not in _TYPES:  # an unknown type is reported by the schema
         return None
-    wanted = _TYPES.get(kind, (str,))
+    wanted = _TYPES[kind]
     if isinstance(value, bool) != (kind == "boolean") or not isinstance(value, wanted):
         return f"{value!r} is not {'an' if kind == 'integer' else 'a'} {kind}"
     choices = declared.get("enum")
