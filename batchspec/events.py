@@ -29,8 +29,14 @@ class BackendChosen(Event):
 class PlanReady(Event):
     kind: ClassVar[str] = "plan"
     job_id: str
-    tasks: int
+    tasks: int  # known so far
     spec: str
+    later: tuple[str, ...] = ()  # stages whose tasks are known only when an earlier stage has finished
+
+    def text(self) -> str:
+        """``job ID: 5 tasks`` (and the stages still to be expanded)."""
+        more = f" (then stages {', '.join(self.later)}, once known)" if self.later else ""
+        return f"job {self.job_id}: {self.tasks} task{'s' if self.tasks != 1 else ''}{more}"
 
 
 @dataclass(frozen=True)

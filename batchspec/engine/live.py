@@ -57,7 +57,7 @@ class RichReporter(Reporter):
             self.print(f"backend: [bold]{event.backend}[/] ({escape(event.reason)})")
         elif isinstance(event, PlanReady):
             self.total = event.tasks
-            self.print(f"job [bold]{escape(event.job_id)}[/]: {event.tasks} tasks")
+            self.print(escape(event.text()))
         elif isinstance(event, StageStarted):
             if event.stage in ("collect", "clean up"):
                 self.close()  # the tasks are done: leave the bar's final state on screen

@@ -82,7 +82,7 @@ class PlainReporter(Reporter):
             self.line(f"backend: {event.backend} ({event.reason})")
         elif isinstance(event, PlanReady):
             self.total = event.tasks
-            self.line(f"job {event.job_id}: {event.tasks} task{'s' if event.tasks != 1 else ''}")
+            self.line(event.text())
         elif isinstance(event, StageStarted):
             if event.stage not in ("validate", "plan"):
                 self.line(f"== {event.stage}")

@@ -103,7 +103,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
         plan = planner.plan
         for warning in plan.warnings:
             ctx.warn(warning)
-        emit(PlanReady(plan.job_id, len(plan.tasks), str(spec_path)))
+        emit(PlanReady(plan.job_id, len(plan.tasks), str(spec_path), tuple(s.name for s in plan.stages if not s.known)))
         try:
             if plan.tasks:
                 plan, not_run = _run_plan(backend, planner, plan, ctx, tally)
