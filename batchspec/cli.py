@@ -150,6 +150,21 @@ def _environment(azure: dict[str, str | None]) -> dict[str, str]:
     return env
 
 
+def _price_options(func: F) -> F:
+    """--region and --offline, for commands that show what nodes cost."""
+    func = click.option("--offline", is_flag=True,
+                        help="Use only cached VM prices; never ask the Azure Retail Prices API.")(func)
+    return click.option("--region", default=None, metavar="REGION",
+                        help="Azure region for VM prices, e.g. westeurope [env: BATCHSPEC_REGION; default: "
+                             "from AZURE_BATCH_ENDPOINT].")(func)
+
+
+def _run_dir_option(func: F) -> F:
+    return click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+                        help="Where runs of SPEC keep their records (and local task directories); default: "
+                             ".batchspec/ next to the spec.")(func)
+
+
 @cli.command()
 @click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 @_set_option
@@ -157,24 +172,142 @@ def _environment(azure: dict[str, str | None]) -> dict[str, str]:
               help="table for people; json prints the whole plan, stable enough to diff.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
               help="Tasks shown in the table.")
+@_price_options
+@_run_dir_option
 @_backend_option
 @handle_errors
-def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, backend: str, **azure: str | None) -> None:
-    """Show what SPEC expands to, without running anything.
+def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: str | None, offline: bool,
+         run_dir: Path | None, backend: str, **azure: str | None) -> None:
+    """Show what SPEC expands to, and what running it should cost, without running anything.
+
+    The estimate takes node-hours from task.expected_duration in the spec, or from the
+    measured durations of the last run of SPEC, and prices them at the VM size's
+    pay-as-you-go price in the account's region (Azure Retail Prices API, cached for a week).
 
     \b
     Example:
-      batchspec plan specs/mp4-to-mp3.yaml --set bitrate=320k --limit 5
+      batchspec plan specs/mp4-to-mp3.yaml --set bitrate=320k --limit 5 --region westeurope
     """
-    from .engine import make_plan
+    from .backends import RunOptions
+    from .engine.observe import plan_with_estimate
+    from .observe.text import estimate_lines
     from .report import console, print_plan
 
-    the_plan = make_plan(spec, overrides, backend, _environment(azure))
+    options = RunOptions(env=_environment(azure), run_dir=run_dir)
+    view = plan_with_estimate(spec, overrides, backend, options, offline=offline, region=region,
+                              prices=fmt != "json")
     if fmt == "json":
-        the_plan.write_json(sys.stdout)
+        view.plan.write_json(sys.stdout)
         sys.stdout.write("\n")
-    else:
-        print_plan(the_plan, limit, console())
+        return
+    print_plan(view.plan, limit, console(), estimate_lines(view.estimate, view.price) if view.plan.tasks else ())
+
+
+#: ``batchspec status`` exit codes beyond EXIT_OK (all succeeded) and EXIT_FAILED (failed or stopped).
+EXIT_RUNNING = 3
+EXIT_NO_RUN = 4
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@_set_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json prints the whole record: every task with its attempts, counts, usage and ETA.")
+@_run_dir_option
+@_backend_option
+@handle_errors
+def status(spec: Path, overrides: tuple[str, ...], fmt: str, run_dir: Path | None, backend: str,
+           **azure: str | None) -> None:
+    """Show where the run of SPEC stands: job state, task counts, running and failed tasks,
+    pool and nodes (Azure), ETA. Works from any terminal, while a run goes on or after it.
+
+    Exit 0 when every task succeeded, 1 when tasks failed or the run stopped with work
+    left, 3 while it is running, 4 when SPEC has not been run.
+
+    \b
+    Example:
+      batchspec status specs/mp4-to-mp3.yaml --format json
+    """
+    from .backends import RunOptions
+    from .engine.observe import status as get_status
+    from .observe.records import dumps, verdict
+    from .observe.text import status_text
+
+    record = get_status(spec, overrides, backend, RunOptions(env=_environment(azure), run_dir=run_dir))
+    if record is None:
+        if fmt == "json":
+            click.echo(json.dumps({"verdict": "not found"}))
+        else:
+            click.echo("no run of this spec found (batchspec run SPEC starts one)")
+        sys.exit(EXIT_NO_RUN)
+    click.echo(dumps(record) if fmt == "json" else redact(status_text(record)))
+    codes = {"succeeded": EXIT_OK, "running": EXIT_RUNNING, "not started": EXIT_NO_RUN}
+    sys.exit(codes.get(verdict(record), EXIT_FAILED))
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("task", required=False)
+@click.option("--stream", type=click.Choice(["both", "stdout", "stderr"]), default="both", show_default=True,
+              help="Which output to show.")
+@click.option("--attempt", type=click.IntRange(min=1), default=None,
+              help="Which attempt of the task (default: the last).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the task finishes.")
+@click.option("--node", default=None, metavar="NODE",
+              help="Show a node's start task output instead of a task's (Azure).")
+@_set_option
+@_run_dir_option
+@_backend_option
+@handle_errors
+def logs(spec: Path, task: str | None, stream: str, attempt: int | None, follow: bool, node: str | None,
+         overrides: tuple[str, ...], run_dir: Path | None, backend: str, **azure: str | None) -> None:
+    """Print the stdout and stderr of TASK (an id, or a unique start of one) from the run of
+    SPEC; without TASK, those of every failed task (and of failed start tasks on Azure).
+
+    \b
+    Example:
+      batchspec logs specs/mp4-to-mp3.yaml sample-3 --stream stderr --follow
+    """
+    from .backends import RunOptions
+    from .engine import make_reporter
+    from .engine.observe import logs as show_logs
+
+    if task is not None and node is not None:
+        raise click.UsageError("give TASK or --node, not both")
+    reporter = make_reporter(False, sys.stderr)
+    options = RunOptions(env=_environment(azure), run_dir=run_dir)
+    try:
+        show_logs(spec, overrides, backend, options, reporter, sys.stdout.buffer, task=task, stream=stream,
+                  attempt=attempt, follow=follow, node=node)
+    finally:
+        reporter.close()
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write the report; default: <run dir>/<job id>/report.html.")
+@_price_options
+@_set_option
+@_run_dir_option
+@_backend_option
+@handle_errors
+def report(spec: Path, output: Path | None, region: str | None, offline: bool, overrides: tuple[str, ...],
+           run_dir: Path | None, backend: str, **azure: str | None) -> None:
+    """Write the HTML report of the run of SPEC: a timeline of every task attempt on its node
+    or slot, a histogram of durations, failed and slowest tasks with their stderr, totals and
+    cost. One self-contained file that opens offline. Every run also writes one.
+
+    \b
+    Example:
+      batchspec report specs/mp4-to-mp3.yaml -o report.html
+    """
+    from .backends import RunOptions
+    from .engine.observe import report as write_report
+
+    options = RunOptions(env=_environment(azure), run_dir=run_dir)
+    path, _ = write_report(spec, overrides, backend, options, output, offline=offline, region=region)
+    click.echo(f"report: {path}")
 
 
 @cli.command()

@@ -118,6 +118,9 @@ class RunFinished(Event):
     failures: tuple[TaskFinished, ...] = field(default=())
     blocked: int = 0
     not_run: tuple[str, ...] = ()  # stages that never ran (an earlier stage failed)
+    usage: str = ""  # node time (and cost) the run used
+    logs: str = ""  # where task logs live
+    report: str = ""  # the HTML report's path
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

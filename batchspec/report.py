@@ -81,8 +81,9 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def print_plan(plan: Plan, limit: int, out: Console) -> None:
-    """The human summary of a plan: job, pool, stages, task count and the first ``limit`` tasks."""
+def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -> None:
+    """The human summary of a plan: job, pool, stages, task count, the ``cost`` lines (the
+    estimate), and the first ``limit`` tasks."""
     pool = plan.pool
     if pool.autoscale:
         nodes = f"autoscale every {format_duration(pool.autoscale.interval_seconds)}"
@@ -111,6 +112,8 @@ def print_plan(plan: Plan, limit: int, out: Console) -> None:
                 out.print(f"    waits through {escape(waits)}")
     later = " (later stages add theirs when they are known)" if not plan.complete else ""
     out.print(f"[bold]tasks[/]  {len(plan.tasks)}{later}")
+    for line in cost:
+        out.print(line, markup=False)
     for warning in plan.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
     if not plan.tasks:

@@ -76,13 +76,12 @@ def run_child(argv: list[str], cwd: Path | None = None) -> Measured:
 
 
 @contextmanager
-def emulator_process(*options: str, exports: dict[str, str] | None = None) -> Iterator[tuple[BatchClient, str]]:
-    """``batchspec emulator --nodes 0 OPTIONS`` in a child process; yields a client and the endpoint
-    (and fills ``exports`` with the AZURE_BATCH_* variables it prints)."""
-    proc = subprocess.Popen([sys.executable, "-m", "batchspec", "emulator", "--nodes", "0", *options],
+def emulator_exports(*options: str) -> Iterator[dict[str, str]]:
+    """``batchspec emulator OPTIONS`` in a child process; yields the AZURE_BATCH_* variables it prints."""
+    proc = subprocess.Popen([sys.executable, "-m", "batchspec", "emulator", *options],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    exports = {} if exports is None else exports
+    exports: dict[str, str] = {}
     try:
         for line in proc.stdout:
             if line.startswith("export "):
@@ -90,13 +89,22 @@ def emulator_process(*options: str, exports: dict[str, str] | None = None) -> It
                 exports[name] = shlex.split(value)[0]
             if len(exports) == 3:
                 break
-        endpoint = exports["AZURE_BATCH_ENDPOINT"]
-        credential = AzureNamedKeyCredential(exports["AZURE_BATCH_ACCOUNT"], exports["AZURE_BATCH_ACCESS_KEY"])
-        with BatchClient(endpoint, credential) as client:
-            yield client, endpoint
+        yield exports
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
+
+
+def client_for(exports: dict[str, str]) -> BatchClient:
+    credential = AzureNamedKeyCredential(exports["AZURE_BATCH_ACCOUNT"], exports["AZURE_BATCH_ACCESS_KEY"])
+    return BatchClient(exports["AZURE_BATCH_ENDPOINT"], credential)
+
+
+@contextmanager
+def emulator_process(*options: str) -> Iterator[tuple[BatchClient, str]]:
+    """``batchspec emulator --nodes 0 OPTIONS`` in a child process; yields a client and the endpoint."""
+    with emulator_exports("--nodes", "0", *options) as exports, client_for(exports) as client:
+        yield client, exports["AZURE_BATCH_ENDPOINT"]
 
 
 def request_counts(client: BatchClient) -> dict[str, int]:

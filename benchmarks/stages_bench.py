@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import emulator_process, request_counts
+from _util import client_for, emulator_exports, request_counts
 
 from batchspec.backends.azure import AzureBackend
 from batchspec.backends.base import RunContext, RunOptions, Wave
@@ -65,8 +65,8 @@ def submit(work: Path, name: str, task_id: str, merge: bool) -> dict[str, object
     started = time.perf_counter()
     plan: Plan = build_plan(load_spec(spec))
     planned = time.perf_counter() - started
-    exports: dict[str, str] = {}
-    with running_azurite(work) as azurite, emulator_process(exports=exports) as (client, _):
+    with running_azurite(work) as azurite, emulator_exports("--nodes", "0") as exports, \
+            client_for(exports) as client:
         options = RunOptions(env={**exports, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
         events: list[Event] = []
         backend = AzureBackend(options)

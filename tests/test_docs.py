@@ -47,3 +47,26 @@ def test_every_example_spec_is_listed_in_the_readme() -> None:
     for name in shipped:
         description = load_spec(REPO / "specs" / name).description
         assert description, f"{name} has no description"
+
+
+def test_readme_cost_example_is_what_plan_prints(tmp_path: Path) -> None:
+    """The README's `plan` cost lines, produced by the code from the same prices (served on
+    loopback in the API's shape); only the fetch date and the price server differ."""
+    from tests.prices import serve_prices
+
+    block = README.split("$ batchspec plan specs/mp4-to-mp3.yaml --region westeurope\n...\n", 1)[1].split("```")[0]
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    text = (REPO / "specs" / "mp4-to-mp3.yaml").read_text().replace("  timeout: 30m\n",
+                                                                      "  timeout: 30m\n  expected_duration: 2m\n")
+    (specs / "mp4-to-mp3.yaml").write_text(text)
+    (specs / "inputs").mkdir()
+    for clip in (REPO / "specs" / "inputs").glob("*.mp4"):
+        (specs / "inputs" / clip.name).write_bytes(clip.read_bytes())
+    with serve_prices() as prices:
+        env = {"BATCHSPEC_PRICES_URL": prices.url, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        result = CliRunner().invoke(cli, ["plan", str(specs / "mp4-to-mp3.yaml"), "--region", "westeurope"], env=env)
+    assert result.exit_code == 0, result.output
+    printed = re.sub(r"fetched \d{4}-\d\d-\d\d from 127\.0\.0\.1", "fetched DATE from prices.azure.com", result.output)
+    expected = re.sub(r"fetched \d{4}-\d\d-\d\d", "fetched DATE", block)
+    assert expected.strip() in printed

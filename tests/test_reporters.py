@@ -70,3 +70,50 @@ def test_live_bar_shows_text_verbatim() -> None:
     assert "warning: careful [bold]" in text  # user text is never read as markup
     assert "| boom [red]not markup[/]" in text
     assert "FAILED: 1 succeeded, 1 failed of 2 tasks" in text
+
+
+def progress_lines(out: io.StringIO) -> list[str]:
+    return [line for line in out.getvalue().splitlines() if line.startswith("progress:")]
+
+
+def test_plain_progress_is_printed_only_when_something_changed() -> None:
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    reporter(PlanReady("job-1", 500, "spec.yaml"))
+    pool = Progress(500, 0, 0, 0, detail="pool p: resizing, 0/2 nodes")
+    nodes = Progress(500, 0, 0, 0, detail="waiting for nodes: 2 starting")
+    for _ in range(10):  # a backend that alternates between two details while nothing changes
+        reporter(pool)
+        reporter(nodes)
+    assert len(progress_lines(out)) == 2
+    reporter(Progress(500, 0, 0, 0, detail="waiting for nodes: 2 idle"))  # news: printed at once
+    assert len(progress_lines(out)) == 3
+    for done in range(1, 300):  # a big plan: count changes at most every few seconds
+        reporter(Progress(500, done, 0, 10))
+    assert len(progress_lines(out)) == 3
+    reporter.last_line -= 60  # time passes
+    reporter(Progress(500, 300, 0, 10))
+    assert progress_lines(out)[-1].startswith("progress: 300/500 done, 0 failed, 10 running")
+    reporter(Progress(500, 300, 1, 9))  # a failure is news
+    assert progress_lines(out)[-1].startswith("progress: 301/500 done, 1 failed, 9 running")
+    reporter(Progress(500, 450, 1, 9))  # held back by the interval ...
+    reporter(RunFinished("job-1", "azure", 500, 450, 1, 0, 9.0, "out", 1))
+    assert progress_lines(out)[-1].startswith("progress: 451/500 done")  # ... but shown before the summary
+
+
+def test_plain_small_plans_print_tasks_not_counts() -> None:
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    for event in EVENTS:
+        reporter(event)
+    assert progress_lines(out) == []
+
+
+def test_summary_names_usage_logs_and_report() -> None:
+    out = io.StringIO()
+    PlainReporter(out)(RunFinished("job-1", "local", 1, 1, 0, 0, 1.0, "out", 0, usage="used: 1s of task time",
+                                   logs="/runs/job-1/<task id>/stdout.txt", report="/runs/job-1/report.html"))
+    text = out.getvalue()
+    assert "\nused: 1s of task time\n" in text
+    assert "\nlogs: /runs/job-1/<task id>/stdout.txt (batchspec logs SPEC [TASK])\n" in text
+    assert "\nreport: /runs/job-1/report.html\n" in text

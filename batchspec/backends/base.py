@@ -15,8 +15,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import BackendError, BatchspecError
 from ..events import Emit, Event, Message, Progress, TaskFinished
+from ..observe.records import RunRecord
 from ..plan import BlobLister, Plan, PlannedTask, StagePlan
+from ..runner import last_lines
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,31 @@ class RunOptions:
     slots: int | None = None  # parallel task slots (local)
     run_dir: Path | None = None  # where task directories and run state live (local)
     force: bool = False  # rerun tasks that already succeeded
+
+    def workspace(self, plan: Plan) -> Path:
+        """Where batchspec keeps what it writes for a spec on this machine (run records,
+        reports; the local backend's task directories): ``--run-dir`` or ``.batchspec/``."""
+        return (self.run_dir or plan.resolve(".batchspec")).absolute()
+
+
+@dataclass(frozen=True)
+class LogRef:
+    """Which log to read: a task's (``task_id``) or a node's start task's (``node_id``)."""
+
+    name: str = "stderr"  # stdout | stderr
+    task_id: str | None = None
+    node_id: str | None = None
+    attempt: int | None = None  # None: the task's last attempt
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    data: bytes
+    offset: int  # where the next read of the same log continues
+    live: bool  # the task is still queued or running: more may come
+    source: str  # where it was read from, for people
+    attempt: int | None = None  # which attempt's output this is, when known
+    attempts: int = 0  # how many attempts the task has had
 
 
 @dataclass
@@ -111,6 +139,29 @@ class Backend(ABC):
     @abstractmethod
     def remove(self, plan: Plan, ctx: RunContext) -> None:
         """Delete everything runs of this plan left behind (``batchspec cleanup``)."""
+
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
+        """The plan's jobs, tasks and attempts as they stand now (a run may be going on in
+        another process); None when there is no trace of a run of this plan. ``files``: also
+        each task's input and output bytes, where that costs extra requests."""
+        raise BackendError(f"the {self.name} backend keeps no record of its runs")
+
+    def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:
+        """A task's (or node start task's) stdout or stderr from byte ``offset`` on.
+        Raises BackendError when there is no such task, node or attempt."""
+        raise BackendError(f"the {self.name} backend cannot show task logs")
+
+    def stderr_tails(self, plan: Plan, task_ids: Sequence[str], lines: int) -> dict[str, tuple[str, ...]]:
+        """The last ``lines`` lines of stderr of finished tasks (their last attempt), for the
+        report; a task whose stderr cannot be read is left out."""
+        tails = {}
+        for task_id in task_ids:
+            try:
+                chunk = self.read_log(plan, LogRef("stderr", task_id=task_id))
+            except BatchspecError:
+                continue
+            tails[task_id] = last_lines(chunk.data, lines)
+        return tails
 
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:  # noqa: B027 - optional hook
         """The user pressed Ctrl-C: stop what runs here and record state."""

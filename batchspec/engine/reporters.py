@@ -64,14 +64,19 @@ def counts(p: Progress) -> str:
 
 
 class PlainReporter(Reporter):
-    """Log lines without colour or cursor movement (CI, pipes)."""
+    """Log lines without colour or cursor movement (CI, pipes). A progress line is printed only
+    when something changed: a state the line has not shown since the counts last moved (a
+    backend that alternates between two details prints each once), and for plans too large to
+    print each task, count changes at most every PLAIN_INTERVAL seconds."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
         self.started = time.monotonic()
         self.total = 0
         self.last_line = 0.0
-        self.last: Progress | None = None
+        self.shown: set[str] = set()  # progress texts printed since the counts last changed
+        self.shown_counts: tuple[int, int, int, int] | None = None
+        self.unshown: Progress | None = None  # a change held back by the interval
 
     def line(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -95,15 +100,37 @@ class PlainReporter(Reporter):
                 self.line(task_line(event))
         elif isinstance(event, Progress):
             self.total = max(self.total, event.total)
-            self.last = event
-            now = time.monotonic()
-            if event.detail or (self.total > EACH_TASK_LIMIT and now - self.last_line >= PLAIN_INTERVAL):
-                self.last_line = now
-                detail = f" ({event.detail})" if event.detail else ""
-                self.line(f"progress: {counts(event)}, eta {eta(event, self.started)}{detail}")
+            self._progress(event)
         elif isinstance(event, RunFinished):
+            if self.unshown is not None:
+                self._print_progress(self.unshown)
             self.out.write(summary_text(event))
             self.out.flush()
+
+
+    def _progress(self, event: Progress) -> None:
+        key = (event.succeeded, event.failed, event.running, event.skipped)
+        counts_moved = key != self.shown_counts
+        if not counts_moved and event.detail in self.shown:
+            return  # nothing new
+        if not event.detail and self.total <= EACH_TASK_LIMIT:
+            return  # small plans print each finished task instead
+        urgent = bool(event.detail) or (self.shown_counts is not None and event.failed != self.shown_counts[1])
+        if not urgent and time.monotonic() - self.last_line < PLAIN_INTERVAL:
+            self.unshown = event
+            return
+        self._print_progress(event)
+
+    def _print_progress(self, event: Progress) -> None:
+        key = (event.succeeded, event.failed, event.running, event.skipped)
+        if key != self.shown_counts:
+            self.shown.clear()
+            self.shown_counts = key
+        self.shown.add(event.detail)
+        self.unshown = None
+        self.last_line = time.monotonic()
+        detail = f" ({event.detail})" if event.detail else ""
+        self.line(f"progress: {counts(event)}, eta {eta(event, self.started)}{detail}")
 
 
 def stages_line(event: StagesStarted) -> str:
@@ -143,6 +170,12 @@ def summary_text(event: RunFinished) -> str:
         lines.append(f"not run: stage{'s' if len(event.not_run) > 1 else ''} {', '.join(event.not_run)}")
     if event.succeeded or event.skipped:
         lines.append(f"outputs: {event.outputs}")
+    if event.usage:
+        lines.append(event.usage)
+    if event.logs:
+        lines.append(f"logs: {event.logs} (batchspec logs SPEC [TASK])")
+    if event.report:
+        lines.append(f"report: {event.report}")
     for failure in event.failures:
         lines.append("")
         lines.append(task_line(failure))

@@ -34,15 +34,21 @@ from ..events import (
     StageStarted,
     TaskFinished,
 )
+from ..observe.records import RunRecord
 from ..plan import Plan, PlannedTask, Planner, StagePlan, build_plan
-from ..spec import load_spec
+from ..spec import Spec, load_spec
 
 
 def make_plan(spec_path: Path, overrides: Iterable[str] = (), backend: str = "auto",
               env: Mapping[str, str] | None = None) -> Plan:
     """The plan for a spec file, as ``batchspec plan`` shows it (no side effects)."""
+    return plan_for(load_spec(spec_path), overrides, backend, env)
+
+
+def plan_for(spec: Spec, overrides: Iterable[str] = (), backend: str = "auto",
+             env: Mapping[str, str] | None = None) -> Plan:
+    """The plan for a loaded spec (see :func:`make_plan`)."""
     environ = os.environ if env is None else env
-    spec = load_spec(spec_path)
     if spec.inputs is None or spec.inputs.container is None:  # only blobs in storage need a backend to plan
         return build_plan(spec, overrides)
     lister_backend = backends.create(backends.choose(backend, environ)[0], RunOptions(env=environ))
@@ -59,6 +65,7 @@ class _Tally:
     earlier: Progress = field(default_factory=lambda: Progress(0, 0, 0, 0))
     progress: Progress | None = None
     failures: list[TaskFinished] = field(default_factory=list)
+    record: RunRecord | None = None  # taken when the tasks are done, before cleanup
 
     def observe(self, event: Event) -> Event:
         """Record ``event``; a wave's progress comes back as progress over the whole run."""
@@ -97,6 +104,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
     interrupted = False
     tally = _Tally()
     not_run: tuple[str, ...] = ()
+    after: dict[str, str] = {}
     try:
         emit(StageStarted("plan"))
         planner = Planner(spec, overrides, backend.blob_lister())
@@ -113,6 +121,10 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
             interrupted = True
             ctx.warn("interrupted: stopping")
             backend.interrupt(plan, ctx)
+        if tally.record is not None and not interrupted:
+            from .observe import leave_record
+
+            after = leave_record(tally.record, plan, options, ctx)
     finally:
         backend.close()
     counts = tally.now
@@ -132,6 +144,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
         failures=tuple(tally.failures),
         blocked=counts.blocked,
         not_run=not_run,
+        **after,
     )
     emit(summary)
     return summary
@@ -194,6 +207,9 @@ def _run_plan(backend: Backend, planner: Planner, plan: Plan, ctx: RunContext,
     if not_run:
         ctx.warn(f"not run: stage{'s' if len(not_run) > 1 else ''} {', '.join(not_run)}, because tasks of an "
                  "earlier stage failed; fix them and run again (finished tasks are kept)")
+    from .observe import take_record  # what ran, before cleanup may delete the job
+
+    tally.record = take_record(plan, backend, ctx)
     emit(StageStarted("collect"))
     backend.collect(plan, ctx)
     emit(StageStarted("clean up"))

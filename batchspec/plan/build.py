@@ -278,6 +278,8 @@ class Planner:
         # Same spec, inputs and params -> same id (a rerun resumes); any change -> a new id.
         digest = hashlib.sha256()
         model = {k: v for k, v in asdict(spec).items() if k not in ("path", "lines")}
+        for stage in model["stages"]:  # only for cost estimates, not part of what the job does
+            del stage["task"]["expected_seconds"]
         model["params"] = self.params
         digest.update(json.dumps(model, sort_keys=True, default=str).encode())
         for item in items:

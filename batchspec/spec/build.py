@@ -82,8 +82,9 @@ def _body(d: dict[str, Any]) -> TaskBody:
         OutputRule(o, "success", None) if isinstance(o, str) else OutputRule(o["path"], o["when"], o.get("to"))
         for o in d["outputs"]
     )
-    return TaskBody(d["command"], outputs, d.get("id"), d["retries"], _seconds(d.get("timeout")), dict(d["env"]),
-                    _files(d["files"]))
+    expected = d.get("expected_duration")
+    return TaskBody(d["command"], outputs, d.get("id"), d["retries"], _seconds(d.get("timeout")),
+                    parse_duration(expected) if expected else None, dict(d["env"]), _files(d["files"]))
 
 
 def _axis(raw: Any) -> Axis:

@@ -124,6 +124,8 @@ class TaskBody:
     id: str | None
     retries: int
     timeout_seconds: int | None
+    # expected_duration: only for cost estimates, so not part of the job's identity (plan hash).
+    expected_seconds: float | None = field(compare=False)
     env: dict[str, str]
     files: tuple[FileSource, ...]
 
@@ -191,6 +193,11 @@ class Spec:
     def task(self) -> TaskBody:
         """The first stage's task body (the whole job for a one-stage spec)."""
         return self.stages[0].task
+
+    @property
+    def expected_task_seconds(self) -> float | None:
+        """How long one task usually runs (``task.expected_duration``), for cost estimates."""
+        return self.task.expected_seconds
 
     def defaults(self) -> dict[str, Scalar]:
         """Every parameter's default (required ones are absent)."""

@@ -473,7 +473,8 @@ def _check_files(doc: Document, path: JsonPath) -> Iterator[Diagnostic]:
 
 def _check_durations(doc: Document) -> Iterator[Diagnostic]:
     paths: list[tuple[JsonPath, float]] = [(("pool", "autoscale", "interval"), 300.0), (("job", "timeout"), 1.0)]
-    paths += [((*where, "timeout"), 1.0) for where, _, _ in task_bodies(doc.data)]
+    for where, _, _ in task_bodies(doc.data):
+        paths += [((*where, "timeout"), 1.0), ((*where, "expected_duration"), 1.0)]
     for path, minimum in paths:
         value = _get(doc.data, *path)
         if not isinstance(value, str):

@@ -11,10 +11,10 @@ import pytest
 from azure.batch import BatchClient, models
 from azure.core.exceptions import ServiceResponseError
 
-from batchspec.backends.azure import AzureBackend, container_base
+from batchspec.backends.azure import AzureBackend
 from batchspec.backends.azure.config import AzureConfig
 from batchspec.backends.azure.errors import resend
-from batchspec.backends.azure.storage import blob_name_for, safe_destination
+from batchspec.backends.azure.storage import blob_name_for, container_base, safe_destination
 from batchspec.backends.azure.tasks import Submitter
 from batchspec.backends.base import RunContext, RunOptions
 from batchspec.emulator import Emulator

@@ -17,9 +17,7 @@ stages.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,15 +31,17 @@ from azure.storage.blob import ContainerSasPermissions
 
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
+from ...observe.records import RunRecord
 from ...plan import BlobLister, InputFile, OutputIndex, Plan, PlannedTask, StagePlan
 from ...plan.deps import Dependencies, Gate, express
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
-from ..base import Backend, RunContext, RunOptions, Wave
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave
 from .config import AzureConfig, batch_client_args
 from .errors import error_code, resend, translate_errors
-from .storage import Storage, blob_name_for
+from .records import job_record, node_log, task_log, with_file_sizes
+from .storage import Storage, blob_name_for, container_base, work_container
 from .tasks import (
     RECORDS_PREFIX,
     Submitter,
@@ -60,18 +60,6 @@ SAS_MAX = timedelta(days=7)
 STDERR_TAIL = 20
 
 
-def container_base(name: str) -> str:
-    """A storage-safe container name stem from a spec name."""
-    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return (base or "batchspec")[:50].strip("-")
-
-
-def work_container(plan: Plan, stage: str) -> str:
-    """The container holding the outputs of ``stage`` that later stages read: one per job
-    and stage, named after both (at most 52 characters)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", stage.lower()).strip("-")[:16].strip("-") or "stage"
-    digest = hashlib.sha256(f"{plan.job_id}\0{stage}".encode()).hexdigest()[:10]
-    return f"{container_base(plan.name)[:24].strip('-')}-{slug}-{digest}"
 
 
 #: What is added to a job: a task, a task with its dependencies, or a gate.
@@ -502,6 +490,9 @@ class AzureBackend(Backend):
                                 detail, len(blocked))
             if progress != last:
                 yield progress
+            # Poll quickly again only when tasks moved (the waiting detail alternates between pool and nodes).
+            if last is None or (progress.succeeded, progress.failed, progress.running) != (
+                    last.succeeded, last.failed, last.running):
                 delay = POLL_MIN
             else:
                 delay = min(POLL_MAX, delay * POLL_GROWTH)
@@ -675,6 +666,42 @@ class AzureBackend(Backend):
         except ResourceNotFoundError:
             pass
 
+    # --- what other commands read (status, logs, report) ---------------------------------------
+
+    def logs_location(self, plan: Plan) -> str:
+        return (f"on the nodes while job {plan.job_id} exists; failed tasks' stdout and stderr also in container "
+                f"{plan.outputs.container} under {RECORDS_PREFIX}/{plan.job_id}/failed/")
+
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
+        with self._errors(f"reading job '{plan.job_id}'"):
+            record = job_record(self.client, plan, self.logs_location(plan))
+        if record is None or not files:
+            return record
+        try:
+            with self._errors("listing inputs and outputs in storage"):
+                return with_file_sizes(record, plan, self.storage, self.input_container(plan))
+        except BackendError as exc:  # sizes are a nicety: the record stands without them
+            ctx.warn(f"no input and output sizes: {exc.message}")
+            return record
+
+    def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:
+        with self._errors("reading a log"):
+            if ref.node_id is not None:
+                return node_log(self.client, plan, ref, offset)
+            try:
+                storage: Storage | None = self.storage
+            except BackendError:  # no storage configured: logs on the nodes only
+                storage = None
+            return task_log(self.client, storage, plan, ref, offset)
+
+    def stderr_tails(self, plan: Plan, task_ids: Sequence[str], lines: int) -> dict[str, tuple[str, ...]]:
+        """One download per task: the record already says they finished and where."""
+        def tail(task_id: str) -> tuple[str, ...]:
+            return _log_tail(lambda: self.client.download_task_file(plan.job_id, task_id, "stderr.txt"), lines)
+
+        with self._errors("reading task logs"):
+            return {task_id: tail(task_id) for task_id in task_ids}
+
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         ctx.warn(f"job {plan.job_id} keeps running on Azure Batch: run the same command again to follow it, "
                  "or `batchspec cleanup SPEC` to delete it")
@@ -717,13 +744,13 @@ def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
     )
 
 
-def _log_tail(download: Callable[[], Iterable[bytes]]) -> tuple[str, ...]:
+def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL) -> tuple[str, ...]:
     """The last lines of a task or node log file on the service, secrets redacted; none if absent."""
     try:
         data = b"".join(download())
     except ResourceNotFoundError:
         return ()
-    return tuple(redact(line) for line in last_lines(data, STDERR_TAIL))
+    return tuple(redact(line) for line in last_lines(data, lines))
 
 
 def _text(value: Any) -> str:

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
     BlobServiceClient,
     ContainerSasPermissions,
@@ -28,6 +29,7 @@ from azure.storage.blob import (
 )
 
 from ...errors import BackendError
+from ...plan import Plan
 from .config import AzureConfig, entra_credential
 
 #: Parallel file transfers (each large file is also split into parallel blocks).
@@ -111,6 +113,17 @@ class Storage:
         for start in range(0, len(names), 256):
             with contextlib.suppress(ResourceNotFoundError):
                 client.delete_blobs(*names[start : start + 256])
+
+    def read(self, container: str, name: str, offset: int = 0) -> bytes | None:
+        """A blob's bytes from ``offset`` on; None when it does not exist."""
+        try:
+            return self.service.get_blob_client(container, name).download_blob(offset=offset or None).readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # past its end
+                return b""
+            raise
 
     def list_names(self, container: str, prefix: str) -> list[str]:
         """For ``inputs.container``: names of the blobs under ``prefix``."""
@@ -238,3 +251,17 @@ def blob_name_for(source: str) -> str:
     norm = posixpath.normpath(source.replace("\\", "/"))
     parts = [("__up__" if p == ".." else p) for p in norm.split("/") if p not in ("", ".")]
     return "/".join(parts) if not norm.startswith("/") else "__root__/" + "/".join(parts)
+
+
+def container_base(name: str) -> str:
+    """A storage-safe container name stem from a spec name."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return (base or "batchspec")[:50].strip("-")
+
+
+def work_container(plan: Plan, stage: str) -> str:
+    """The container holding the outputs of ``stage`` that later stages read: one per job
+    and stage, named after both (at most 52 characters)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", stage.lower()).strip("-")[:16].strip("-") or "stage"
+    digest = hashlib.sha256(f"{plan.job_id}\0{stage}".encode()).hexdigest()[:10]
+    return f"{container_base(plan.name)[:24].strip('-')}-{slug}-{digest}"

@@ -29,6 +29,7 @@ from pathlib import Path
 from ...errors import BackendError
 from ...events import Event, Progress, TaskFinished
 from ...globs import glob_files
+from ...observe.records import RunRecord
 from ...plan import InputFile, Output, Plan, PlannedTask, StagePlan
 from ...runner import (
     ProcessResult,
@@ -41,7 +42,8 @@ from ...runner import (
     tail_lines,
 )
 from ...spec.values import format_duration
-from ..base import Backend, RunContext, RunOptions, Wave
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave
+from .records import AttemptEvent, AttemptLog, file_bytes, log_sizes, log_slice, read_record, run_in_progress
 from .state import RunState
 from .tools import resolve_tools
 
@@ -65,6 +67,7 @@ class _Done:
     seconds: float
     reason: str | None = None
     outputs: list[str] = field(default_factory=list)  # where the success outputs went (relative names)
+    output_bytes: int | None = None
 
 
 class LocalBackend(Backend):
@@ -74,7 +77,8 @@ class LocalBackend(Backend):
         self.options = options
         self.slots = options.slots or os.cpu_count() or 1
         self.state: RunState | None = None
-        self.queue: queue.SimpleQueue[_Started | _Done] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[_Started | _Done | AttemptEvent] = queue.SimpleQueue()
+        self.attempt_log: AttemptLog | None = None
         self.work: queue.SimpleQueue[PlannedTask | None] = queue.SimpleQueue()
         self.stop_event = threading.Event()
         self.expired = threading.Event()  # the job's wall-clock limit passed
@@ -93,7 +97,7 @@ class LocalBackend(Backend):
     # --- paths ---------------------------------------------------------------------------------
 
     def run_dir(self, plan: Plan) -> Path:
-        return (self.options.run_dir or plan.resolve(".batchspec")).absolute()
+        return self.options.workspace(plan)
 
     def job_dir(self, plan: Plan) -> Path:
         return self.run_dir(plan) / plan.job_id
@@ -179,6 +183,9 @@ class LocalBackend(Backend):
         return done
 
     def submit(self, plan: Plan, wave: Wave, ctx: RunContext) -> int:
+        assert self.state is not None
+        if self.attempt_log is None:
+            self.attempt_log = AttemptLog(self.state, time.time(), self.slots)
         ids = {t.id for t in wave.tasks}
         self.waiting, self.dependents = {}, {}
         for task in wave.tasks:
@@ -210,6 +217,9 @@ class LocalBackend(Backend):
             except queue.Empty:
                 self.state.commit()  # group commit: durable before waiting, one commit per burst
                 message = self._next(plan, ctx)
+            if isinstance(message, AttemptEvent):
+                self._save_attempt(message)
+                continue
             if isinstance(message, _Started):
                 running.add(message.task_id)
                 self.state.started(message.task_id, message.pgid, message.pgid_ticks)
@@ -243,7 +253,7 @@ class LocalBackend(Backend):
             yield Progress(total, succeeded, failed, len(running), kept, blocked=blocked)
         self._stop_workers()
 
-    def _next(self, plan: Plan, ctx: RunContext) -> _Started | _Done:
+    def _next(self, plan: Plan, ctx: RunContext) -> _Started | _Done | AttemptEvent:
         """The next task event; when the job's wall-clock limit passes, stop everything."""
         while True:
             wait = None if self.deadline is None or self.expired.is_set() else self.deadline - time.monotonic()
@@ -310,6 +320,46 @@ class LocalBackend(Backend):
         assert self.state is not None
         self.state.finished(done.task_id, done.state, done.exit_code, done.attempts, done.seconds, done.reason,
                             done.outputs)
+        if self.attempt_log is not None:
+            self.attempt_log.finish(done.task_id, done.state, done.reason, done.output_bytes)
+
+    def _save_attempt(self, event: AttemptEvent) -> None:
+        if self.attempt_log is not None:
+            self.attempt_log.save(event)
+
+    # --- what other commands read (status, logs, report) ---------------------------------------
+
+    def logs_location(self, plan: Plan) -> str:
+        return f"{self.job_dir(plan)}/<task id>/stdout.txt and stderr.txt"
+
+    def record(self, plan: Plan, ctx: RunContext, *, files: bool = False) -> RunRecord | None:
+        if self.state is not None:
+            self.state.commit()  # this run's last results, for the reader's own connection
+        return read_record(plan, self.job_dir(plan), self.logs_location(plan))
+
+    def read_log(self, plan: Plan, ref: LogRef, offset: int = 0) -> LogChunk:
+        if ref.task_id is None:
+            raise BackendError("the local backend has no nodes and runs no start task",
+                               "start-task logs exist on Azure Batch nodes only")
+        job_dir = self.job_dir(plan)
+        path = job_dir / ref.task_id / f"{ref.name}.txt"
+        try:
+            where = log_slice(job_dir, ref.task_id, ref.name, ref.attempt)
+        except LookupError as exc:
+            raise BackendError(str(exc)) from None
+        if where is None:
+            if run_in_progress(job_dir):  # queued in a run going on now: nothing yet
+                return LogChunk(b"", offset, True, str(path))
+            raise BackendError(f"task {ref.task_id} has not run here yet", "batchspec status SPEC shows the run")
+        begin = where.start + offset
+        try:
+            with path.open("rb") as f:
+                f.seek(begin)
+                data = f.read() if where.end is None else f.read(max(0, where.end - begin))
+        except FileNotFoundError:
+            raise BackendError(f"{path} is gone (cleanup.job: delete removes task directories after a "
+                               "successful run)") from None
+        return LogChunk(data, offset + len(data), where.live, str(path), where.number, where.attempts)
 
     def interrupt(self, plan: Plan, ctx: RunContext) -> None:
         self.stop_event.set()
@@ -323,6 +373,8 @@ class LocalBackend(Backend):
                 break
             if isinstance(message, _Done):
                 self._record(message)
+            elif isinstance(message, AttemptEvent):
+                self._save_attempt(message)
         self.state.kill_stale()  # anything still marked running becomes interrupted
 
     def _stop_running(self) -> None:
@@ -369,8 +421,10 @@ class LocalBackend(Backend):
         for old in self.previous.pop(task.id, ()):  # what an earlier run of it left for later stages
             (self.store(plan, stage.name) / old).unlink(missing_ok=True)
         paths = TaskPaths(job_dir / task.id).create()
-        for item in (*plan.files, *task.inputs):
+        staged = (*plan.files, *task.inputs)
+        for item in staged:
             _stage(self._source(plan, item), paths.wd / item.path, item.mode)
+        in_bytes = file_bytes(paths.wd / item.path for item in staged)
         env = batch_environment(
             paths=paths,
             job_id=plan.job_id,
@@ -384,20 +438,28 @@ class LocalBackend(Backend):
         began = time.monotonic()
         attempts = 0
         result: ProcessResult | None = None
+        slot = threading.current_thread().name  # the worker threads are named slot-N
         while attempts <= task.retries and not self.stop_event.is_set() and not self.expired.is_set():
             attempts += 1
             timeout = None
             if task.timeout_seconds is not None:  # measured from the task's first start, as on Batch
                 timeout = max(0.0, task.timeout_seconds - (time.monotonic() - began))
             process = TaskProcess(argv, paths, env)
+            out_from, err_from = log_sizes(paths)
+            start = AttemptEvent(task.id, attempts, slot, time.time(), out_from, err_from, in_bytes)
+
+            def on_start(pid: int, start: AttemptEvent = start) -> None:
+                self.queue.put(_Started(task.id, pid, process_start_ticks(pid)))
+                self.queue.put(start)
+
             with self.running_lock:
                 self.running[task.id] = process
             try:
-                result = process.run(timeout, on_start=lambda pid: self.queue.put(
-                    _Started(task.id, pid, process_start_ticks(pid))))
+                result = process.run(timeout, on_start=on_start)
             finally:
                 with self.running_lock:
                     self.running.pop(task.id, None)
+            self.queue.put(_attempt_end(start, result, paths, attempts <= task.retries, task.timeout_seconds))
             if result.succeeded or result.timed_out or result.stopped or result.error:
                 break
         seconds = time.monotonic() - began
@@ -421,7 +483,29 @@ class LocalBackend(Backend):
             outputs = _keep_outputs(paths.wd, task.outputs, True, places)
         except _MissingOutput as exc:
             return _Done(task.id, "failed", result.exit_code, attempts, seconds, str(exc))
-        return _Done(task.id, "succeeded", result.exit_code, attempts, seconds, outputs=outputs)
+        return _Done(task.id, "succeeded", result.exit_code, attempts, seconds, outputs=outputs,
+                     output_bytes=file_bytes(places[0] / o for o in outputs) if places else 0)
+
+
+def _attempt_end(start: AttemptEvent, result: ProcessResult, paths: TaskPaths, may_retry: bool,
+                 timeout: int | None) -> AttemptEvent:
+    """How an attempt ended, for the attempt log (the task's final outcome is set when it is
+    recorded: a missing output still fails a task whose process succeeded)."""
+    out_to, err_to = log_sizes(paths)
+    reason = None
+    if result.stopped:
+        outcome, reason = "interrupted", "interrupted"
+    elif result.error:
+        outcome, reason = "failed", f"could not start: {result.error}"
+    elif result.timed_out:
+        outcome, reason = "failed", f"timed out after {timeout}s (task.timeout) and was killed"
+    elif result.succeeded:
+        outcome = "succeeded"
+    else:
+        outcome = "retried" if may_retry else "failed"
+    return AttemptEvent(start.task_id, start.number, start.slot, start.started, start.stdout_from, start.stderr_from,
+                        start.input_bytes, ended=result.end, outcome=outcome, exit_code=result.exit_code,
+                        reason=reason, stdout_to=out_to, stderr_to=err_to)
 
 
 def _stage(source: Path, dest: Path, mode: str | None = None) -> None:

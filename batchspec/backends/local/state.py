@@ -79,6 +79,10 @@ class RunState:
             self.db.execute("COMMIT")
             self._in_transaction = False
 
+    def write(self, sql: str, args: tuple[object, ...]) -> None:
+        """A write to a companion table (:mod:`.records`), committed with this state's group."""
+        self._write(sql, args)
+
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
         if not self._in_transaction:
             self.db.execute("BEGIN")

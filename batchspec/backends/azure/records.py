@@ -1,0 +1,286 @@
+"""Records of an Azure Batch job from the service, with as few requests as its listing allows,
+and reading task and start-task logs.
+
+One record costs: the job (1 request), its tasks listed with ``$select`` of only what a record
+needs, 1,000 per page (``ceil(tasks / 1000)`` requests), the pool (1) and its nodes (1 per
+1,000 nodes): 13 requests for a 10,000-task job, where asking for each task would take 10,000.
+
+Batch keeps, per task, the times and node of its last attempt only (``executionInfo`` holds
+``retryCount`` and ``requeueCount`` for the others, and ``lastRequeueTime``); earlier attempts
+are recorded with their cause but without times or node.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from azure.batch import BatchClient, models
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from ...errors import BackendError
+from ...globs import compile_glob, has_magic, literal_head, normalize
+from ...observe.pricing import is_windows
+from ...observe.records import Attempt, JobRecord, NodeRecord, PoolRecord, RunRecord, TaskRecord
+from ...plan import Plan
+from ...redact import redact
+from ..base import LogChunk, LogRef
+from .storage import BlobInfo, Storage, blob_name_for, work_container
+from .tasks import RECORDS_PREFIX, success_marker
+
+PAGE_SIZE = 1000  # the most a Batch list request returns
+TASK_FIELDS = ["id", "state", "creationTime", "executionInfo", "nodeInfo"]
+JOB_FIELDS = ["id", "state", "creationTime", "executionInfo"]
+POOL_FIELDS = ["id", "vmSize", "allocationState", "currentDedicatedNodes", "currentLowPriorityNodes",
+               "targetDedicatedNodes", "targetLowPriorityNodes", "taskSlotsPerNode"]
+NODE_FIELDS = ["id", "state", "isDedicated", "allocationTime", "totalTasksRun", "startTaskInfo"]
+EARLIER_ATTEMPTS_NOTE = ("Azure Batch reports the times and node of a task's last attempt only; earlier attempts "
+                         "(retries, requeues after preemption) are counted but cannot be placed on the timeline")
+
+T = TypeVar("T")
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value)) if value is not None else ""
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+class Counter:
+    """Requests made for a record (each page of a listing is one)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        return fn(*args, **kwargs)
+
+    def pages(self, paged: Any) -> Iterator[Any]:
+        for page in paged.by_page():
+            self.requests += 1
+            yield from page
+
+
+def task_record(task: models.BatchTask) -> TaskRecord:
+    """A task as the service reports it: its last attempt with times and node, earlier ones counted."""
+    info = task.execution_info
+    state = _text(task.state)
+    retries = (info.retry_count or 0) if info else 0
+    requeues = (info.requeue_count or 0) if info else 0
+    attempts: list[Attempt] = []
+    # Order unknown: requeues are listed first, the last of them ending at lastRequeueTime.
+    for i in range(requeues):
+        end = _ts(info.last_requeue_time) if info and i == requeues - 1 else None
+        attempts.append(Attempt(len(attempts) + 1, "requeued", end=end, reason="node preempted or removed"))
+    for _ in range(retries):
+        attempts.append(Attempt(len(attempts) + 1, "retried"))
+    node = task.node_info.node_id if task.node_info else None
+    exit_code = info.exit_code if info else None
+    failure = info.failure_info if info else None
+    reason = redact(f"{failure.code}: {failure.message}") if failure and failure.code else None
+    if state == "completed":
+        ok = _text(info.result) == "success" if info else False
+        task_state = "succeeded" if ok else "failed"
+        attempts.append(Attempt(len(attempts) + 1, task_state, node, _ts(info.start_time) if info else None,
+                                _ts(info.end_time) if info else None, exit_code, reason))
+    elif state in ("running", "preparing"):
+        task_state = "running"
+        attempts.append(Attempt(len(attempts) + 1, "running", node, _ts(info.start_time) if info else None))
+    else:
+        task_state = "waiting"
+    return TaskRecord(id=task.id, state=task_state, attempts=tuple(attempts), queued=_ts(task.creation_time),
+                      exit_code=exit_code, reason=reason, retries=retries, requeues=requeues)
+
+
+def job_record(client: BatchClient, plan: Plan, logs: str) -> RunRecord | None:
+    """The plan's job from the service; None when the job does not exist."""
+    count = Counter()
+    try:
+        job = count.call(client.get_job, plan.job_id, select=JOB_FIELDS)
+    except ResourceNotFoundError:
+        return None
+    listed = {t.id: t for t in count.pages(client.list_tasks(plan.job_id, select=TASK_FIELDS, max_results=PAGE_SIZE))}
+    tasks = []
+    for planned in plan.tasks:
+        found = listed.pop(planned.id, None)
+        tasks.append(task_record(found) if found is not None else TaskRecord(planned.id, "waiting"))
+    tasks.extend(task_record(t) for t in listed.values())  # in the job, not in this plan (added by hand)
+    pool, nodes = _pool(client, plan.pool.id, count)
+    job_state = _text(job.state)
+    active = job_state not in ("completed", "deleting") and any(t.state in ("waiting", "running") for t in tasks)
+    notes = (EARLIER_ATTEMPTS_NOTE,) if any(a.start is None for t in tasks for a in t.attempts) else ()
+    job_rec = JobRecord(plan.job_id, job_state, len(plan.tasks), tuple(tasks), _ts(job.creation_time))
+    return RunRecord(spec=plan.spec_path, name=plan.name, backend="azure", jobs=(job_rec,), active=active,
+                     observed=time.time(), logs=logs, pool=pool, nodes=nodes, notes=notes, requests=count.requests,
+                     windows=is_windows(plan), billed=True)
+
+
+def _pool(client: BatchClient, pool_id: str, count: Counter) -> tuple[PoolRecord | None, tuple[NodeRecord, ...]]:
+    try:
+        pool = count.call(client.get_pool, pool_id, select=POOL_FIELDS)
+    except ResourceNotFoundError:
+        return None, ()
+    record = PoolRecord(
+        id=pool.id, vm_size=pool.vm_size or "", state=_text(pool.allocation_state),
+        dedicated=pool.current_dedicated_nodes or 0, spot=pool.current_low_priority_nodes or 0,
+        target_dedicated=pool.target_dedicated_nodes or 0, target_spot=pool.target_low_priority_nodes or 0,
+        slots_per_node=pool.task_slots_per_node or 1,
+    )
+    nodes = tuple(_node(n) for n in count.pages(client.list_nodes(pool_id, select=NODE_FIELDS, max_results=PAGE_SIZE)))
+    return record, nodes
+
+
+def _node(node: models.BatchNode) -> NodeRecord:
+    start = node.start_task_info
+    start_text = None
+    if start is not None:
+        start_text = _text(start.state)
+        if start.exit_code is not None:
+            start_text = "succeeded" if start.exit_code == 0 else f"failed (exit code {start.exit_code})"
+    return NodeRecord(id=node.id, state=_text(node.state), spot=node.is_dedicated is False,
+                      allocated=_ts(node.allocation_time), tasks_run=node.total_tasks_run, start_task=start_text)
+
+
+# --- bytes in and out, from storage listings ---------------------------------------------------
+
+
+def with_file_sizes(record: RunRecord, plan: Plan, storage: Storage, input_container: str) -> RunRecord:
+    """The record with each task's input and output bytes, from one listing of each container
+    (its inputs' and the output container): not per task. A blob counts for one task only."""
+    listings: dict[str, Mapping[str, BlobInfo]] = {}
+
+    def blobs(container: str) -> Mapping[str, BlobInfo]:
+        if container not in listings:
+            listings[container] = storage.list_blobs(container)
+        return listings[container]
+
+    outputs = blobs(plan.outputs.container)
+    names = sorted(outputs)
+    claimed: set[str] = set()
+    sizes: dict[str, tuple[int, int]] = {}
+    for task in plan.tasks:
+        in_bytes = 0
+        for f in task.inputs:
+            if f.kind in ("url", "blobs"):
+                continue  # fetched by the node from the web, or a whole folder: not sized here
+            if f.kind == "output":
+                container, name = work_container(plan, f.stage or ""), f.source
+            else:
+                container, name = (f.container, f.source) if f.container else (input_container, blob_name_for(f.source))
+            info = blobs(container).get(name)
+            in_bytes += info.size if info else 0
+        out_bytes = 0
+        for rule in task.outputs:
+            norm = normalize(rule.destination_pattern)
+            if not has_magic(norm):
+                matched = [norm] if norm in outputs else []
+            else:
+                head, rx = literal_head(norm), compile_glob(norm)
+                start = bisect.bisect_left(names, head)
+                matched = []
+                for name in names[start:]:
+                    if not name.startswith(head):
+                        break
+                    if rx.match(name):
+                        matched.append(name)
+            for name in matched:
+                if name not in claimed:
+                    claimed.add(name)
+                    out_bytes += outputs[name].size
+        sizes[task.id] = (in_bytes, out_bytes)
+    jobs = tuple(
+        replace(job, tasks=tuple(
+            replace(t, input_bytes=sizes[t.id][0], output_bytes=sizes[t.id][1] if t.state == "succeeded" else None)
+            if t.id in sizes else t for t in job.tasks))
+        for job in record.jobs
+    )
+    return replace(record, jobs=jobs)
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+def _download(chunks: Iterable[bytes]) -> bytes:
+    return b"".join(chunks)
+
+
+def _range(offset: int) -> str | None:
+    return f"bytes={offset}-" if offset else None
+
+
+def _read(fetch: Any, offset: int) -> bytes | None:
+    """A file from a node from ``offset``; None when absent, empty past its end."""
+    try:
+        return _download(fetch(ocp_range=_range(offset)))
+    except ResourceNotFoundError:
+        return None
+    except HttpResponseError as exc:
+        if exc.status_code == 416:  # asked past the end: nothing new yet
+            return b""
+        raise
+
+
+def task_log(client: BatchClient, storage: Storage | None, plan: Plan, ref: LogRef, offset: int) -> LogChunk:
+    assert ref.task_id is not None
+    job_id, task_id, name = plan.job_id, ref.task_id, f"{ref.name}.txt"
+    try:
+        task = client.get_task(job_id, task_id, select=TASK_FIELDS)
+    except ResourceNotFoundError:
+        return _kept_log(storage, plan, ref, offset)
+    record = task_record(task)
+    attempts = len(record.attempts)
+    if ref.attempt is not None and ref.attempt != attempts:
+        raise BackendError(f"Azure Batch keeps the output of a task's last attempt only (attempt {attempts} of "
+                           f"task {task_id})", "omit --attempt to see it")
+    live = record.state in ("waiting", "running")
+    if task.node_info is None or record.state == "waiting":
+        return LogChunk(b"", offset, live, f"task {task_id} (queued)", None, attempts)
+    source = f"node {task.node_info.node_id}: {task.node_info.task_root_directory or task_id}/{name}"
+    data = _read(lambda **kw: client.download_task_file(job_id, task_id, name, **kw), offset)
+    if data is None and not live:
+        return _kept_log(storage, plan, ref, offset)
+    data = data or b""
+    return LogChunk(data, offset + len(data), live, source, attempts, attempts)
+
+
+def _kept_log(storage: Storage | None, plan: Plan, ref: LogRef, offset: int) -> LogChunk:
+    """The copy a finished task left in the output container (failed tasks: stdout and stderr;
+    succeeded: stdout), for when the job or its node is gone."""
+    assert ref.task_id is not None
+    container = plan.outputs.container
+    names = [f"{RECORDS_PREFIX}/{plan.job_id}/failed/{ref.task_id}/{ref.name}.txt"]
+    if ref.name == "stdout":
+        names.append(success_marker(plan.job_id, ref.task_id))
+    for blob in names:
+        data = storage.read(container, blob, offset) if storage is not None else None
+        if data is not None:
+            return LogChunk(data, offset + len(data), False, f"container {container}: {blob}")
+    raise BackendError(f"no {ref.name} of task {ref.task_id}: job {plan.job_id} has no such task now and "
+                       f"container {container} keeps no copy of it",
+                       "failed tasks' logs are kept in the output container; succeeded tasks keep stdout only")
+
+
+def node_log(client: BatchClient, plan: Plan, ref: LogRef, offset: int) -> LogChunk:
+    assert ref.node_id is not None
+    pool_id, node_id, path = plan.pool.id, ref.node_id, f"startup/{ref.name}.txt"
+    try:
+        node = client.get_node(pool_id, node_id, select=["id", "state", "startTaskInfo"])
+    except ResourceNotFoundError:
+        raise BackendError(f"pool {pool_id} has no node '{node_id}'",
+                           "batchspec status SPEC lists the pool's nodes") from None
+    info = node.start_task_info
+    live = info is not None and _text(info.state) == "running"
+    data = _read(lambda **kw: client.download_node_file(pool_id, node_id, path, **kw), offset)
+    if data is None:
+        if live or _text(node.state) in ("creating", "starting", "waitingforstarttask"):
+            return LogChunk(b"", offset, True, f"node {node_id}: {path}")
+        raise BackendError(f"node {node_id} has no start task output ({path})",
+                           "the pool has no start task, or the node was reimaged")
+    return LogChunk(data, offset + len(data), live, f"node {node_id}: {path}")
