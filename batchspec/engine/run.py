@@ -242,6 +242,24 @@ def _expand(backend: Backend, planner: Planner, plan: Plan, finished: Sequence[S
     return planner.expand(plan, listings) if listings else plan
 
 
+def expand_held(planner: Planner, backend: Backend, ctx: RunContext) -> Plan:
+    """The plan with its later stages expanded as far as the backend holds the outputs of the
+    stages they read (for commands that look at a run: status, logs, report)."""
+    plan = planner.plan
+    while True:
+        listings: dict[str, list[str]] = {}
+        for stage in plan.stages:
+            source = plan.stage(stage.source) if stage.source is not None and stage.tasks is None else None
+            if source is not None and source.tasks is not None and stage.source not in listings:
+                names = backend.stage_outputs(plan, source, ctx)
+                if names:
+                    listings[source.name] = names
+        expanded = planner.expand(plan, listings) if listings else plan
+        if expanded is plan:
+            return plan
+        plan = expanded
+
+
 def _describe(plan: Plan, stages: Sequence[StagePlan]) -> str:
     names = {s.name for s in stages}
     parts = []

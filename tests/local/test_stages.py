@@ -103,6 +103,17 @@ def test_a_stage_fans_out_over_what_the_stage_before_produced(tmp_path: Path) ->
     assert len(store) == 5
 
 
+def test_status_of_a_staged_run_counts_every_stage(tmp_path: Path) -> None:
+    make_inputs(tmp_path, ["one.txt"], "a\nb\nc\n")
+    spec = write(tmp_path, **STAGES)
+    assert run(spec)[0] == 0
+    result = CliRunner().invoke(cli, ["status", str(spec), "--run-dir", str(tmp_path / "run"), "--backend", "local",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (job,) = json.loads(result.output)["jobs"]
+    assert len(job["tasks"]) == 5  # split, three parts shouted, one join
+
+
 def test_resume_redoes_only_what_depends_on_a_changed_result(tmp_path: Path) -> None:
     make_inputs(tmp_path, ["one.txt"], "a\nb\nc\n")
     make_inputs(tmp_path, ["two.txt"], "d\ne\n")
