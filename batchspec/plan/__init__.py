@@ -1,7 +1,9 @@
-"""Plans: a spec expanded over its inputs into tasks with rendered commands and ids.
+"""Plans: a spec expanded over its inputs into tasks with rendered commands and ids, stage by stage.
 
 ``build_plan(spec, overrides, blob_lister)`` is the entry point; the result (:class:`Plan`) is
-what the engine and every backend consume.
+what the engine and every backend consume. The engine keeps the :class:`Planner` to expand the
+later stages of a multi-stage spec as the files they read become known; :mod:`.deps` says how
+a task's wait for others is expressed as Batch task dependencies.
 """
 
 from __future__ import annotations
