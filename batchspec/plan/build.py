@@ -628,7 +628,12 @@ def _name_variables(path: str) -> dict[str, PathValue]:
 def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
     if item.file is None:
         return {**base, "item": item.item} if item.key else dict(base)
-    return {**base, "item": item.item, **_name_variables(item.file.path)}
+    # As _name_variables, in one dict: this runs for every input of a large plan.
+    path = item.file.path
+    directory, _, name = path.rpartition("/")
+    stem, ext = posixpath.splitext(name)
+    return {**base, "item": item.item, "input": PathValue(path), "name": PathValue(name), "stem": PathValue(stem),
+            "ext": PathValue(ext), "dir": PathValue(directory or ".")}
 
 
 def _short_hash(key: str) -> str:

@@ -87,10 +87,10 @@ class Output:
     @property
     def destination_pattern(self) -> str:
         """A glob pattern matching where every file of this rule goes."""
+        if self.to is None:  # the common case: files stay where the pattern finds them
+            return self.pattern
         if (dest := self.destination) is not None:
             return escape(dest)
-        if self.to is None:
-            return self.pattern
         fixed, rest = split_fixed(self.pattern)
         return escape(self.to) + (rest if fixed else self.pattern)
 
