@@ -502,8 +502,8 @@ class _Env:
         raise self.fail(node, f"Undefined variable {name}")
 
     def as_number(self, node: Node, value: Value) -> float:
-        if isinstance(value, float):
-            return value
+        if isinstance(value, (float, int)) and not isinstance(value, bool):
+            return float(value)
         if isinstance(value, tuple) and len(value) == 1:
             return value[0]
         if isinstance(value, Metric):
@@ -673,7 +673,7 @@ class _Env:
         if not isinstance(target, Metric):
             raise self.fail(node, f"{node.text}() applies to sampled system variables such as $PendingTasks")
         args = [self.eval(child) for child in node.children[1:]]
-        history = list(self.context.history(target.name))
+        history = [(when, float(v)) for when, v in self.context.history(target.name)]
         name = node.text
         if name == "Count":
             return float(len(history))

@@ -1,7 +1,12 @@
 """A local Azure Batch data-plane service that runs tasks for real (``batchspec emulator``).
 
-The real ``azure-batch`` SDK drives it unchanged over HTTP on loopback; tasks run on emulated
-nodes through :mod:`batchspec.runner`, the same code as the local backend. Start it in-process::
+The real ``azure-batch`` SDK (15.x, and the legacy 6.0) drives it unchanged over HTTP on
+loopback; tasks run on emulated nodes through :mod:`batchspec.runner`, the same code as the local
+backend, or are simulated at cloud scale (``--simulate``). Layout: :mod:`~.server` (HTTP),
+:mod:`~.api` (the request pipeline), :mod:`~.routing`, :mod:`~.handlers` (one module per
+resource), :mod:`~.validation`, :mod:`~.errors`, :mod:`~.scheduler` (the state machine),
+:mod:`~.execution` (staging, launching, uploading), :mod:`~.store` (state and persistence).
+Start it in-process::
 
     from batchspec.emulator import Emulator, EmulatorConfig
 

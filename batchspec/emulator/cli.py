@@ -69,7 +69,8 @@ Simulation at cloud scale (tasks do not run; an hour passes in 3.6 s):
     default=None,
     metavar="SETTINGS",
     help="Do not run tasks: each takes a drawn duration, e.g. duration=90s,distribution=lognormal,spread=0.5,"
-    "failures=0.01,node-failures=0.001 (distributions: fixed, uniform, exponential, lognormal).",
+    "failures=0.01,node-failures=0.001 (distributions: fixed, uniform, exponential, lognormal); "
+    "spec=PATH draws around the spec's task.expected_duration.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log one line per request on stderr.")
 @click.option(

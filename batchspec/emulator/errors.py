@@ -130,5 +130,6 @@ def inner_error(err: ApiError, request_id: str, ticks: int) -> Json:
 
 
 def unsupported(reason: str) -> ApiError:
-    """An operation the emulator does not implement: the service's answer to an unknown URI."""
-    return error(400, "InvalidUri", ("Reason", reason))
+    """An operation the emulator does not implement: the service's answer to an unknown URI, with
+    the reason in the message (after the service's own sentence) and in ``values``."""
+    return error(400, "InvalidUri", ("Reason", reason), message=f"{MESSAGES['InvalidUri']} {reason}")

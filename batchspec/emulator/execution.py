@@ -11,9 +11,13 @@ all of it in ``--simulate`` mode: nothing runs, each task takes a drawn duration
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +36,31 @@ NODE_DIRS = ("applications", "fsmounts", "shared", "startup", "volatile", "worki
 
 
 def node_base_environment() -> dict[str, str]:
-    return {name: os.environ[name] for name in NODE_INHERITED_ENV if name in os.environ}
+    env = {name: os.environ[name] for name in NODE_INHERITED_ENV if name in os.environ}
+    tools = _tools_dir()
+    if tools is not None:
+        env["PATH"] = f"{tools}{os.pathsep}{env.get('PATH', os.defpath)}"
+    return env
+
+
+@functools.cache
+def _tools_dir() -> str | None:
+    """A directory with ffmpeg for nodes when this machine has none on PATH: the binary that
+    imageio-ffmpeg ships (``pip install 'batchspec[ffmpeg]'``), as the local backend uses it. It
+    stands in for a start task's ``apt-get install ffmpeg``, which an emulated node never runs."""
+    if shutil.which("ffmpeg"):
+        return None
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    directory = Path(tempfile.gettempdir()) / f"batchspec-emulator-tools-{os.getuid()}"
+    directory.mkdir(exist_ok=True)
+    link = directory / "ffmpeg"
+    if not link.exists():
+        with contextlib.suppress(FileExistsError):
+            link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    return str(directory)
 
 
 @dataclass(frozen=True)
@@ -207,13 +235,17 @@ class Simulation:
 
     @classmethod
     def parse(cls, text: str, seed: int | None = None) -> Simulation:
-        """``duration=90,distribution=uniform,spread=0.3,failures=0.01,node-failures=0.001``."""
+        """``duration=90,distribution=uniform,spread=0.3,failures=0.01,node-failures=0.001``;
+        ``spec=PATH`` takes the mean duration from the spec's ``task.expected_duration``."""
         values: dict[str, Any] = {}
         names = {"duration": "mean", "mean": "mean", "distribution": "distribution", "spread": "spread",
-                 "failures": "failure_rate", "node-failures": "node_failure_rate"}
+                 "failures": "failure_rate", "node-failures": "node_failure_rate", "spec": "spec"}
         for part in (p.strip() for p in text.split(",") if p.strip()):
             name, sep, value = part.partition("=")
             field_name = names.get(name.strip().lower().replace("_", "-"))
+            if field_name == "spec":
+                values["mean"] = _expected_duration(Path(value.strip()))
+                continue
             if not sep or field_name is None:
                 raise ValueError(f"unknown simulation setting {part!r}: expected one of {', '.join(names)}")
             if field_name == "distribution":
@@ -255,6 +287,20 @@ class Simulation:
         if rng.random() >= self.node_failure_rate:
             return None
         return rng.random() * duration
+
+
+def _expected_duration(path: Path) -> float:
+    """A spec's ``task.expected_duration`` in seconds (its estimate, as ``batchspec plan`` uses it)."""
+    from batchspec.errors import SpecError
+    from batchspec.spec import load_spec
+
+    try:
+        seconds = load_spec(path).expected_task_seconds
+    except (SpecError, OSError) as exc:
+        raise ValueError(f"simulation spec {path}: {exc}") from None
+    if seconds is None:
+        raise ValueError(f"simulation spec {path}: it sets no task.expected_duration to draw durations around")
+    return float(seconds)
 
 
 def _seconds(text: str) -> float:

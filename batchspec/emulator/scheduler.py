@@ -32,6 +32,7 @@ from batchspec.emulator.dependencies import exit_options
 from batchspec.emulator.execution import NodeRunner, Outcome, Simulation, TaskHandle, TaskRun
 from batchspec.emulator.faults import FaultInjector
 from batchspec.emulator.jobprep import JobTasks
+from batchspec.emulator.starttask import StartTasks
 from batchspec.emulator.store import (
     RUNNING_STATES,
     Attempt,
@@ -44,13 +45,11 @@ from batchspec.emulator.store import (
     requeue_body,
 )
 from batchspec.emulator.wire import (
-    START_TASK_INFO_ORDER,
     Json,
     duration_seconds,
     execution_info,
     failure_info,
     iso,
-    ordered,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +76,32 @@ def quota_error(dedicated: bool) -> Json:
 
 
 TASK_ENDED_BY_USER = ("usererror", "TaskEnded", "Task was ended by user request.")
+
+
+class _FreeSlots:
+    """The nodes with free slots, bucketed by slots in use, so that choosing a node costs
+    O(slots per node), not O(nodes): Spread takes the emptiest node that fits, Pack the fullest."""
+
+    def __init__(self, nodes: list[Node], per_node: int) -> None:
+        self.per_node = per_node
+        self.buckets: dict[int, dict[str, Node]] = {}
+        for node in nodes:
+            if node.used_slots < per_node:
+                self.buckets.setdefault(node.used_slots, {})[node.id] = node
+
+    def __bool__(self) -> bool:
+        return any(self.buckets.values())
+
+    def take(self, slots: int, pack: bool) -> Node | None:
+        usable = [used for used, group in self.buckets.items() if group and used <= self.per_node - slots]
+        if not usable:
+            return None
+        used = max(usable) if pack else min(usable)
+        return self.buckets[used].popitem()[1]
+
+    def put(self, node: Node) -> None:
+        if node.used_slots < self.per_node:
+            self.buckets.setdefault(node.used_slots, {})[node.id] = node
 
 
 class Engine:
@@ -112,6 +137,7 @@ class Engine:
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
         self.jobtasks = JobTasks(state, runner, self._spawn)
+        self.start_tasks = StartTasks(state, runner, self._set_node_state)
 
     # ---- lifecycle
 
@@ -370,7 +396,7 @@ class Engine:
             self._set_node_state(node, "waitingforstarttask" if wait else "idle")
             node.ready = not wait
             node.start_attempt = Attempt(node_id=node.id)
-            launches.append((self._run_start_task, (pool.id, node.id, node.start_attempt)))
+            launches.append((self.start_tasks.run, (pool.id, node.id, node.start_attempt)))
         else:
             node.ready = True
             self._set_node_state(node, "idle")
@@ -645,26 +671,23 @@ class Engine:
                 limit = int(job.body.get("maxParallelTasks", -1))
                 usable = [n for n in nodes if not JobTasks.blocked(n, job)] if job.body.get(
                     "jobPreparationTask") else nodes
-                while job.pending and (limit < 0 or job.running < limit) and usable:
+                free = _FreeSlots(usable, per_node)
+                while job.pending and (limit < 0 or job.running < limit) and free:
                     task = job.tasks.get(job.pending[0])
                     if task is None or task.body["state"] != "active" or task.attempt is not None:
                         job.pending.popleft()
                         continue
-                    fits = [n for n in usable if per_node - n.used_slots >= task.slots]
-                    if not fits:
+                    node = free.take(task.slots, pack)
+                    if node is None:
                         break
-                    # Spread: the emptiest node; Pack: the fullest node that still fits.
-                    node = (max if pack else min)(fits, key=lambda n: (n.used_slots, n.id))
                     job.pending.popleft()
                     attempt = self._assign(job, task, node, pool, now)
-                    if node.used_slots >= per_node:
-                        nodes.remove(node)
-                        if node in usable:
-                            usable.remove(node)
+                    free.put(node)
                     if self.simulation is not None:
                         self._simulate(job, task, attempt, now)
                     else:
                         launches.append((self._run_task, (attempt,)))
+                nodes = [n for n in nodes if n.used_slots < per_node]
 
     def _assign(self, job: Job, task: Task, node: Node, pool: Pool, now: float) -> Attempt:
         ticks = self.clock.ticks()
@@ -702,6 +725,9 @@ class Engine:
 
     def _release(self, job: Job | None, task: Task | None, attempt: Attempt, succeeded: bool | None) -> None:
         """Free the attempt's slots (under the lock); the task may have been deleted meanwhile."""
+        if attempt.released:
+            return
+        attempt.released = True
         node = self.state.node(attempt.node_id)
         if node is not None and (attempt.job_id, attempt.task_id) in node.running:
             node.running.discard((attempt.job_id, attempt.task_id))
@@ -825,6 +851,7 @@ class Engine:
     def _interrupt(self, attempt: Attempt, *, preempted: bool) -> None:
         node = self.state.node(attempt.node_id)
         if node is None or attempt.stopped():
+            self._exited(attempt, Outcome())  # already stopped (its node went, say): settle it
             return
         if preempted:
             self.faults.count_preemption()
@@ -838,6 +865,8 @@ class Engine:
     def _exited(self, attempt: Attempt, outcome: Outcome) -> bool:
         """The process ended: requeue, retry or stop here (False), or go on to complete (True)."""
         with self.state.lock:
+            if attempt.released:
+                return False
             job = self.state.jobs.get(attempt.job_id)
             task = job.tasks.get(attempt.task_id) if job else None
             if task is None or job is None:  # deleted while running
@@ -923,101 +952,3 @@ class Engine:
         task.retried = True
         self.state.set_task_state(job, task, "active")
         job.pending.appendleft(task.key)
-
-    # ---- start task (worker thread)
-
-    def _run_start_task(self, pool_id: str, node_id: str, attempt: Attempt) -> None:
-        try:
-            self._start_task(pool_id, node_id, attempt)
-        finally:
-            with self.state.lock:
-                node = self.state.node(node_id)
-                if node is not None and node.start_attempt is attempt:
-                    node.start_attempt = None
-
-    def _start_task(self, pool_id: str, node_id: str, attempt: Attempt) -> None:
-        with self.state.lock:
-            pool = self.state.pools.get(pool_id.lower())
-            if pool is None or node_id not in pool.nodes:
-                return
-            spec = dict(pool.body.get("startTask") or {})
-            run = TaskRun(
-                job_id="",
-                task_id="starttask",
-                pool_id=pool.id,
-                node_id=node_id,
-                command_line=str(spec.get("commandLine") or ""),
-                root=self.runner.node_root(node_id) / "startup",
-                resource_files=tuple(spec.get("resourceFiles") or ()),
-                settings=tuple(spec.get("environmentSettings") or ()),
-                linux=not pool.windows,
-                dedicated=pool.nodes[node_id].dedicated,
-            )
-        limit = int(spec.get("maxTaskRetryCount", 0))
-        retries = 0
-        while True:
-            ticks = self.clock.ticks()
-            with self.state.lock:
-                node = self.state.node(node_id)
-                if node is None or attempt.stopped():
-                    return
-                node.body["startTaskInfo"] = ordered(
-                    {"state": "running", "startTime": iso(ticks), "retryCount": retries}
-                    | ({"lastRetryTime": iso(ticks)} if retries else {}),
-                    START_TASK_INFO_ORDER,
-                )
-                self.state.touch()
-            paths, failure = self.runner.stage(run)
-            if failure is not None:
-                outcome = Outcome(failure=failure)
-            else:
-                prepared = self.runner.prepare(run, paths)
-                if isinstance(prepared, Outcome):
-                    outcome = prepared
-                else:
-                    with self.state.lock:
-                        attempt.process = prepared
-                        if attempt.stopped():
-                            return
-                    outcome = self.runner.finish(prepared.run())
-            if outcome.failure is None and outcome.exit_code not in (None, 0):
-                if limit == -1 or retries < limit:
-                    retries += 1
-                    continue
-                outcome = Outcome(outcome.exit_code, failure_info(
-                    "usererror", "FailureExitCode", "The task exited with an exit code representing a failure"
-                ))
-            if attempt.stopped():
-                return
-            break
-        with self.state.lock:
-            self._start_task_done(node_id, spec, attempt, outcome, retries)
-
-    def _start_task_done(self, node_id: str, spec: Json, attempt: Attempt, outcome: Outcome, retries: int) -> None:
-        node = self.state.node(node_id)
-        if node is None or attempt.stopped():
-            return
-        info = node.body.get("startTaskInfo") or {}
-        ok = outcome.failure is None
-        done = ordered(
-            {
-                "state": "completed",
-                "startTime": info.get("startTime"),
-                "endTime": iso(self.clock.ticks()),
-                "exitCode": outcome.exit_code,
-                "failureInfo": outcome.failure,
-                "retryCount": retries,
-                "lastRetryTime": info.get("lastRetryTime"),
-                "result": "success" if ok else "failure",
-            },
-            START_TASK_INFO_ORDER,
-        )
-        node.body["startTaskInfo"] = {k: v for k, v in done.items() if v is not None}
-        wait = spec.get("waitForSuccess", True)
-        if ok or not wait:
-            node.ready = True
-            self._set_node_state(node, "running" if node.running else "idle")
-        else:
-            node.ready = False
-            self._set_node_state(node, "starttaskfailed")
-        self.state.touch()

@@ -52,6 +52,7 @@ class Attempt:
     process: TaskHandle | None = None
     stop_reason: str | None = None  # requeue | terminate | delete | shutdown
     started_at: float = 0.0  # service seconds
+    released: bool = False  # its slots were freed: nothing more happens to it
 
     def stopped(self) -> bool:
         """Whether a stop was requested (read anew each time: other threads set it)."""

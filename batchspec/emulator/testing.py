@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchspec.emulator.execution import Simulation
 from batchspec.emulator.faults import FaultSpec
+from batchspec.emulator.requestlog import RequestLog
 from batchspec.emulator.scheduler import Timings
 from batchspec.emulator.server import Emulator, EmulatorConfig
 
@@ -35,6 +37,9 @@ def running_emulator(
     seed: int | None = None,
     timings: Timings = FAST,
     auto_storage: str | None = None,
+    time_scale: float = 1.0,
+    simulation: Simulation | None = None,
+    log: RequestLog | None = None,
 ) -> Iterator[Emulator]:
     """An emulator on a free loopback port for the duration of the block."""
     spec = FaultSpec.parse(faults) if isinstance(faults, str) or faults is None else faults
@@ -48,6 +53,9 @@ def running_emulator(
         seed=seed,
         timings=timings,
         auto_storage=auto_storage,
+        time_scale=time_scale,
+        simulation=simulation,
+        log=log,
     )
     with Emulator(config) as emulator:
         yield emulator

@@ -256,3 +256,18 @@ def test_wildcard_outputs_round_trip(tmp_path: Path, world: AzureWorld) -> None:
     again = world.run("run", str(spec), "--backend", "azure")
     assert again.exit_code == 0, again.output
     assert "nothing to add" in again.output and "6 unchanged" in again.output
+
+
+def test_a_kept_pool_holding_every_node_makes_the_next_pool_fail_clearly(tmp_path: Path, world: AzureWorld) -> None:
+    """The emulator's --nodes is the account's quota: a kept pool that holds all of it leaves the
+    next pool with no nodes and the service's quota resize error, which the backend reports."""
+    first = mp4_spec(tmp_path / "first", {"a": 0.5})
+    assert world.run("run", str(first), "--backend", "azure").exit_code == 0  # cleanup.pool: keep
+    second = mp4_spec(tmp_path / "second", {"b": 0.5})
+    second.write_text(second.read_text().replace("id: ffmpeg-pool", "id: other-pool"))
+
+    result = world.run("run", str(second), "--backend", "azure")
+
+    assert result.exit_code == 1, result.output
+    assert "pool other-pool has no nodes: AccountLowPriorityCoreQuotaReached" in result.output
+    assert "check the account's core quota" in result.output

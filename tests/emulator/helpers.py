@@ -17,6 +17,14 @@ IMAGE = m.VirtualMachineConfiguration(
 )
 
 
+WINDOWS_IMAGE = m.VirtualMachineConfiguration(
+    image_reference=m.BatchVmImageReference(
+        publisher="MicrosoftWindowsServer", offer="WindowsServer", sku="2022-datacenter"
+    ),
+    node_agent_sku_id="batch.node.windows amd64",
+)
+
+
 def create_pool(
     client: BatchClient,
     pool_id: str = "pool",
@@ -26,12 +34,13 @@ def create_pool(
     slots: int = 1,
     start_task: m.BatchStartTask | None = None,
     fill: str | None = None,
+    windows: bool = False,
 ) -> None:
     client.create_pool(
         m.BatchPoolCreateOptions(
             id=pool_id,
             vm_size="Standard_D2s_v3",
-            virtual_machine_configuration=IMAGE,
+            virtual_machine_configuration=WINDOWS_IMAGE if windows else IMAGE,
             target_dedicated_nodes=dedicated,
             target_low_priority_nodes=low_priority,
             task_slots_per_node=slots,
@@ -124,3 +133,23 @@ def wait_pool_steady(client: BatchClient, pool_id: str, timeout: float = 20.0) -
         return pool if pool.allocation_state == m.AllocationState.STEADY else None
 
     return wait_for(steady, timeout, what=f"pool {pool_id} steady")
+
+
+def wait_pool(
+    client: BatchClient, pool_id: str, ready: Callable[[m.BatchPool], bool], timeout: float = 20.0
+) -> m.BatchPool:
+    def check() -> m.BatchPool | None:
+        pool = client.get_pool(pool_id)
+        return pool if ready(pool) else None
+
+    return wait_for(check, timeout, what=f"pool {pool_id}")
+
+
+def wait_counts(
+    client: BatchClient, job_id: str, ready: Callable[[m.BatchTaskCounts], bool], timeout: float = 20.0
+) -> m.BatchTaskCounts:
+    def check() -> m.BatchTaskCounts | None:
+        counts = client.get_job_task_counts(job_id).task_counts
+        return counts if ready(counts) else None
+
+    return wait_for(check, timeout, what=f"task counts of {job_id}")

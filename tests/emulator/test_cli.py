@@ -25,7 +25,8 @@ def test_help_has_the_options_and_an_example() -> None:
     group.add_command(emulator)  # as the main CLI registers it
     result = CliRunner().invoke(group, ["emulator", "--help"])
     assert result.exit_code == 0
-    for option in ("--host", "--port", "--account", "--key", "--data-dir", "--nodes", "--faults", "--seed", "--token"):
+    for option in ("--host", "--port", "--account", "--key", "--data-dir", "--nodes", "--faults", "--seed", "--token",
+                   "--auto-storage", "--time-scale", "--simulate", "--verbose", "--log", "--env-file"):
         assert option in result.output
     assert "Example:" in result.output
     assert "batchspec emulator --port" in result.output
@@ -35,6 +36,9 @@ def test_bad_faults_are_a_usage_error() -> None:
     result = CliRunner().invoke(emulator, ["--faults", "http999=1"])
     assert result.exit_code != 0
     assert "unknown fault" in result.output
+    bad_simulation = CliRunner().invoke(emulator, ["--simulate", "distribution=normal"])
+    assert bad_simulation.exit_code != 0
+    assert "expected one of fixed, uniform, exponential, lognormal" in bad_simulation.output
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])

@@ -87,13 +87,7 @@ def test_auto_storage_needs_an_account_and_sources_are_checked(azurite: Azurite,
 
 def test_windows_nodes_ignore_file_mode(azurite: Azurite, batch_client: BatchClient) -> None:
     _fill(azurite, "rf-win", {"x.txt": b"x"})
-    windows = m.VirtualMachineConfiguration(
-        image_reference=m.BatchVmImageReference(publisher="MicrosoftWindowsServer", offer="WindowsServer",
-                                                sku="2022-datacenter"),
-        node_agent_sku_id="batch.node.windows amd64",
-    )
-    batch_client.create_pool(m.BatchPoolCreateOptions(id="win", vm_size="standard_d2_v3",
-                                                      virtual_machine_configuration=windows, target_dedicated_nodes=1))
+    create_pool(batch_client, "win", windows=True)
     create_job(batch_client, "wjob", "win")
     batch_client.create_task(
         "wjob",

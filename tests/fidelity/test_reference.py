@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from azure.batch import BatchClient
 from azure.batch import models as m
+from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest, HttpResponse
 
 from batchspec.emulator import Emulator
 from batchspec.emulator.wire import format_duration, parse_duration
-from tests.emulator.helpers import create_job, create_pool, wait_completed
+from tests.emulator.helpers import create_job, create_pool, sh, wait_completed
 
 API = "api-version=2025-06-01"
 
@@ -117,3 +119,106 @@ def test_durations_are_written_as_the_service_does() -> None:
     assert format_duration(parse_duration("PT7M9.497S")) == "PT7M9.497S"
     assert format_duration(parse_duration("P7D")) == "P7D"
     assert format_duration(parse_duration("P0DT0H0M1.000000S")) == "PT1S"  # as azure-batch sends timedelta
+
+
+def _raw(client: BatchClient, method: str, url: str, body: object | None = None) -> HttpResponse:
+    request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
+    response = client.send_request(request)
+    response.read()
+    return response
+
+
+def test_enums_come_back_in_the_services_casing(emulator: Emulator, batch_client: BatchClient) -> None:
+    """Whatever casing a client sends (old SDKs send camelCase), the service answers its own."""
+    base = emulator.endpoint
+    pool = {
+        "id": "casing", "vmSize": "STANDARD_D2S_V3",
+        "virtualMachineConfiguration": {
+            "imageReference": {"publisher": "canonical", "offer": "ubuntu", "sku": "22"},
+            "nodeAgentSKUId": "batch.node.ubuntu 22.04",
+            "dataDisks": [{"lun": 0, "diskSizeGB": 8, "caching": "ReadOnly", "storageAccountType": "Premium_LRS"}],
+        },
+        "taskSchedulingPolicy": {"nodeFillType": "PACK"},
+        "userAccounts": [{"name": "u", "password": "p", "elevationLevel": "Admin"}],
+        "startTask": {"commandLine": "/bin/true",
+                      "userIdentity": {"autoUser": {"scope": "Task", "elevationLevel": "Admin"}}},
+    }
+    assert _raw(batch_client, "POST", f"{base}/pools?{API}", pool).status_code == 201
+    job = {"id": "casing", "poolInfo": {"poolId": "casing"}, "onAllTasksComplete": "TerminateJob",
+           "onTaskFailure": "PerformExitOptionsJobAction", "usesTaskDependencies": True}
+    assert _raw(batch_client, "POST", f"{base}/jobs?{API}", job).status_code == 201
+    destination = {"container": {"containerUrl": "http://127.0.0.1:9/c"}}
+    task = {
+        "id": "t", "commandLine": "/bin/true",
+        "outputFiles": [{"filePattern": "x", "destination": destination,
+                         "uploadOptions": {"uploadCondition": "TaskCompletion"}}],
+        "exitConditions": {"default": {"jobAction": "Terminate", "dependencyAction": "Block"}},
+    }
+    assert _raw(batch_client, "POST", f"{base}/jobs/casing/tasks?{API}", task).status_code == 201
+
+    got_pool = json.loads(_raw(batch_client, "GET", f"{base}/pools/casing?{API}").text())
+    got_job = json.loads(_raw(batch_client, "GET", f"{base}/jobs/casing?{API}").text())
+    got_task = json.loads(_raw(batch_client, "GET", f"{base}/jobs/casing/tasks/t?{API}").text())
+    assert got_pool["vmSize"] == "standard_d2s_v3"
+    assert got_pool["taskSchedulingPolicy"] == {"nodeFillType": "Pack"}  # PascalCase, as recorded
+    assert got_pool["virtualMachineConfiguration"]["dataDisks"][0] == {
+        "lun": 0, "caching": "readonly", "diskSizeGB": 8, "storageAccountType": "premium_lrs"}
+    assert got_pool["userAccounts"][0]["elevationLevel"] == "admin"
+    assert got_pool["startTask"]["userIdentity"] == {"autoUser": {"scope": "task", "elevationLevel": "admin"}}
+    assert (got_job["onAllTasksComplete"], got_job["onTaskFailure"]) == ("terminatejob", "performexitoptionsjobaction")
+    assert got_task["outputFiles"][0]["uploadOptions"] == {"uploadCondition": "taskcompletion"}
+    assert got_task["exitConditions"] == {"default": {"jobAction": "terminate", "dependencyAction": "block"}}
+
+
+def test_file_apis_answer_as_the_pools_os(emulator: Emulator, batch_client: BatchClient) -> None:
+    """A Linux node reports file modes and keeps certs in a task directory; a Windows node names
+    files with backslashes and reports no mode (as the recordings of Windows nodes show)."""
+    create_pool(batch_client, "win", windows=True)
+    create_pool(batch_client, "linux", dedicated=1)
+    for pool in ("win", "linux"):
+        create_job(batch_client, pool, pool)
+        batch_client.create_task(pool, m.BatchTaskCreateOptions(id="t", command_line="/bin/true"))
+    wait_completed(batch_client, "win", 1)
+    wait_completed(batch_client, "linux", 1)
+
+    def listing(job: str) -> dict[str, Any]:
+        body = json.loads(_raw(batch_client, "GET", f"{emulator.endpoint}/jobs/{job}/tasks/t/files?{API}&"
+                                                     "recursive=true").text())
+        return {entry["name"]: entry for entry in body["value"]}
+
+    linux, win = listing("linux"), listing("win")
+    assert {"certs", "stdout.txt", "stderr.txt", "wd"} <= set(linux) and "certs" not in win
+    assert "fileMode" in linux["stdout.txt"]["properties"] and "fileMode" not in win["stdout.txt"]["properties"]
+    linux_head = _raw(batch_client, "HEAD", f"{emulator.endpoint}/jobs/linux/tasks/t/files/stdout.txt?{API}")
+    win_head = _raw(batch_client, "HEAD", f"{emulator.endpoint}/jobs/win/tasks/t/files/stdout.txt?{API}")
+    assert "ocp-batch-file-mode" in linux_head.headers and "ocp-batch-file-mode" not in win_head.headers
+    assert batch_client.get_task("win", "t").as_dict()["nodeInfo"]["taskRootDirectory"] == "workitems\\win\\job-1\\t"
+    assert batch_client.get_task("linux", "t").as_dict()["nodeInfo"]["taskRootDirectory"] == "workitems/linux/job-1/t"
+    create_job(batch_client, "nested", "win")
+    batch_client.create_task("nested", m.BatchTaskCreateOptions(id="t", command_line=sh("mkdir -p a/b; echo > a/b/c")))
+    wait_completed(batch_client, "nested", 1)
+    assert "wd\\a\\b\\c" in listing("nested")
+
+
+def test_errors_are_worded_as_the_service_words_them(emulator: Emulator, batch_client: BatchClient) -> None:
+    cases = [
+        ("GET", "pools/none", None, 404, "PoolNotFound", "The specified pool does not exist."),
+        ("GET", "jobs/none", None, 404, "JobNotFound", "The specified job does not exist."),
+        ("POST", "pools", {"id": "bad id!", "vmSize": "x"}, 400, "InvalidPropertyValue",
+         "The value provided for one of the properties in the request body is invalid."),
+        ("POST", "jobs", {"id": "j"}, 400, "MissingRequiredProperty",
+         "A required property was not specified in the request body."),
+        ("DELETE", "nodecounts", None, 405, "UnsupportedHttpVerb",
+         "The resource doesn't support the specified HTTP verb."),
+        ("GET", "jobschedules", None, 400, "InvalidUri",
+         "The requested URI does not represent any resource on the server."),
+    ]
+    for method, path, body, status, code, message in cases:
+        try:
+            response = _raw(batch_client, method, f"{emulator.endpoint}/{path}?{API}", body)
+        except HttpResponseError as exc:
+            assert exc.response is not None
+            response = exc.response  # type: ignore[assignment]
+        error = json.loads(response.text())
+        assert (response.status_code, error["code"]) == (status, code), path
+        assert error["message"]["value"].split("\n")[0].startswith(message)

@@ -337,7 +337,7 @@ def test_autoscale_without_nodes_is_valid(check: Check) -> None:
 
 def test_autoscale_interval_too_long(check: Check) -> None:
     text = edit(VALID, "  nodes: {dedicated: 0, spot: 2}",
-                "  autoscale: {formula: '$TargetDedicatedNodes = 1;', interval: 8d}")
+                "  autoscale: {formula: '$TargetDedicatedNodes = 0', interval: 8d}")
     assert [m for *_, m in problems(check(text))] == ["'8d' is longer than the maximum of 168 hours"]
 
 
