@@ -341,12 +341,14 @@ def params(spec: Path, fmt: str) -> None:
 @click.option("--slots", type=click.IntRange(min=1), default=None,
               help="Tasks run at once on this machine (local backend); default: CPU count.")
 @click.option("--force", is_flag=True, help="Rerun tasks that already succeeded in an earlier run.")
+@click.option("--overwrite", is_flag=True,
+              help="Let outputs replace files in outputs.download that batchspec did not write there.")
 @click.option("--json", "json_lines", is_flag=True, help="Print one JSON event per line instead of progress.")
 @click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where task directories and run state go (local backend); default: .batchspec/ "
                    "next to the spec.")
 @handle_errors
-def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None, force: bool,
+def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None, force: bool, overwrite: bool,
         json_lines: bool, run_dir: Path | None, **azure: str | None) -> None:
     """Run SPEC: validate, plan, and run every task, then collect the outputs.
 
@@ -362,7 +364,7 @@ def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None,
     from .engine import run as run_spec
 
     reporter = make_reporter(json_lines)
-    options = RunOptions(env=_environment(azure), slots=slots, run_dir=run_dir, force=force)
+    options = RunOptions(env=_environment(azure), slots=slots, run_dir=run_dir, force=force, overwrite=overwrite)
     try:
         summary = run_spec(spec, overrides, backend, options, reporter)
     finally:

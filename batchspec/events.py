@@ -91,6 +91,7 @@ class Progress(Event):
     skipped: int = 0
     detail: str = ""  # e.g. "waiting for nodes: 2/5 idle"
     blocked: int = 0  # not run: a task they depend on failed
+    changed: int = 0  # tasks run again because what produced their earlier result changed
 
     @property
     def done(self) -> int:
@@ -99,7 +100,8 @@ class Progress(Event):
     def plus(self, earlier: Progress) -> Progress:
         """These counts (of one wave) on top of those of earlier waves."""
         return Progress(earlier.total + self.total, earlier.succeeded + self.succeeded, earlier.failed + self.failed,
-                        self.running, earlier.skipped + self.skipped, self.detail, earlier.blocked + self.blocked)
+                        self.running, earlier.skipped + self.skipped, self.detail, earlier.blocked + self.blocked,
+                        earlier.changed + self.changed)
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class RunFinished(Event):
     usage: str = ""  # node time (and cost) the run used
     logs: str = ""  # where task logs live
     report: str = ""  # the HTML report's path
+    changed: int = 0  # of the tasks run: those whose command, environment, inputs or settings changed
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -28,16 +28,15 @@ def escape(text: str) -> str:
     return _MAGIC.sub(r"[\g<0>]", text) if _MAGIC.search(text) else text
 
 
-_ESCAPED = re.compile(r"\[([^\]/!])\]")
+_ESCAPED = re.compile(r"\[([^\]!^])\]")  # a one-character set: how a literal wildcard is written
 
 
-def literal(pattern: str) -> str | None:
-    """The one path ``pattern`` matches when it has no real wildcard (only characters escaped
-    as ``[x]``, as :func:`escape` writes them), else None: ``a[[]1].mp3`` -> ``a[1].mp3``."""
-    if not has_magic(pattern):
-        return pattern
-    plain = _ESCAPED.sub("", pattern)
-    return None if has_magic(plain) else _ESCAPED.sub(r"\1", pattern)
+def literal_path(pattern: str) -> str | None:
+    """The one path ``pattern`` matches when it has no real wildcard (``a[*].mp3`` is the file
+    ``a*.mp3``), else None."""
+    norm = normalize(pattern)
+    plain = _ESCAPED.sub(r"\1", norm) if "[" in norm else norm
+    return None if has_magic(_ESCAPED.sub("", norm)) else plain
 
 
 def literal_head(pattern: str) -> str:
@@ -97,25 +96,42 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
-def glob_files(base: Path, pattern: str) -> Iterator[str]:
-    """Files under ``base`` matching ``pattern``, as POSIX paths relative to ``base``."""
+def glob_files(base: Path, pattern: str, *, follow_links: bool = True) -> Iterator[str]:
+    """Files under ``base`` matching ``pattern``, as POSIX paths relative to ``base``.
+
+    With ``follow_links=False`` no symbolic link is followed: a directory reached through one
+    is not searched, and a link that matches is yielded itself, for the caller to judge, not
+    what it points to.
+    """
     norm = normalize(pattern)
     prefix, rest = split_fixed(norm)
     root = base / prefix if prefix else base
+    if not follow_links and not _real_directories(base, prefix if rest else posixpath.dirname(prefix)):
+        return
     if not rest:
-        if root.is_file():
+        if root.is_file() if follow_links else (root.is_symlink() or root.is_file()):
             yield prefix
         return
     regex = compile_glob(rest)
     recursive = "**" in rest
     depth = rest.count("/") + 1
     dot_ok = any(seg.startswith(".") for seg in rest.split("/"))
-    for rel in _walk(str(root), "", depth, recursive, dot_ok):
+    for rel in _walk(str(root), "", depth, recursive, dot_ok, follow_links):
         if regex.match(rel):
             yield f"{prefix}/{rel}" if prefix else rel
 
 
-def _walk(root: str, rel: str, depth: int, recursive: bool, dot_ok: bool) -> Iterator[str]:
+def _real_directories(base: Path, rel: str) -> bool:
+    """Is every step from ``base`` down to ``base/rel`` a directory, not a link to one?"""
+    path = base
+    for part in rel.split("/") if rel else ():
+        path = path / part
+        if path.is_symlink() or not path.is_dir():
+            return False
+    return True
+
+
+def _walk(root: str, rel: str, depth: int, recursive: bool, dot_ok: bool, follow: bool) -> Iterator[str]:
     try:
         entries = list(os.scandir(os.path.join(root, rel) if rel else root))
     except OSError:
@@ -125,9 +141,9 @@ def _walk(root: str, rel: str, depth: int, recursive: bool, dot_ok: bool) -> Ite
             continue
         path = f"{rel}/{entry.name}" if rel else entry.name
         try:
-            if entry.is_file():
+            if entry.is_file(follow_symlinks=follow) or (not follow and entry.is_symlink()):
                 yield path
-            elif entry.is_dir() and (recursive or depth > 1):
-                yield from _walk(root, path, depth - 1, recursive, dot_ok)
+            elif entry.is_dir(follow_symlinks=follow) and (recursive or depth > 1):
+                yield from _walk(root, path, depth - 1, recursive, dot_ok, follow)
         except OSError:
             continue

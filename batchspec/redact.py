@@ -6,9 +6,15 @@ and the values of secret environment variables are replaced before text leaves t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from .events import Emit, Event
+
+E = TypeVar("E", bound=Event)
 
 SECRET_ENV = ("AZURE_BATCH_ACCESS_KEY", "AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
               "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET")
@@ -32,3 +38,32 @@ def redact(text: str, env: Mapping[str, str] | None = None) -> str:
         if value and len(value) >= 8 and value in text:
             text = text.replace(value, "REDACTED")
     return text
+
+
+def redact_event(event: E, env: Mapping[str, str] | None = None) -> E:
+    """``event`` with every text in it redacted (messages, reasons, stderr tails, nested events)."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        new = _redact_value(value, env)
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(event, **changes) if changes else event
+
+
+def _redact_value(value: Any, env: Mapping[str, str] | None) -> Any:
+    if isinstance(value, str):
+        text = redact(value, env)
+        return value if text == value else text
+    if isinstance(value, Event):
+        return redact_event(value, env)
+    if isinstance(value, tuple):
+        items = tuple(_redact_value(v, env) for v in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
+
+
+def redacting(emit: Emit, env: Mapping[str, str] | None = None) -> Emit:
+    """``emit`` behind :func:`redact_event`: every reporter (terminal, --json) sees the same
+    redacted events."""
+    return lambda event: emit(redact_event(event, env))

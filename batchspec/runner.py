@@ -6,16 +6,24 @@ spec that works locally runs the same way on a Batch node. It owns three things:
 * :func:`node_command_line`: how a rendered shell command becomes a Batch ``commandLine``;
 * :func:`split_command_line`: how a node turns a ``commandLine`` into argv (no shell);
 * :class:`TaskProcess`: one attempt of a task, in its own process group, with stdout/stderr in
-  files, a wall-clock limit and a clean way to stop the whole group from another thread.
+  files, a wall-clock limit and a clean way to stop the whole group from another thread;
+  optionally *watched*: started by the run's :class:`Supervisor`
+  (:mod:`batchspec.supervisor`), which writes its exit status to a file the moment it ends (so
+  a runner killed right then loses nothing) and stops it when the runner dies;
+* :func:`batch_environment`: the clean environment a node gives a task.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -61,9 +69,19 @@ class TaskPaths:
     def stderr(self) -> Path:
         return self.root / "stderr.txt"
 
+    @property
+    def status(self) -> Path:  # the last watched attempt's exit status (see read_status)
+        return self.root / ".batchspec-exit"
+
     def create(self) -> TaskPaths:
         self.wd.mkdir(parents=True, exist_ok=True)
         return self
+
+
+#: What a task inherits from the runner's environment, as a node's task user has them: never
+#: the runner's credentials (AZURE_*), tokens or anything else it happens to have.
+INHERITED = ("HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC",
+             "TZ", "TMPDIR")
 
 
 def batch_environment(
@@ -76,11 +94,16 @@ def batch_environment(
     node_root: Path,
     account: str = "local",
     extra: Mapping[str, str] | None = None,
+    path: str | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment a Batch node gives a task: ``base`` (default: the caller's whole
-    environment) plus ``AZ_BATCH_*``, then ``extra`` (the task's own settings)."""
-    env = dict(os.environ if base is None else base)
+    """The environment a Batch node gives a task: ``base`` (default: the locale and home of a
+    user from the runner's environment, never its credentials or anything else), ``PATH``
+    (``path``; default the base's, else the runner's), the ``AZ_BATCH_*`` variables, then
+    ``extra`` (the task's own settings)."""
+    env = dict(base) if base is not None else {name: os.environ[name] for name in INHERITED if name in os.environ}
+    if path is not None or "PATH" not in env:
+        env["PATH"] = path if path is not None else os.environ.get("PATH", os.defpath)
     env.update(
         {
             "AZ_BATCH_ACCOUNT_NAME": account,
@@ -116,19 +139,154 @@ class ProcessResult:
         return self.exit_code == 0 and not self.timed_out and not self.stopped
 
 
+class Supervisor:
+    """The run's task supervisor (:mod:`batchspec.supervisor`), a process of its own: it starts
+    watched attempts, and survives this process just long enough to stop them if it dies.
+
+    One process for the whole run, so an attempt costs no more than an unwatched one (forking
+    this interpreter per task would cost milliseconds of copy-on-write faults each).
+    """
+
+    def __init__(self, lock: Path) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(Path(__file__).with_name("supervisor.py")), str(lock)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True,
+        )
+        self._lock = threading.Lock()
+        self._next = 0
+        self._waiting: dict[int, _Supervised] = {}
+        self._reader = threading.Thread(target=self._read, name="supervisor", daemon=True)
+        self._reader.start()
+
+    def start(self, argv: list[str], cwd: Path, env: dict[str, str], paths: TaskPaths, watch: Watch) -> _Supervised:
+        """Start an attempt; raises OSError (as Popen does) when it cannot start."""
+        program = argv[0] if argv else ""
+        if "/" not in program:  # looked up in the task's PATH, as Popen does
+            found = shutil.which(program, path=env.get("PATH", os.defpath)) if program else None
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+            argv = [found, *argv[1:]]
+        with self._lock:
+            self._next += 1
+            attempt = _Supervised(self._next)
+            self._waiting[attempt.request] = attempt
+            request = {"id": attempt.request, "argv": argv, "cwd": str(cwd), "env": env, "stdout": str(paths.stdout),
+                       "stderr": str(paths.stderr), "status": str(watch.status), "token": watch.token}
+            assert self._proc.stdin is not None
+            try:
+                self._proc.stdin.write((json.dumps(request) + "\n").encode())
+                self._proc.stdin.flush()
+            except OSError:
+                attempt.fail("the task supervisor is gone")
+        attempt.started.wait()
+        if attempt.error is not None:
+            raise OSError(errno.ENOEXEC, attempt.error)
+        return attempt
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            message = json.loads(line)
+            with self._lock:
+                attempt = self._waiting.get(message["id"])
+            if attempt is None:
+                continue
+            if "pid" in message:
+                attempt.pid = message["pid"]
+                attempt.started.set()
+            elif "error" in message:
+                attempt.fail(message["error"])
+            else:
+                with self._lock:
+                    self._waiting.pop(message["id"], None)
+                attempt.finish(int(message["exit"]))
+        with self._lock:  # the supervisor ended: nothing more will come
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for attempt in waiting:
+            if attempt.pid:  # nobody would see it end: it must not run on unwatched
+                _signal_group(attempt.pid, signal.SIGKILL)
+            attempt.fail("the task supervisor is gone")
+
+    def close(self) -> None:
+        """End the supervisor (after the attempts ended: the end of its input stops any left)."""
+        with self._lock:
+            if self._proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self._proc.stdin.close()
+        self._proc.wait()
+        self._reader.join()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+class _Supervised:
+    """An attempt the supervisor runs: the part of :class:`subprocess.Popen` TaskProcess uses."""
+
+    def __init__(self, request: int) -> None:
+        self.request = request
+        self.pid = 0
+        self.returncode: int | None = None
+        self.error: str | None = None
+        self.started = threading.Event()
+        self._ended = threading.Event()
+
+    def finish(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+    def fail(self, error: str) -> None:
+        if not self.started.is_set():
+            self.error = error
+            self.started.set()
+        elif self.returncode is None:  # it ran, and nobody can say how it ended
+            self.finish(128 + signal.SIGKILL)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired("task", timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Asks for a watched attempt: started by ``supervisor``, its exit status goes to ``status``
+    with ``token``."""
+
+    supervisor: Supervisor
+    status: Path
+    token: str  # what the attempt ran (the task's fingerprint), to tell its status from others'
+
+
+def read_status(status: Path) -> tuple[str, int] | None:
+    """``(token, exit code)`` a watcher wrote, or None when there is none (or it is torn)."""
+    try:
+        token, code = status.read_text().split()
+        return token, int(code)
+    except (OSError, ValueError):
+        return None
+
+
 class TaskProcess:
     """One attempt of a task: ``argv`` run in ``paths.wd`` in a new process group.
 
     stdout and stderr go to ``stdout.txt`` and ``stderr.txt`` in the task directory (appended, so
     retries keep earlier attempts' output, as on a node). :meth:`stop` may be called from any
     thread and kills the whole group, including grandchildren such as ffmpeg under bash.
+
+    With ``watch``, the run's :class:`Supervisor` starts it, writes its exit status to
+    ``watch.status`` as soon as it ends, and stops its group if this process dies first.
     """
 
-    def __init__(self, argv: list[str], paths: TaskPaths, env: Mapping[str, str]) -> None:
+    def __init__(self, argv: list[str], paths: TaskPaths, env: Mapping[str, str], watch: Watch | None = None) -> None:
         self.argv = argv
         self.paths = paths
         self.env = dict(env)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.watch = watch
+        self._proc: subprocess.Popen[bytes] | _Supervised | None = None
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
@@ -143,21 +301,28 @@ class TaskProcess:
         """
         start = time.time()
         try:
-            with self.paths.stdout.open("ab") as out, self.paths.stderr.open("ab") as err, self._lock:
+            with self._lock:
                 if self._stopped.is_set():
                     return ProcessResult(None, False, True, start, time.time())
-                self._proc = subprocess.Popen(
-                    self.argv,
-                    cwd=self.paths.wd,
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,  # its own process group, so we can kill the whole tree
-                    close_fds=True,
-                )
+                if self.watch is not None:
+                    self._proc = self.watch.supervisor.start(self.argv, self.paths.wd, self.env, self.paths,
+                                                             self.watch)
+                else:
+                    with self.paths.stdout.open("ab") as out, self.paths.stderr.open("ab") as err:
+                        self._proc = subprocess.Popen(
+                            self.argv,
+                            cwd=self.paths.wd,
+                            env=self.env,
+                            stdin=subprocess.DEVNULL,
+                            stdout=out,
+                            stderr=err,
+                            start_new_session=True,  # its own process group, so we can kill the whole tree
+                            close_fds=True,
+                        )
         except OSError as exc:  # program missing or not executable
             msg = f"{self.argv[0] if self.argv else '<empty command>'}: {exc.strerror or exc}"
+            if self.watch is not None and exc.errno == errno.ENOEXEC:
+                msg = exc.strerror or msg  # the supervisor's own words
             with contextlib.suppress(OSError), self.paths.stderr.open("a") as err_text:
                 err_text.write(msg + "\n")
             return ProcessResult(None, False, False, start, time.time(), error=msg)
@@ -198,7 +363,7 @@ class TaskProcess:
             _signal_group(self._proc.pid, signal.SIGKILL)
 
 
-def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+def _kill_if_running(proc: subprocess.Popen[bytes] | _Supervised) -> None:
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGKILL)
 

@@ -1,16 +1,23 @@
 """Jinja templating for spec fields: sandboxed, strict, and shell-safe for commands.
 
 Spec templates use ``<< value >>``, ``<% block %>`` and ``<# comment #>`` so they never clash
-with shell syntax (``${VAR}``, ``{a,b}``) or YAML. Two environments exist:
+with shell syntax (``${VAR}``, ``{a,b}``) or YAML. Three environments exist:
 
 * the **shell** environment (``task.command``, ``pool.start_task.command``) quotes every
-  interpolated value with :func:`shlex.quote` unless the template says ``| raw``, and renders a
-  path value that starts with ``-`` as ``./-x`` when it begins a shell word, so a file name can
-  never become an option or run code;
+  interpolated value for the shell context it lands in (a bare word, ``"…"``, ``'…'``, a
+  here-document, a comment; see :func:`scan_shell`) unless the template says ``| raw``, rejects
+  the places where no quoting can keep a value from running as code (the script of ``bash -c``,
+  ``eval``, an awk program, ``${…}``, backticks), and renders a path value that begins a shell
+  word and starts with ``-`` or looks like a protocol (``pipe:0.mp4``) as ``./…``, so a file
+  name can never become an option or run code;
 * the **glob** environment (``task.outputs``, which are glob patterns) escapes the glob
   characters ``*``, ``?`` and ``[`` in path values, so ``Clip [1].mp4`` yields an output pattern
-  that matches ``Clip [1].mp3`` and nothing else;
+  that matches ``Clip [1].mp3`` and nothing else, and ``$`` in every value (a Batch node expands
+  ``$NAME`` in output patterns);
 * the **text** environment (ids, env values) renders values as they are.
+
+A value must be text, a number or a path: a method (``<< input.encode >>``), a mapping or a
+list is an error, never its Python repr.
 
 All are :class:`jinja2.sandbox.ImmutableSandboxedEnvironment` with ``StrictUndefined``: an
 unknown variable, an attempt to reach Python internals, or to change shared values (one task's
@@ -21,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import re
 import shlex
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -62,49 +71,61 @@ class PathValue(str):
     __slots__ = ()
 
 
-# Markers around a dash-leading path value; NUL cannot occur in a file name, and a rendered
-# command containing NUL is rejected anyway (exec cannot pass it).
-_MARK_OPEN, _MARK_CLOSE = "\x00", "\x01"
-_MARKED = re.compile("\x00(.*?)\x01", re.DOTALL)
-
-
 def _text(value: Any) -> str:
+    """A value as template output: text, a number or a path; anything else is an error."""
+    if isinstance(value, str):
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, jinja2.Undefined):  # an unknown name, or what the sandbox refused
+        value._fail_with_undefined_error()
+    raise TemplateError(_not_a_value(value))
+
+
+def _not_a_value(value: Any) -> str:
+    if callable(value):
+        what = "a method or function, not a value (write << input >>, not << input.encode >>; call it with ())"
+    elif isinstance(value, Mapping):
+        what = "a mapping, not a value (use one of its keys, e.g. << item.path >>)"
+    elif isinstance(value, Iterable):
+        what = "a list, not a value (pick an element, or join them: << values | join(' ') >>)"
+    else:
+        what = f"a {type(value).__name__}, not a value"
+    return f"a template value must be text, a number or a path; this one is {what}"
+
+
+def _finalize_text(value: Any) -> str:
+    return value if type(value) is str else _text(value)
+
+
+# Values in a rendered Jinja-path shell command are placeholders (NUL, index, \x01) until the
+# shell context of each is known; NUL cannot occur in a file name or in a command exec can run.
+_MARK = re.compile("\x00([0-9]+)\x01")
+_pending = threading.local()  # the values of the shell command being rendered on this thread
 
 
 def _finalize_shell(value: Any) -> str:
-    cls = type(value)
-    if cls is str:  # the common cases first: this runs for every value of every task
-        return shlex.quote(value)
-    if cls is PathValue and value[:1] != "-":
-        return shlex.quote(value)
-    if isinstance(value, Raw):
+    if isinstance(value, Raw):  # | raw (and | quote): the text goes in as it is
         return str.__str__(value)
-    text = _text(value)
-    if isinstance(value, PathValue) and text.startswith("-"):
-        return f"{_MARK_OPEN}{text}{_MARK_CLOSE}"
-    return shlex.quote(text)
+    values: list[Any] = _pending.values
+    values.append(value)
+    return f"\x00{len(values) - 1}\x01"
 
 
 def _finalize_glob(value: Any) -> str:
     if isinstance(value, PathValue):  # a file name: its glob characters are literal
-        return escape_glob(value)
-    return _text(value)
+        return _escape_node(escape_glob(value))
+    return _escape_node(_text(value))
 
 
-def _unmark(rendered: str) -> str:
-    """Quote marked dash-leading paths, adding ``./`` where the value starts a shell word."""
-
-    def repl(match: re.Match[str]) -> str:
-        start = match.start()
-        at_word_start = start == 0 or rendered[start - 1] in " \t\n;|&()<>"
-        return shlex.quote(("./" if at_word_start else "") + match.group(1))
-
-    return _MARKED.sub(repl, rendered)
+def _escape_node(pattern: str) -> str:
+    """A Batch node expands ``$NAME`` and ``${NAME}`` in an output file pattern; ``[$]`` is a
+    one-character set that matches a literal ``$`` and is never expanded."""
+    return pattern.replace("$", "[$]") if "$" in pattern else pattern
 
 
 def _raw(value: Any) -> Raw:
@@ -135,7 +156,7 @@ def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
 
 
 SHELL_ENV = _make_env(_finalize_shell)
-TEXT_ENV = _make_env(_text)
+TEXT_ENV = _make_env(_finalize_text)
 GLOB_ENV = _make_env(_finalize_glob)
 _GLOBALS = dict(SHELL_ENV.globals)  # range, dict, ... (the same in both environments)
 
@@ -152,7 +173,8 @@ class TemplateError(Exception):
 # A template that is only text and ``<< name >>`` / ``<< name.attr >>`` substitutions (nearly
 # every real one) renders through a precomputed list of parts instead of Jinja's generated code:
 # the same sandboxed attribute access and finalize function, without a Context per call.
-_Part = str | tuple[str, tuple[str, ...]]
+_Sub = tuple[str, tuple[str, ...]]
+_Part = str | _Sub
 
 
 @dataclass(frozen=True)
@@ -163,9 +185,10 @@ class Template:
     shell: bool
     _template: jinja2.Template
     _parts: tuple[_Part, ...] | None  # the fast path, when the template is simple enough
+    _slots: tuple[Slot, ...] = ()  # shell fast path: the shell context of each substitution
     # Derived from _parts: the text as a str.format string with one {} per substitution.
     _format: str = field(init=False, repr=False, compare=False)
-    _subs: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
+    _subs: tuple[_Sub, ...] = field(init=False, repr=False, compare=False)
     _finalize: Callable[[Any], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -178,7 +201,13 @@ class Template:
     def render(self, variables: dict[str, Any]) -> str:
         """Render with ``variables`` (Jinja's globals such as ``range`` are added as needed)."""
         try:
-            out = self._render_parts(variables) if self._parts is not None else self._render_jinja(variables)
+            if self._parts is None:
+                out = self._render_jinja(variables)
+            elif self.shell:
+                out = self._format.format(*shell_values(self._values(variables), self._slots))
+            else:
+                finalize = self._finalize
+                out = self._format.format(*[finalize(v) for v in self._values(variables)])
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"undefined variable: {exc.message}") from None
         except jinja2.exceptions.SecurityError as exc:
@@ -187,11 +216,8 @@ class Template:
             raise TemplateError(str(exc), getattr(exc, "lineno", None)) from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise TemplateError(f"{type(exc).__name__}: {exc}") from None
-        if self.shell:
-            if _MARK_OPEN in out:
-                out = _unmark(out)
-            if "\x00" in out:
-                raise TemplateError("the rendered command contains a NUL character")
+        if self.shell and "\x00" in out:
+            raise TemplateError("the rendered command contains a NUL character")
         return out
 
     def _render_jinja(self, variables: dict[str, Any]) -> str:
@@ -199,12 +225,24 @@ class Template:
         # One merged dict as the context's parent: Template.render copies the globals ChainMap
         # into fresh dicts and sets on every call.
         context = Context(template.environment, {**_GLOBALS, **variables}, template.name, template.blocks)
-        return "".join(template.root_render_func(context))
+        if not self.shell:
+            return "".join(template.root_render_func(context))
+        # Values come out as placeholders; once the whole command is known, each is quoted for
+        # the shell context it landed in (blocks and | raw text can open or close quotes).
+        values: list[Any] = []
+        _pending.values = values
+        try:
+            out = "".join(template.root_render_func(context))
+        finally:
+            _pending.values = None
+        pieces = _MARK.split(out)
+        texts, order = pieces[0::2], [values[int(i)] for i in pieces[1::2]]
+        quoted = shell_values(order, tuple(scan_shell(texts)))
+        return "".join(itertools.chain.from_iterable(itertools.zip_longest(texts, quoted, fillvalue="")))
 
-    def _render_parts(self, variables: dict[str, Any]) -> str:
+    def _values(self, variables: Mapping[str, Any]) -> list[Any]:
         getattr_ = self._template.environment.getattr
-        finalize = self._finalize
-        values: list[str] = []
+        values: list[Any] = []
         for name, attrs in self._subs:
             try:
                 value = variables[name]
@@ -215,8 +253,8 @@ class Template:
                 value = value[attr] if type(value) is Namespace and attr in value else getattr_(value, attr)
             if isinstance(value, jinja2.Undefined):
                 value._fail_with_undefined_error()
-            values.append(finalize(value))
-        return self._format.format(*values)
+            values.append(value)
+        return values
 
     def bind(self, constants: Mapping[str, Any]) -> Template:
         """This template with the substitutions that read only ``constants`` rendered once.
@@ -228,16 +266,559 @@ class Template:
         if not self._parts:
             return self
         parts: list[_Part] = []
+        slots: list[Slot] = []
+        # What became of each substitution: its new index, or "" / "text" when bound to an
+        # empty / non-empty value (which decides whether a later value still begins a word).
+        fate: list[int | str] = []
         for part in self._parts:
-            bound = part
-            if type(part) is not str and part[0] in constants:
-                with contextlib.suppress(Exception):  # rendered again, and reported, per task
-                    bound = replace(self, _parts=(part,))._render_parts(dict(constants))
-            if type(bound) is str and parts and type(parts[-1]) is str:
-                parts[-1] = f"{parts[-1]}{bound}"
+            if isinstance(part, str):
+                text = part
             else:
-                parts.append(bound)
-        return replace(self, _parts=tuple(parts))
+                index = len(fate)
+                bound: str | None = None
+                if part[0] in constants:
+                    with contextlib.suppress(Exception):  # rendered again, and reported, per task
+                        (value,) = replace(self, _parts=(part,))._values(constants)
+                        plain = _text(value)
+                        bound = (shell_values([value], (self._slots[index],))[0] if self.shell
+                                 else self._finalize(value))
+                if bound is None:
+                    fate.append(len(slots) if self.shell else index)
+                    if self.shell:
+                        slots.append(self._slots[index])
+                    parts.append(part)
+                    continue
+                fate.append("text" if plain else "")
+                text = bound
+            if parts and isinstance(parts[-1], str):
+                parts[-1] = f"{parts[-1]}{text}"
+            else:
+                parts.append(text)
+        return replace(self, _parts=tuple(parts), _slots=tuple(_renumber(s, fate) for s in slots))
+
+
+def _renumber(slot: Slot, fate: list[int | str]) -> Slot:
+    if not slot.word_start:
+        return slot
+    indices: list[int] = []
+    for j in slot.word_start:
+        if fate[j] == "text":
+            return replace(slot, word_start=None)
+        if isinstance(fate[j], int):
+            indices.append(int(fate[j]))
+    return replace(slot, word_start=tuple(indices))
+
+
+# --- shell contexts ------------------------------------------------------------------------
+#
+# Every value in a command is quoted for the place it lands in: a bare word, "…", '…', a
+# here-document, a comment. scan_shell reads the literal text around the values as bash would
+# and says, for each value, where it is; shell_values quotes each value for that place. Places
+# where no quoting can keep a value from running as code (the script of `bash -c`, `eval`, an
+# awk program, $(( … )) with text, ${ … }, `…`) are rejected: at validation for the spec's text,
+# at planning for what blocks and | raw produced.
+
+WORD, DOUBLE, SINGLE, HEREDOC, HEREDOC_LITERAL, COMMENT = (
+    "word", "double", "single", "heredoc", "heredoc-literal", "comment")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one value sits in a shell command."""
+
+    context: str  # WORD, DOUBLE, SINGLE, HEREDOC, HEREDOC_LITERAL or COMMENT
+    # The earlier values that must all render empty for this one to begin a shell word (where a
+    # dash-leading path would read as an option); None when text of the word comes before it.
+    word_start: tuple[int, ...] | None = None
+    problem: str | None = None  # why no value may go here, with the fix
+    numeric: bool = False  # bash evaluates it as arithmetic: only an integer may go here
+
+
+_DOUBLE_SPECIAL = re.compile(r'[\\$`"]')  # what a backslash escapes inside "…"
+_HEREDOC_SPECIAL = re.compile(r"[\\$`]")  # ... and in an unquoted here-document
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+
+
+def needs_dot_slash(path: str) -> bool:
+    """A path a program could read as something else when it begins an argument: an option
+    (``-x``) or a protocol (``pipe:0.mp4``, ``concat:a|b.mp4`` for ffmpeg, ``http:x``)."""
+    return path[:1] == "-" or ":" in path.partition("/")[0]
+
+
+def quote_value(text: str, slot: Slot) -> str:
+    """``text`` quoted for its place in a shell command (see :class:`Slot`)."""
+    if slot.problem:
+        raise TemplateError(f"a value {slot.problem}")
+    if slot.numeric and not _INTEGER.fullmatch(text):
+        raise TemplateError(f"'{text}' is not an integer, and bash evaluates this place as arithmetic")
+    context = slot.context
+    if context == WORD:
+        return shlex.quote(text)
+    if context == DOUBLE:
+        return _DOUBLE_SPECIAL.sub(r"\\\g<0>", text)
+    if context == SINGLE:
+        return text.replace("'", "'\\''")
+    if context == COMMENT:
+        return text.replace("\n", " ")
+    if "\n" in text:
+        raise TemplateError("a value with a line break cannot go into a here-document (it could end it early)")
+    return _HEREDOC_SPECIAL.sub(r"\\\g<0>", text) if context == HEREDOC else text
+
+
+def shell_values(values: Iterable[Any], slots: tuple[Slot, ...]) -> list[str]:
+    """Each value as text quoted for its slot; a path value that begins a word and could read as
+    an option or a protocol gets ``./`` in front."""
+    plain: list[str] = []  # each value's own text: is anything in front of a value in its word?
+    out: list[str] = []
+    for value, slot in zip(values, slots, strict=True):
+        if isinstance(value, Raw):
+            text = str.__str__(value)
+            plain.append(text)
+            out.append(text)
+            continue
+        text = value if type(value) is str else _text(value)
+        if (isinstance(value, PathValue) and slot.word_start is not None and needs_dot_slash(text)
+                and all(plain[j] == "" for j in slot.word_start)):
+            text = "./" + text
+        plain.append(text)
+        out.append(quote_value(text, slot))
+    return out
+
+
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "fish", "su", "runuser"})
+_EVALS = frozenset({"eval", "watch"})
+# Interpreters and the option letters whose argument is code to run.
+_CODE_OPTIONS = {"python": "c", "perl": "eE", "ruby": "e", "node": "ep", "nodejs": "ep", "php": "r",
+                 "Rscript": "e", "lua": "e", "tclsh": ""}
+_AWKS = frozenset({"awk", "gawk", "mawk", "nawk"})
+_ARITHMETIC_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
+
+
+def _program(word: str) -> str:
+    name = word.rpartition("/")[2]
+    return "python" if re.fullmatch(r"python[0-9.]*", name) else name
+
+
+def _code_runner(words: list[str]) -> str | None:
+    """The program that would run the next word of a simple command as code, if any.
+
+    ``words`` are the words before it (quotes removed): ``bash -c`` (and other shells), ``eval``,
+    ``watch``, ``trap``, interpreters' inline-code options (``python -c``, ``perl -e``), awk
+    programs. A later argument (``bash -c '…' _ <<x>>``, read as ``$1``) is data, so it is fine.
+    """
+    for j, word in enumerate(words):
+        name, rest = _program(word), words[j + 1 :]
+        if name in _EVALS or (name == "trap" and not rest):
+            return name
+        if name in _SHELLS and all(w[:1] in "-+" and w[:2] != "--" for w in rest) and any(
+                w[:1] == "-" and "c" in w for w in rest):
+            return f"{name} -c"
+        letters = _CODE_OPTIONS.get(name)
+        if (letters and rest and all(w[:1] == "-" for w in rest) and rest[-1][:2] != "--"
+                and rest[-1][-1] in letters):
+            return f"{name} {rest[-1]}"
+        if name in _AWKS and _awk_program(rest) == len(rest):
+            return name
+    return None
+
+
+def _fix(runner: str) -> str:
+    """How to get a value to ``runner`` as data instead of code."""
+    name = runner.split(maxsplit=1)[0]
+    if name in _SHELLS:
+        return f"pass it as an argument after the script instead: {runner} '… \"$1\" …' _ << value >>"
+    if name in _AWKS:
+        return f"pass it as a variable instead: {name} -v v=<< value >> '… v …'"
+    if name in _CODE_OPTIONS:
+        return f"pass it as an argument after the code instead ({runner} '…' << value >>), or in task.env"
+    return f"run the command directly instead of through {name}"
+
+
+def _awk_program(args: list[str]) -> int:
+    """Index of the program text among awk's arguments (-1 when ``-f`` gives a file instead)."""
+    i = 0
+    while i < len(args) and args[i][:1] == "-" and args[i] != "-":
+        if args[i] == "--":
+            return i + 1
+        if args[i].startswith("-f"):
+            return -1
+        i += 2 if args[i] in ("-F", "-v") else 1
+    return i
+
+
+def _reads_code(words: list[str]) -> str | None:
+    """The shell or interpreter that reads its standard input as code, when ``words`` start it."""
+    for j, word in enumerate(words):
+        name = _program(word)
+        if name in _SHELLS or name in _CODE_OPTIONS or name in _AWKS:
+            operands = [w for w in words[j + 1 :] if w[:1] != "-" or w == "-"]
+            if not operands or operands[0] == "-" or "-s" in words[j + 1 :]:
+                return name
+            return None
+    return None
+
+
+@dataclass
+class _Command:
+    """Bash's top level, or the inside of $( … ), <( … ) or [[ … ]]: words and commands."""
+
+    closer: str | None = None  # ")" or "]]"; None at the top level
+    depth: int = 0  # open "(" within it
+    words: list[str] = field(default_factory=list)  # finished words of the current simple command
+    word: list[str] = field(default_factory=list)  # the current word, quotes removed, a value as NUL
+    in_word: bool = False
+    literal: bool = False  # the current word has text of its own (not only quotes and values)
+    values: list[int] = field(default_factory=list)  # values in the current word so far
+    heredocs: list[_Heredoc] = field(default_factory=list)  # announced on the current line
+    test_values: list[int] = field(default_factory=list)  # in [[ … ]]: its values
+    arithmetic: bool = False  # in [[ … ]]: it compares numbers
+
+
+@dataclass
+class _Heredoc:
+    delimiter: str
+    quoted: bool
+    strip_tabs: bool
+    code: str | None  # the program that reads it as code
+    line: list[str] = field(default_factory=list)
+    has_value: bool = False  # the current line has a value (so it is not the delimiter)
+
+
+@dataclass
+class _Region:
+    """A quoted or otherwise delimited region: "…", '…', $'…', `…`, ${…}, $((…)), # comment."""
+
+    kind: str
+    depth: int = 0
+
+
+_REGION_PROBLEMS = {
+    "`": "is inside `…`, where quoting cannot be done safely; use $( … ) instead",
+    "${": "is inside ${…}, where it cannot be quoted; set a variable first (v=<< x >>) and use ${v…} instead",
+    "$'": "is inside $'…', where it cannot be quoted; use '…' or \"…\" instead",
+}
+
+
+class _Scanner:
+    """Reads shell text piece by piece, a value between each two pieces (see scan_shell)."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Command | _Region | _Heredoc] = [_Command()]
+        self.slots: list[Slot] = []
+        self.after = ""  # "$" or "\\" when the text so far ends with one (right before a value)
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def command(self) -> _Command | None:
+        """The command whose word is being read, through quotes; None in a heredoc or region."""
+        for frame in reversed(self.stack):
+            if isinstance(frame, _Command):
+                return frame
+            if not (isinstance(frame, _Region) and frame.kind in ('"', "'")):
+                return None
+        return None
+
+    def literal(self, char: str) -> None:
+        command = self.command()
+        if command is not None:
+            command.in_word = command.literal = True
+            command.word.append(char)
+
+    def end_word(self, command: _Command) -> None:
+        if not command.in_word:
+            return
+        word = "".join(command.word)
+        command.words.append(word)
+        command.word, command.in_word, command.literal, command.values = [], False, False, []
+        if command.closer == "]]" and word in _ARITHMETIC_TESTS:
+            command.arithmetic = True
+
+    def end_command(self, command: _Command) -> None:
+        self.end_word(command)
+        command.words = []
+
+    def push(self, frame: _Command | _Region) -> None:
+        command = self.command()
+        if command is not None:  # $( … ) or "…" in a word: the word goes on
+            command.in_word = True
+            if not (isinstance(frame, _Region) and frame.kind in ('"', "'", "$'")):
+                command.literal = True
+        self.stack.append(frame)
+
+    def pop(self) -> None:
+        frame = self.stack.pop()
+        if isinstance(frame, _Command) and frame.closer == "]]" and frame.arithmetic:
+            for i in frame.test_values:
+                self.slots[i] = replace(self.slots[i], numeric=True)
+
+    # --- a value ---------------------------------------------------------------------------
+
+    def value(self) -> None:
+        frame = self.stack[-1]
+        command = self.command()
+        problem: str | None = None
+        word_start: tuple[int, ...] | None = None
+        numeric = False
+        if isinstance(frame, _Heredoc):
+            context = HEREDOC_LITERAL if frame.quoted else HEREDOC
+            frame.has_value = True
+            if frame.code:
+                problem = (f"is in a here-document that {frame.code} reads as code, so the value would run; "
+                           "pass it as an argument or in task.env instead")
+        elif isinstance(frame, _Region) and frame.kind == "#":
+            context = COMMENT
+        elif isinstance(frame, _Region) and frame.kind not in ('"', "'"):
+            context = WORD
+            numeric = frame.kind == "(("
+            problem = _REGION_PROBLEMS.get(frame.kind)
+        else:
+            context = DOUBLE if isinstance(frame, _Region) and frame.kind == '"' else (
+                SINGLE if isinstance(frame, _Region) else WORD)
+        if command is not None:
+            word_start = None if command.literal else tuple(command.values)
+            runner = _code_runner(command.words)
+            if runner and problem is None:
+                problem = f"is part of the code that `{runner}` runs, so the value would run as code; {_fix(runner)}"
+            command.values.append(len(self.slots))
+            command.in_word = True
+            command.word.append("\x00")
+            if command.closer == "]]":
+                command.test_values.append(len(self.slots))
+        if self.after == "$" and problem is None:
+            problem = "follows '$', so it would be read as (part of) a variable name; put it apart from the '$'"
+        elif self.after == "\\" and context != SINGLE and problem is None:
+            problem = "follows a backslash, which would escape its first character; remove the backslash"
+        self.slots.append(Slot(context, word_start, problem, numeric))
+
+    # --- text ------------------------------------------------------------------------------
+
+    def feed(self, text: str) -> None:
+        self.after = ""
+        i, n = 0, len(text)
+        while i < n:
+            frame = self.stack[-1]
+            if isinstance(frame, _Command):
+                i = self.command_char(frame, text, i)
+            elif isinstance(frame, _Heredoc):
+                i = self.heredoc_char(frame, text, i)
+            else:
+                i = self.region_char(frame, text, i)
+
+    def dollar(self, text: str, i: int, *, quoted: bool) -> int:
+        """``$`` at ``text[i]``: an expansion opens, or a plain ``$``."""
+        ahead = text[i + 1 : i + 3]
+        if i + 1 == len(text):
+            self.after = "$"
+            self.literal("$")
+            return i + 1
+        if ahead == "((":
+            self.push(_Region("((", 2))
+            return i + 3
+        if ahead[:1] == "(":
+            self.push(_Command(")"))
+            return i + 2
+        if ahead[:1] == "{":
+            self.push(_Region("${", 1))
+            return i + 2
+        if ahead[:1] in ("'", '"') and not quoted:
+            self.push(_Region("$'" if ahead[:1] == "'" else '"'))
+            return i + 2
+        self.literal("$")
+        return i + 1
+
+    def command_char(self, cmd: _Command, text: str, i: int) -> int:
+        c = text[i]
+        if c == "\\":
+            if i + 1 == len(text):
+                self.after = "\\"
+                cmd.in_word = cmd.literal = True
+                return i + 1
+            if text[i + 1] != "\n":
+                self.literal(text[i + 1])
+            return i + 2
+        if c in " \t":
+            self.end_word(cmd)
+        elif c == "\n":
+            self.end_command(cmd)
+            self.stack.extend(reversed(cmd.heredocs))  # the first announced body comes first
+            cmd.heredocs = []
+        elif c == "#" and not cmd.in_word:
+            self.stack.append(_Region("#"))
+        elif c in ("'", '"', "`"):
+            self.push(_Region(c))
+        elif c == "$":
+            return self.dollar(text, i, quoted=False)
+        elif c in ";&|":
+            self.end_command(cmd)
+        elif c == "(":
+            if text.startswith("((", i) and not cmd.in_word and not cmd.words:
+                self.stack.append(_Region("((", 2))
+                return i + 2
+            self.end_command(cmd)
+            cmd.depth += 1
+        elif c == ")":
+            self.end_command(cmd)
+            if cmd.depth == 0 and cmd.closer == ")":
+                self.pop()
+            else:
+                cmd.depth = max(0, cmd.depth - 1)
+        elif c in "<>":
+            self.end_word(cmd)
+            if text.startswith("<<<", i):
+                return i + 3
+            if text.startswith("<<", i):
+                return self.heredoc_start(cmd, text, i + 2)
+            if text.startswith(("<(", ">("), i):
+                self.push(_Command(")"))
+                return i + 2
+            j = i + 1
+            while j < len(text) and text[j] in "<>&|":
+                j += 1
+            return j
+        elif c == "[" and text.startswith("[[", i) and not cmd.in_word and not cmd.words:
+            self.stack.append(_Command("]]"))
+            return i + 2
+        elif c == "]" and text.startswith("]]", i) and cmd.closer == "]]" and not cmd.in_word:
+            self.end_command(cmd)
+            self.pop()
+            return i + 2
+        else:
+            self.literal(c)
+        return i + 1
+
+    def heredoc_start(self, cmd: _Command, text: str, i: int) -> int:
+        """After ``<<``: read the delimiter word and announce the body (it starts next line)."""
+        strip_tabs = text.startswith("-", i)
+        i += strip_tabs
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        delimiter: list[str] = []
+        quoted = False
+        while i < len(text) and text[i] not in " \t\n;&|<>()":
+            c = text[i]
+            if c in ("'", '"'):
+                end = text.find(c, i + 1)
+                end = len(text) if end < 0 else end
+                delimiter.append(text[i + 1 : end])
+                quoted, i = True, end + 1
+            elif c == "\\":
+                delimiter.append(text[i + 1 : i + 2])
+                quoted, i = True, i + 2
+            else:
+                delimiter.append(c)
+                i += 1
+        if delimiter:
+            cmd.heredocs.append(_Heredoc("".join(delimiter), quoted, strip_tabs, _reads_code(cmd.words)))
+        return i
+
+    def heredoc_char(self, doc: _Heredoc, text: str, i: int) -> int:
+        c = text[i]
+        if c == "\n":
+            line = "".join(doc.line)
+            if (line.lstrip("\t") if doc.strip_tabs else line) == doc.delimiter and not doc.has_value:
+                self.stack.pop()
+            doc.line, doc.has_value = [], False
+            return i + 1
+        doc.line.append(c)
+        if doc.quoted:
+            return i + 1
+        if c == "\\":
+            if i + 1 == len(text):
+                self.after = "\\"
+                return i + 1
+            doc.line.append(text[i + 1])
+            return i + 2
+        if c == "$":
+            return self.dollar(text, i, quoted=True)
+        if c == "`":
+            self.stack.append(_Region("`"))
+        return i + 1
+
+    def region_char(self, region: _Region, text: str, i: int) -> int:
+        c, kind = text[i], region.kind
+        if kind == "#":
+            if c == "\n":
+                self.stack.pop()
+                command = self.command()
+                if command is not None:  # a comment ends the line like a newline does
+                    return self.command_char(command, text, i)
+            return i + 1
+        if kind == "'":
+            if c == "'":
+                self.stack.pop()
+            else:
+                self.literal(c)
+            return i + 1
+        if c == "\\" and kind != "((":
+            if i + 1 == len(text):
+                self.after = "\\"
+                return i + 1
+            if kind == '"':
+                self.literal(text[i + 1])
+            return i + 2
+        if kind == '"':
+            if c == '"':
+                self.stack.pop()
+            elif c == "$":
+                return self.dollar(text, i, quoted=True)
+            elif c == "`":
+                self.push(_Region("`"))
+            else:
+                self.literal(c)
+            return i + 1
+        if (kind == "$'" and c == "'") or (kind == "`" and c == "`"):
+            self.stack.pop()
+        elif kind == "${":
+            region.depth += {"{": 1, "}": -1}.get(c, 0)
+            if region.depth == 0:
+                self.stack.pop()
+        elif kind == "((":
+            region.depth += {"(": 1, ")": -1}.get(c, 0)
+            if region.depth == 0:
+                self.stack.pop()
+        return i + 1
+
+
+def scan_shell(texts: Iterable[str]) -> list[Slot]:
+    """Where each value goes in a command made of ``texts`` with a value between each two."""
+    scanner = _Scanner()
+    for n, text in enumerate(texts):
+        if n:
+            scanner.value()
+        scanner.feed(text)
+    return scanner.slots
+
+
+def check_shell(source: str) -> list[VariableProblem]:
+    """Values of a command template that would land where they cannot be quoted (see
+    :class:`Slot`), found from the spec's text (``<% %>`` blocks are read as empty)."""
+    texts = [""]
+    tags: list[tuple[int, str]] = []  # (line, expression) of each << >>
+    expression: list[str] | None = None
+    start = 1
+    try:
+        for line, kind, value in SHELL_ENV.lex(source):
+            if expression is not None:
+                if kind == "variable_end":
+                    tags.append((start, "".join(expression).strip()))
+                    texts.append("")
+                    expression = None
+                else:
+                    expression.append(value)
+            elif kind == "data":
+                texts[-1] += value
+            elif kind == "variable_begin":
+                expression, start = [], line
+    except jinja2.TemplateSyntaxError:
+        return []  # reported by check_variables
+    problems: list[VariableProblem] = []
+    for slot, (line, expr) in zip(scan_shell(texts), tags, strict=False):
+        if re.search(r"\|\s*(raw|quote)\s*$", expr):
+            continue  # the author asked for the text as it is
+        if slot.problem:
+            token = expr.split("|")[0].strip() or expr
+            problems.append(VariableProblem(f"<< {expr} >> {slot.problem}", line, token))
+    return problems
 
 
 def _simple_parts(ast: jinja2.nodes.Template) -> tuple[_Part, ...] | None:
@@ -268,15 +849,43 @@ def compile_template(source: str, *, shell: bool, glob: bool = False) -> Templat
     values for an output pattern.
     """
     env = SHELL_ENV if shell else GLOB_ENV if glob else TEXT_ENV
+    if shell and ("\x00" in source or "\x01" in source):
+        raise TemplateError("the command contains a NUL or \\x01 character")
     try:
         parts = _simple_parts(env.parse(source))
-        return Template(source, shell, env.from_string(source), parts)
+        template = env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
+    slots: tuple[Slot, ...] = ()
+    if shell and parts is not None:
+        slots = tuple(scan_shell(_texts(parts)))
+        for slot, sub in zip(slots, (p for p in parts if not isinstance(p, str)), strict=True):
+            if slot.problem:
+                raise TemplateError(f"<< {'.'.join((sub[0], *sub[1]))} >> {slot.problem}")
+    return Template(source, shell, template, parts, slots)
+
+
+def _texts(parts: tuple[_Part, ...]) -> list[str]:
+    """The literal texts around the substitutions of a fast-path template (one more than them)."""
+    texts = [""]
+    for part in parts:
+        if isinstance(part, str):
+            texts[-1] += part
+        else:
+            texts.append("")
+    return texts
 
 
 def is_template(source: str) -> bool:
     return "<<" in source or "<%" in source or "<#" in source
+
+
+class _Scalar(frozenset[str]):
+    """The type of :data:`SCALAR`."""
+
+
+#: In ``check_variables``' ``known``: a variable that is a single value, with no keys.
+SCALAR: frozenset[str] = _Scalar()
 
 
 @dataclass(frozen=True)
@@ -292,8 +901,9 @@ def check_variables(
     """Problems with the variables a template uses, found without rendering it.
 
     ``known`` maps each allowed variable to the names of its allowed attributes (for
-    ``params`` and ``matrix``), or to None when any attribute is fine. Attribute names starting
-    with ``_`` are reported as sandbox escapes.
+    ``params`` and ``matrix``), to :data:`SCALAR` for a single value (text or a number, whose
+    attributes are methods: ``<< input.encode >>`` is reported), or to None when any attribute
+    is fine. Attribute names starting with ``_`` are reported as sandbox escapes.
     """
     simple = _check_simple(source, known)
     if simple is not None:
@@ -323,6 +933,7 @@ def check_variables(
     for name in sorted(undeclared - set(known)):
         line = next((n.lineno for n in _names(ast) if n.name == name), 1)
         problems.append(_unknown_variable(name, known, line))
+    called = {id(call.node) for call in ast.find_all(jinja2.nodes.Call)}  # << stem.upper() >> is fine
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         attr = _attr_name(node)
         if attr is None:
@@ -333,7 +944,10 @@ def check_variables(
         base = node.node  # type: ignore[attr-defined]  # Getattr and Getitem both have .node
         if isinstance(base, jinja2.nodes.Name) and base.name in undeclared:
             allowed = known.get(base.name)
-            if allowed is not None and attr not in allowed:
+            if allowed is SCALAR:
+                if isinstance(node, jinja2.nodes.Getattr) and id(node) not in called:
+                    problems.append(_method_reference(base.name, attr, node.lineno))
+            elif allowed is not None and attr not in allowed:
                 problems.append(_unknown_key(base.name, attr, allowed, node.lineno))
     return problems
 
@@ -372,9 +986,16 @@ def _check_simple(source: str, known: Mapping[str, Collection[str] | None]) -> l
                 problems.append(VariableProblem(f"template may not access '{attr}' (sandboxed)", line, attr))
             elif i == 0 and name in undeclared:
                 allowed = known.get(name)
-                if allowed is not None and attr not in allowed:
+                if allowed is SCALAR:
+                    problems.append(_method_reference(name, attr, line))
+                elif allowed is not None and attr not in allowed:
                     problems.append(_unknown_key(name, attr, allowed, line))
     return problems
+
+
+def _method_reference(name: str, attr: str, line: int) -> VariableProblem:
+    return VariableProblem(f"'{name}' is a single value, so '{name}.{attr}' is a method, not a value; "
+                           f"write << {name} >>", line, attr)
 
 
 def _unknown_variable(name: str, known: Mapping[str, object], line: int) -> VariableProblem:

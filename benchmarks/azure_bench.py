@@ -67,7 +67,7 @@ def submission_bench(work: Path) -> bool:
     base = "http://127.0.0.1:10000/devstoreaccount1"
     urls = Urls(lambda f: f"{base}/bench-input/{f.source}?{sas}", lambda c: f"{base}/{c}?{sas}",
                 f"{base}/bench-output?{sas}", lambda s: f"{base}/bench-{s}?{sas}")
-    options = [task_options(plan, t, urls) for t in plan.tasks]
+    options = [task_options(plan, t, urls, "0" * 32) for t in plan.tasks]
     with emulator_process() as (client, _):  # no nodes: this measures submission alone
         client.create_pool(models.BatchPoolCreateOptions(
             id="p", vm_size="standard_a1_v2", target_dedicated_nodes=0,

@@ -20,6 +20,7 @@ from ..events import Emit, Event, Message, Progress, TaskFinished
 from ..observe.records import RunRecord
 from ..plan import BlobLister, Plan, PlannedTask, StagePlan
 from ..runner import last_lines
+from .download import Ledger, ledger_file
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,18 @@ class RunOptions:
     slots: int | None = None  # parallel task slots (local)
     run_dir: Path | None = None  # where task directories and run state live (local)
     force: bool = False  # rerun tasks that already succeeded
+    overwrite: bool = False  # outputs may replace files in the download directory batchspec did not write
 
     def workspace(self, plan: Plan) -> Path:
         """Where batchspec keeps what it writes for a spec on this machine (run records,
-        reports; the local backend's task directories): ``--run-dir`` or ``.batchspec/``."""
+        reports; the local backend's task directories; every backend's record of the files it
+        placed in the download directory): ``--run-dir`` or ``.batchspec/``."""
         return (self.run_dir or plan.resolve(".batchspec")).absolute()
+
+    def ledger(self, plan: Plan) -> Ledger:
+        """The record of what batchspec placed in ``plan``'s download directory."""
+        return Ledger(plan.download_dir, ledger_file(self.workspace(plan), plan.download_dir),
+                      overwrite=self.overwrite)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,16 @@ class LogChunk:
     source: str  # where it was read from, for people
     attempt: int | None = None  # which attempt's output this is, when known
     attempts: int = 0  # how many attempts the task has had
+
+
+def note_reruns(ctx: RunContext, changed: int, missing: int) -> None:
+    """Say why tasks done before run again: what produced them changed, or their outputs did."""
+    if changed:
+        ctx.info(f"{changed} task(s) changed since they last succeeded (command, environment, inputs or "
+                 "settings): running them again, replacing their outputs")
+    if missing:
+        ctx.info(f"{missing} task(s) succeeded before but their outputs are missing or were modified since: "
+                 "running them again")
 
 
 @dataclass
@@ -97,6 +115,10 @@ class Backend(ABC):
     def blob_lister(self) -> BlobLister | None:
         """Lists input blobs for ``inputs.container`` specs; None when this backend has no storage."""
         return None
+
+    def check(self, plan: Plan, ctx: RunContext) -> None:  # noqa: B027 - optional hook
+        """Check everything that can fail (credentials, settings, reaching services) before
+        anything that costs money exists; raise :class:`~batchspec.errors.BatchspecError`."""
 
     @abstractmethod
     def prepare(self, plan: Plan, ctx: RunContext) -> None:

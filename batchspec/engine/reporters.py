@@ -168,6 +168,9 @@ def summary_text(event: RunFinished) -> str:
     )
     if event.not_run:
         lines.append(f"not run: stage{'s' if len(event.not_run) > 1 else ''} {', '.join(event.not_run)}")
+    if event.changed:
+        lines.append(f"{event.changed} task(s) ran again because their command, environment, inputs or settings "
+                     "changed since they last succeeded; their outputs were replaced")
     if event.succeeded or event.skipped:
         lines.append(f"outputs: {event.outputs}")
     if event.usage:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .. import backends
 from ..backends import Backend, RunContext, RunOptions, Wave
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BackendError
+from ..backends.download import check_download
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BackendError, BatchspecError
 from ..events import (
     BackendChosen,
     Emit,
@@ -36,6 +37,7 @@ from ..events import (
 )
 from ..observe.records import RunRecord
 from ..plan import Plan, PlannedTask, Planner, StagePlan, build_plan
+from ..redact import redacting
 from ..spec import Spec, load_spec
 
 
@@ -89,12 +91,17 @@ class _Tally:
     def clean(self) -> bool:
         return self.now.failed == 0 and self.now.blocked == 0
 
+    @property
+    def changed(self) -> int:
+        return self.now.changed
+
 
 def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions,
         emit: Emit) -> RunFinished:
     """Run a spec end to end; returns the summary (also emitted). User errors raise
     :class:`~batchspec.errors.BatchspecError`."""
     started = time.monotonic()
+    emit = redacting(emit, options.env)
     name, reason = backends.choose(backend_name, options.env)
     emit(BackendChosen(name, reason))
     emit(StageStarted("validate"))
@@ -144,6 +151,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
         failures=tuple(tally.failures),
         blocked=counts.blocked,
         not_run=not_run,
+        changed=tally.changed,
         **after,
     )
     emit(summary)
@@ -152,6 +160,7 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
 
 def remove(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions, emit: Emit) -> None:
     """Delete what runs of a spec left behind on a backend (``batchspec cleanup``)."""
+    emit = redacting(emit, options.env)
     name, reason = backends.choose(backend_name, options.env)
     emit(BackendChosen(name, reason))
     spec = load_spec(spec_path)
@@ -167,8 +176,32 @@ def _run_plan(backend: Backend, planner: Planner, plan: Plan, ctx: RunContext,
               tally: _Tally) -> tuple[Plan, tuple[str, ...]]:
     """Run every stage; returns the plan as far as it was expanded and the stages never run."""
     emit = ctx.emit
+    # Everything that can fail is checked before anything that costs money (a pool) exists.
+    emit(StageStarted("check"))
+    ledger = ctx.options.ledger(plan)
+    try:
+        # Where outputs land in the download directory: published ones, and failure outputs.
+        check_download(ledger, (o.destination_pattern for t in plan.tasks for o in t.outputs
+                                if plan.stage_of(t).publish or o.when != "success"))
+    finally:
+        ledger.close()
+    backend.check(plan, ctx)
     emit(StageStarted("prepare"))
     backend.prepare(plan, ctx)
+    try:
+        return _run_prepared(backend, planner, plan, ctx, tally)
+    except BatchspecError:
+        # The run stops here: what it made that costs money goes as the spec's cleanup says.
+        try:
+            backend.cleanup(plan, ctx, succeeded=False)
+        except BatchspecError as exc:
+            ctx.warn(f"cleaning up after the error failed too: {exc.message}")
+        raise
+
+
+def _run_prepared(backend: Backend, planner: Planner, plan: Plan, ctx: RunContext,
+                  tally: _Tally) -> tuple[Plan, tuple[str, ...]]:
+    emit = ctx.emit
     emit(StageStarted("stage inputs"))
     # Planning found them; a slow prepare (a pool coming up) leaves time for them to go away.
     missing = [s for s in plan.local_inputs() if not plan.resolve(s).is_file()]

@@ -625,15 +625,25 @@ def _name_variables(path: str) -> dict[str, PathValue]:
             "dir": PathValue(directory or ".")}
 
 
+def _item_value(value: Any) -> Any:
+    """An input's ``item``: its text (a path, or a list entry) and the text values of a list
+    entry's mapping are guarded like file names (``-x`` or ``pipe:x`` never begins an argument)."""
+    if isinstance(value, str):
+        return PathValue(value)
+    if isinstance(value, dict):
+        return Namespace({k: PathValue(v) if isinstance(v, str) else v for k, v in value.items()})
+    return value
+
+
 def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
     if item.file is None:
-        return {**base, "item": item.item} if item.key else dict(base)
+        return {**base, "item": _item_value(item.item)} if item.key else dict(base)
     # As _name_variables, in one dict: this runs for every input of a large plan.
     path = item.file.path
     directory, _, name = path.rpartition("/")
     stem, ext = posixpath.splitext(name)
-    return {**base, "item": item.item, "input": PathValue(path), "name": PathValue(name), "stem": PathValue(stem),
-            "ext": PathValue(ext), "dir": PathValue(directory or ".")}
+    return {**base, "item": _item_value(item.item), "input": PathValue(path), "name": PathValue(name),
+            "stem": PathValue(stem), "ext": PathValue(ext), "dir": PathValue(directory or ".")}
 
 
 def _short_hash(key: str) -> str:

@@ -12,6 +12,7 @@ asks the planner to expand it then.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from ..globs import escape, has_magic, literal, split_fixed
+from ..globs import escape, has_magic, literal_path, split_fixed
 from ..spec.model import Autoscale, Cleanup, Group, Image, Outputs, OutputWhen, Scalar
 from .deps import longest
 
@@ -65,7 +66,7 @@ class Output:
     @property
     def name(self) -> str | None:
         """The one file this rule matches, when its pattern has no wildcard (else None)."""
-        return literal(self.pattern)
+        return literal_path(self.pattern)
 
     def target(self, rel: str) -> str:
         """Where the matched file ``rel`` (relative to the working directory) goes."""
@@ -225,7 +226,8 @@ class Plan:
 
     @property
     def download_dir(self) -> Path:
-        return self.resolve(self.outputs.download)
+        """``outputs.download``: relative to the spec's directory; ``~`` is the home directory."""
+        return self.resolve(os.path.expanduser(self.outputs.download))
 
     # --- JSON ---------------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from jsonschema import Draft202012Validator
 from .. import autoscale
 from ..errors import Diagnostic, SpecError
 from ..globs import has_magic
-from ..templating import check_variables, is_template
+from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template
+from .defaults import resolve_ref
 from .document import Document, JsonPath, read_document
 from .values import batch_id_problem, container_problem, parse_duration
 
@@ -43,6 +44,8 @@ MERGE_VARIABLES = ("inputs", "index", "count", "params", "task_id", "job_id")
 #: What ``source`` holds in a later stage: the first-stage task the files descend from.
 SOURCE_KEYS = ("input", "name", "stem", "ext", "dir", "item", "matrix", "task_id")
 PARAM_VARIABLES = ("params",)
+#: Those that are a single value (text or a number): ``<< input.encode >>`` is a mistake.
+SCALAR_VARIABLES = frozenset({"input", "name", "stem", "ext", "dir", "index", "count", "task_id", "job_id"})
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -561,18 +564,92 @@ def _check_templates(doc: Document) -> Iterator[Diagnostic]:
         "params": frozenset(params) if isinstance(params, dict) else frozenset(),
         "matrix": frozenset(matrix) if isinstance(matrix, dict) else frozenset(),
         "source": frozenset(SOURCE_KEYS),
+        **dict.fromkeys(SCALAR_VARIABLES, SCALAR),
     }
     sweep = isinstance(doc.data, dict) and "inputs" not in doc.data
+    templated: set[JsonPath] = set()
     for path, source, shell, names in templated_fields(doc.data):
-        if not is_template(source):
-            continue
+        templated.add(path)
         known = {name: attrs.get(name) for name in names}
-        for problem in check_variables(source, known, shell=shell):
+        problems = check_variables(source, known, shell=shell) + _foreign_syntax(source, names)
+        if shell:
+            problems += check_shell(source)
+        for problem in problems:
             message = problem.message
             if sweep and names is SWEEP_VARIABLES and problem.token in INPUT_VARIABLES:
                 message = (f"'{problem.token}' is a variable of a task over an input, and the spec has no 'inputs' "
                            "(its tasks are one per matrix combination)")
             yield doc.template_diagnostic(path, problem.line, problem.token, message)
+    yield from _untemplated(doc, doc.data, (), templated, schema())
+
+
+# Jinja's usual delimiters, which batchspec does not use (a shell command has its own braces).
+_JINJA_VARIABLE = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)[^{}]*?-?\}\}")
+_JINJA_BLOCK = re.compile(r"\{%-?\s*(if|elif|else|endif|for|endfor|set|raw|endraw|macro|filter|with)\b[^%]*%\}")
+
+
+def _foreign_syntax(source: str, names: Sequence[str]) -> list[VariableProblem]:
+    """``{{ input }}`` and ``{% if %}`` in a template: Jinja's usual syntax, left as text here."""
+    problems = []
+    for match in _JINJA_VARIABLE.finditer(source):
+        if match.group(1) in names:
+            expr = match.group(1) + match.group(2)
+            problems.append(VariableProblem(
+                f"'{match.group(0)}' is not replaced: batchspec templates write values as << {expr} >>",
+                source.count("\n", 0, match.start()) + 1, match.group(0)))
+    for match in _JINJA_BLOCK.finditer(source):
+        body = match.group(0)[2:-2].strip("- ")
+        problems.append(VariableProblem(
+            f"'{match.group(0)}' is not a block here: batchspec templates write blocks as <% {body} %>",
+            source.count("\n", 0, match.start()) + 1, match.group(0)))
+    return problems
+
+
+_TEMPLATE_TAG = re.compile(r"<<.*?>>|<%.*?%>", re.DOTALL)
+#: Where a value is data for templates, not a spec setting: text there is never checked.
+_DATA_KEYS = {("params",), ("matrix",), ("description",), ("inputs", "list")}
+TEMPLATED = ("a task's command, outputs, id, env and files; pool.start_task.command, pool.vm_size and the "
+             "node counts; inputs; matrix ranges; files; outputs.container and .download; job.id and job.env")
+
+
+def _untemplated(doc: Document, data: Any, path: JsonPath, templated: set[JsonPath],
+                 node: Any = None) -> Iterator[Diagnostic]:
+    """``<< >>`` in a field that is not a template: it would be taken literally. ``node`` is the
+    field's schema (keys the schema does not know are reported as unknown already)."""
+    if path in templated or path in _DATA_KEYS:
+        return
+    node = resolve_ref(node, schema()) if isinstance(node, dict) else {}
+    if isinstance(data, dict):
+        known, extra = node.get("properties"), node.get("additionalProperties")
+        if known is None and extra is None:
+            known, extra = _branch(node, "properties", data)
+        for key, value in data.items():
+            if known is not None and key not in known and not isinstance(extra, dict):
+                continue
+            sub = known.get(key, extra) if known is not None else extra
+            yield from _untemplated(doc, value, (*path, key), templated, sub)
+    elif isinstance(data, list):
+        items = node.get("items")
+        if items is None:
+            items = _branch(node, "items", data)[0]
+        for i, value in enumerate(data):
+            yield from _untemplated(doc, value, (*path, i), templated, items)
+    elif isinstance(data, str) and (match := _TEMPLATE_TAG.search(data)):
+        field = "$." + ".".join(str(p) for p in path)
+        yield doc.diagnostic(path, f"'{match.group(0)}' is not replaced in {field}, which is not a template "
+                                   f"(only {TEMPLATED} are); write the value itself")
+
+
+def _branch(node: dict[str, Any], keyword: str, data: Any) -> tuple[Any, Any]:
+    """The ``anyOf``/``oneOf`` alternative of ``node`` that describes ``data``'s kind: its
+    ``properties`` and ``additionalProperties`` (``keyword`` "properties") or its ``items``."""
+    for branch in node.get("anyOf", node.get("oneOf", [])):
+        alternative = resolve_ref(branch, schema()) if isinstance(branch, dict) else {}
+        if keyword in alternative or (keyword == "properties" and "additionalProperties" in alternative):
+            if keyword == "items":
+                return alternative["items"], None
+            return alternative.get("properties"), alternative.get("additionalProperties")
+    return None, None
 
 
 def _check_outputs(doc: Document) -> Iterator[Diagnostic]:

@@ -119,6 +119,7 @@ def test_a_restarted_runner_resumes_where_the_service_is(tmp_path: Path, world: 
     ctx = RunContext(options, events.append)
     backend.prepare(plan, ctx)
     backend.stage_inputs(plan, ctx)
+    assert backend.completed(plan, plan.tasks, ctx) == set()  # as the engine asks before it submits
     assert backend.submit(plan, Wave(("task",), plan.tasks, frozenset(), True), ctx) == 2
     backend.close()  # the runner dies here; the service carries on
     result = world.run("run", str(spec), "--backend", "azure")

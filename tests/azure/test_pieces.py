@@ -14,9 +14,10 @@ from azure.core.exceptions import ServiceResponseError
 from batchspec.backends.azure import AzureBackend
 from batchspec.backends.azure.config import AzureConfig
 from batchspec.backends.azure.errors import resend
-from batchspec.backends.azure.storage import blob_name_for, container_base, safe_destination
+from batchspec.backends.azure.storage import blob_name_for, container_base
 from batchspec.backends.azure.tasks import Submitter
 from batchspec.backends.base import RunContext, RunOptions
+from batchspec.backends.download import safe_destination
 from batchspec.emulator import Emulator
 from batchspec.errors import BackendError
 from batchspec.plan import Output, Plan, build_plan

@@ -93,16 +93,25 @@ def test_explicit_list_of_files_and_variables(make_spec: SpecMaker, tmp_path: Pa
     touch(tmp_path, "a.mp4", "dir/b.mp4")
     spec = make_spec({
         "inputs": {"path": None, "list": ["dir/b.mp4", {"path": "a.mp4", "start": 10}, {"label": "no file"}]},
-        "task": {"command": "echo <<item>> <<index>>", "outputs": []},
+        "task": {"command": "echo <<item.path if item is mapping else item>> <<index>>", "outputs": []},
+    })
+    with pytest.raises(PlanError, match="has no attribute 'path'"):
+        build_plan(spec)  # the third item has no path
+    spec = make_spec({
+        "inputs": {"path": None, "list": ["dir/b.mp4", {"path": "a.mp4", "start": 10}, {"label": "no file"}]},
+        "task": {"command": "echo <<item.label | default(item.path) if item is mapping else item>> <<index>>",
+                 "outputs": []},
     })
     plan = build_plan(spec)
     assert [(f.source, f.path) for t in plan.tasks for f in t.inputs] == [("dir/b.mp4", "b.mp4"), ("a.mp4", "a.mp4")]
     assert plan.tasks[2].inputs == ()
     assert [shlex.split(t.command) for t in plan.tasks] == [
-        ["echo", "dir/b.mp4", "0"],
-        ["echo", "{'path': 'a.mp4', 'start': 10}", "1"],
-        ["echo", "{'label': 'no file'}", "2"],
-    ]
+        ["echo", "dir/b.mp4", "0"], ["echo", "a.mp4", "1"], ["echo", "no file", "2"]]
+    # A mapping is not a value: rendering it whole is an error, not its Python repr.
+    spec = make_spec({"inputs": {"path": None, "list": [{"path": "a.mp4"}]},
+                      "task": {"command": "echo <<item>>", "outputs": []}})
+    with pytest.raises(PlanError, match="this one is a mapping"):
+        build_plan(spec)
 
 
 def test_list_item_fields_are_template_variables(make_spec: SpecMaker, tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
 """The Azure backend: the tutorial's whole workflow, for any spec.
 
-Stages: create or reuse the pool (prepare); upload inputs and local files with MD5 skipping and
-issue SAS URLs (stage inputs); create or find the job and add only the missing tasks of each
-wave, a task that waits for others through Batch task dependencies (submit); poll task counts
-with backoff, surfacing node problems and failed tasks' stderr (watch); download outputs
-(collect); delete what the spec's cleanup says (clean up). Built on azure-batch 15.x
-(``BatchClient``), azure-storage-blob 12.x and azure-identity.
+Stages: reach Batch and Storage with the configured credentials before anything is created
+(check); create or reuse the pool (prepare); upload inputs and local files with MD5 skipping and
+issue SAS URLs (stage inputs); for each wave, create or find the job and add only the tasks not
+done, where done means the same fingerprint (:mod:`batchspec.plan.fingerprint`, inputs by MD5,
+with the fingerprints of the tasks a task reads from) and outputs unchanged since, a task that
+waits for others through Batch task dependencies (submit); poll task counts with backoff,
+surfacing node problems and failed tasks' stderr (watch); download the outputs of tasks that
+succeeded as planned and record them (collect); delete what the spec's cleanup says (clean up).
+Built on azure-batch 15.x (``BatchClient``), azure-storage-blob 12.x and azure-identity.
 
 Files reach tasks as Batch resource files: a blob or URL each (``httpUrl``), a storage folder as
 ``storageContainerUrl`` + ``blobPrefix`` (or ``autoStorageContainerName`` when the storage
@@ -17,7 +20,9 @@ stages.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import posixpath
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,22 +39,26 @@ from ...events import Event, Progress, TaskFinished
 from ...observe.records import RunRecord
 from ...plan import BlobLister, InputFile, OutputIndex, Plan, PlannedTask, StagePlan
 from ...plan.deps import Dependencies, Gate, express
+from ...plan.fingerprint import Fingerprinter
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
-from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave, note_reruns
 from .config import AzureConfig, batch_client_args
 from .errors import error_code, resend, translate_errors
 from .records import job_record, node_log, task_log, with_file_sizes
-from .storage import Storage, blob_name_for, container_base, work_container
+from .storage import BlobInfo, Storage, blob_name_for, container_base, file_md5, work_container
 from .tasks import (
     RECORDS_PREFIX,
     Submitter,
     Urls,
     failed_logs,
+    fingerprint_of,
     gate_options,
+    record_blob,
     resource_file,
     success_marker,
+    success_markers,
     task_options,
 )
 
@@ -88,6 +97,9 @@ class AzureBackend(Backend):
         self._storage = storage
         self.sleep = sleep
         self.urls: Urls | None = None
+        self.changed = 0
+        self.fingerprints: dict[str, str] = {}  # of every task handed over so far, by id
+        self._content: dict[tuple[str | None, str], str] = {}  # (container, source) -> content identity
         self.job_ready = False  # the job exists (created or found by this run)
         self.job_was_complete = False
         self.uploaded: dict[str, str] = {}  # local path -> its blob name in the input container
@@ -116,6 +128,20 @@ class AzureBackend(Backend):
 
     def _errors(self, doing: str) -> Any:
         return translate_errors(self.config, doing)
+
+    # --- check: before anything costs money ---------------------------------------------------
+
+    def check(self, plan: Plan, ctx: RunContext) -> None:
+        """Every credential and setting, and both services reached, before the pool exists."""
+        with self._errors("checking access to Azure Storage"):
+            self.storage.check(plan.outputs.container)
+            # Entra ID signs SAS URLs with a user delegation key: get it now, not after the pool.
+            expiry = datetime.now(timezone.utc) + timedelta(hours=1)
+            self.storage.container_sas(plan.outputs.container, ContainerSasPermissions(read=True), expiry)
+        with self._errors("checking access to Azure Batch"), contextlib.suppress(ResourceNotFoundError):
+            self.client.get_pool(plan.pool.id, select=["id"])  # not found is fine: reached, and let in
+        ctx.info(f"Azure Batch account {self.config.batch_account} and storage account {self.storage.account_name} "
+                 "reached")
 
     # --- prepare: the pool ---------------------------------------------------------------------
 
@@ -164,6 +190,11 @@ class AzureBackend(Backend):
                     self.storage.ensure_container(work_container(plan, stage.name))
             self._expiry = datetime.now(timezone.utc) + self._sas_lifetime(plan, ctx)
             self._upload(plan, plan.local_inputs(), ctx, "inputs")
+            for name, sources in _by_container(plan).items():
+                prefix = posixpath.commonprefix(sorted(sources))
+                listed = self.storage.list_blobs(name, prefix)
+                self._content.update({(name, source): listed[source].content_id if source in listed else "missing"
+                                      for source in sources})
         self.urls = self._urls(plan)
 
     def _upload(self, plan: Plan, sources: Sequence[str], ctx: RunContext, what: str) -> None:
@@ -176,6 +207,7 @@ class AzureBackend(Backend):
         started = time.monotonic()
         report = self.storage.upload(container, [(plan.resolve(s), name) for s, name in new.items()])
         self.uploaded.update(new)
+        self._content.update({(None, source): report.md5[name].hex() for source, name in new.items()})
         ctx.info(f"{what}: uploaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
                  f"{format_duration(time.monotonic() - started)}; {report.skipped} unchanged, not uploaded")
 
@@ -246,25 +278,114 @@ class AzureBackend(Backend):
     # --- submit --------------------------------------------------------------------------------
 
     def completed(self, plan: Plan, tasks: Sequence[PlannedTask], ctx: RunContext) -> set[str]:
-        """Tasks an earlier run of this job finished: their success record and every output
-        they declare by name are in storage (the job itself may be gone)."""
-        if self.options.force:
-            return set()
+        """Tasks an earlier run of this job finished with the same fingerprint (their command,
+        environment, inputs by MD5, settings, and the fingerprints of the tasks they read from)
+        and whose recorded outputs are unchanged since (the job itself may be gone)."""
+        fingerprint = Fingerprinter(plan, self._content_of(plan))
+        for task in tasks:  # producers come before the tasks that read their outputs
+            self.fingerprints[task.id] = fingerprint(task, [self.fingerprints[u] for u in _upstream(task)
+                                                             if u in self.fingerprints])
         with self._errors(f"reading container '{plan.outputs.container}'"):
-            blobs = self.storage.list_blobs(plan.outputs.container)
-            stages = {plan.stage_of(t).name for t in tasks}
-            work = {s.name: self.storage.list_blobs(work_container(plan, s.name)) for s in plan.stages
-                    if s.consumed and s.name in stages}
-        done = set()
+            record = self._record(plan)
+            homes = self._homes(plan, tasks)
+        done: set[str] = set()
+        changed = missing = 0
         for task in tasks:
-            if success_marker(plan.job_id, task.id) not in blobs:
+            entry = record.get(task.id)
+            if self.options.force or entry is None:
                 continue
-            stage = plan.stage_of(task)
-            names = [o.destination for o in task.outputs if o.applies(True)]
-            places = ([blobs] if stage.publish else []) + ([work[stage.name]] if stage.consumed else [])
-            if all(name is None or name in place for name in names for place in places):
+            fp = self.fingerprints[task.id]
+            if entry.get("fingerprint") == fp and _intact(task, entry, homes[plan.stage_of(task).name]):
                 done.add(task.id)
+            elif entry.get("fingerprint") != fp:
+                changed += 1
+            else:
+                missing += 1
+        self.changed = changed  # of this wave's tasks: the engine adds up the waves
+        note_reruns(ctx, changed, missing)
         return done
+
+    def _content_of(self, plan: Plan) -> Callable[[InputFile], str]:
+        """An input's content identity: a local file's MD5 (as uploaded, or read now for one of
+        a later stage not uploaded yet), a blob's MD5 or ETag, a URL or storage folder by its
+        address; an earlier stage's output by nothing here (its producer's fingerprint is
+        part of the task's)."""
+        def content(item: InputFile) -> str:
+            if item.kind == "output":
+                return ""
+            if item.kind in ("url", "blobs"):
+                return f"{item.kind}:{item.container or ''}/{item.source}"
+            key = (item.container, item.source)
+            if key not in self._content and item.kind == "local":
+                path = plan.resolve(item.source)
+                self._content[key] = file_md5(path).hex() if path.is_file() else "missing"
+            return self._content.get(key, "missing")
+
+        return content
+
+    def _homes(self, plan: Plan, tasks: Sequence[PlannedTask]) -> dict[str, Mapping[str, BlobInfo]]:
+        """Per stage of ``tasks``, the blobs of the container its outputs are recorded in: the
+        output container for a published stage, its work container for one only later stages read."""
+        outputs: Mapping[str, BlobInfo] | None = None
+        homes: dict[str, Mapping[str, BlobInfo]] = {}
+        for name in dict.fromkeys(plan.stage_of(t).name for t in tasks):
+            if plan.stage(name).publish:
+                if outputs is None:
+                    outputs = self.storage.list_blobs(plan.outputs.container)
+                homes[name] = outputs
+            else:
+                homes[name] = self.storage.list_blobs(work_container(plan, name))
+        return homes
+
+    def _record(self, plan: Plan) -> dict[str, dict[str, Any]]:
+        """The job's record: per task, the fingerprint and output ETags of its last success."""
+        value = self.storage.read_json(plan.outputs.container, record_blob(plan.job_id))
+        return value if isinstance(value, dict) else {}
+
+    def _remember(self, plan: Plan, tasks: Sequence[PlannedTask], record: dict[str, dict[str, Any]]) -> None:
+        """Record ``tasks`` as succeeded with their current fingerprints and their outputs as
+        they are now (in the output container, or their stage's work container), and write the
+        record."""
+        homes = self._homes(plan, tasks)
+        for name, blobs in homes.items():
+            stage_tasks = [t for t in tasks if plan.stage_of(t).name == name]
+            owners = OutputIndex(stage_tasks, succeeded=True)
+            produced: dict[str, dict[str, str]] = {t.id: {} for t in stage_tasks}
+            for blob in blobs.values():
+                if not blob.name.startswith(RECORDS_PREFIX + "/") and (owner := owners.owner(blob.name)) is not None:
+                    produced[owner.id][blob.name] = blob.etag
+            for task_id, etags in produced.items():
+                record[task_id] = {"fingerprint": self.fingerprints[task_id], "outputs": etags}
+        self.storage.write_json(plan.outputs.container, record_blob(plan.job_id), record)
+
+    def _clear(self, plan: Plan, tasks: Sequence[PlannedTask], record: dict[str, dict[str, Any]]) -> None:
+        """Before ``tasks`` run (again): their earlier outputs (in the output container and their
+        stage's work container) and success markers go, and in the download directory what
+        batchspec put there unchanged since, so what a changed task leaves is never mixed with
+        what it left before, and a later stage fans out over this run's files only."""
+        if not tasks:
+            return
+        outputs = self.storage.list_blobs(plan.outputs.container)
+        owners = OutputIndex(tasks)
+        ids = {t.id for t in tasks}
+        stale = [n for n in outputs if not n.startswith(RECORDS_PREFIX + "/") and (o := owners.owner(n)) is not None
+                 and plan.stage_of(o).publish]
+        stale += [n for n in outputs for t in ids if n.startswith(success_markers(plan.job_id, t))]
+        if stale:
+            self.storage.delete_blobs(plan.outputs.container, stale)
+        for name in dict.fromkeys(plan.stage_of(t).name for t in tasks if plan.stage_of(t).consumed):
+            container = work_container(plan, name)
+            mine = OutputIndex([t for t in tasks if plan.stage_of(t).name == name], succeeded=True)
+            self.storage.delete_blobs(container, [n for n in self.storage.list_blobs(container) if n in mine])
+        ledger = self.options.ledger(plan)
+        try:
+            for task in tasks:
+                entry = record.pop(task.id, None)
+                if entry is not None:
+                    for blob in entry.get("outputs", {}):
+                        ledger.remove(blob, str(entry.get("fingerprint")))
+        finally:
+            ledger.close()
 
     def submit(self, plan: Plan, wave: Wave, ctx: RunContext) -> int:
         assert self.urls is not None, "stage_inputs runs before submit"
@@ -281,27 +402,39 @@ class AzureBackend(Backend):
                          ctx, "files")
         with self._errors(f"creating job '{plan.job_id}'"):
             in_job = self._job_tasks(plan, ctx)
+        with self._errors(f"reading container '{plan.outputs.container}'"):
+            record = self._record(plan)
         ids = {t.id for t in wave.tasks}
-        rerun = [t for t in wave.tasks if in_job.get(t.id, (None,))[0] == "completed"]
-        if self.job_was_complete and (rerun or any(t.id not in in_job for t in wave.tasks)):
-            # A completed job takes no tasks. What finished is kept in storage, not in the job,
-            # so the job is made anew with only the tasks that run now.
-            ctx.info(f"job {plan.job_id} has completed but {len(wave.tasks)} of its tasks must run (again): "
-                     "deleting it and creating it anew (finished tasks stay done)")
-            with self._errors(f"making job '{plan.job_id}' anew"):
+        fps = self.fingerprints
+        # A task the job has, added with the same fingerprint and not finished, or finished well
+        # but not yet recorded, is followed (a killed runner's rerun); one that failed, or was
+        # added as planned differently, is replaced.
+        follow = {t.id for t in wave.tasks if t.id in in_job and in_job[t.id].fingerprint == fps[t.id]
+                  and not in_job[t.id].failed and t.id not in record}
+        replace = [t for t in wave.tasks if t.id in in_job and t.id not in follow]
+        add = [t for t in wave.tasks if t.id not in in_job] + replace
+        if add and self.job_was_complete:
+            # A completed job takes no tasks. What it finished well is recorded (done lives in
+            # storage, not in the job), then the job is made anew with only the tasks to run.
+            finished = [t for t in wave.tasks if t.id in follow and in_job[t.id].completed]
+            with self._errors(f"recording tasks of job '{plan.job_id}'"):
+                self._remember(plan, finished, record)
+            ctx.info(f"job {plan.job_id} has completed; {len(add)} task(s) must run again: replacing the job")
+            with self._errors(f"replacing completed job '{plan.job_id}'"):
                 self.client.begin_delete_job(plan.job_id)
                 self._wait_until_deleted(plan.job_id, ctx)
                 self._create_job(plan, ctx)
-            in_job, rerun, self.job_was_complete = {}, [], False
-        if rerun:
-            # Finished in an earlier run, but to run again (it failed, or what it reads changed).
-            with self._errors(f"removing finished tasks from job '{plan.job_id}' to run them again"):
-                for task in rerun:
-                    self.client.delete_task(plan.job_id, task.id)
-                    del in_job[task.id]
-        missing = [t for t in wave.tasks if t.id not in in_job]
-        with self._errors("removing outputs an earlier run of these tasks left for later stages"):
-            self._clear_stale(plan, missing)
+            done = {t.id for t in finished}
+            follow, in_job, replace, self.job_was_complete = set(), {}, [], False
+            add = [t for t in wave.tasks if t.id not in done]
+            ids -= done
+        with self._errors("replacing earlier outputs of these tasks in storage"):
+            self._clear(plan, add, record)
+        with self._errors(f"replacing tasks of job '{plan.job_id}'"):
+            for task in replace:
+                self.client.delete_task(plan.job_id, task.id)
+                del in_job[task.id]
+        missing = add
         levels, watch = self._dependencies(missing, ids, in_job)
         submitter = Submitter(self.client, plan.job_id)
         started = time.monotonic()
@@ -311,12 +444,11 @@ class AzureBackend(Backend):
             if wave.final and not self.job_was_complete:
                 self._complete_when_done(plan)
         others = [state for tid, state in in_job.items() if tid not in ids and tid not in watch.gates]
-        watch.others = (sum(1 for s in others if s[0] == "completed"), sum(1 for s in others if s[1] == "success"),
-                        sum(1 for s in others if s[1] == "failure"))
+        watch.others = (sum(1 for s in others if s.completed), sum(1 for s in others if s.succeeded),
+                        sum(1 for s in others if s.failed))
         self.wave = watch
-        kept = len(in_job) - len(others) - sum(1 for g in watch.gates if g in in_job)
         ctx.info(f"added {submitter.added} task(s) in {submitter.requests} request(s) "
-                 f"({format_duration(time.monotonic() - started)}); {kept} already in the job, "
+                 f"({format_duration(time.monotonic() - started)}); {len(follow)} already in the job, "
                  f"{len(wave.kept)} done in an earlier run")
         return submitter.added
 
@@ -329,13 +461,13 @@ class AzureBackend(Backend):
     def _options(self, plan: Plan, item: _Item) -> models.BatchTaskCreateOptions:
         assert self.urls is not None
         if isinstance(item, PlannedTask):
-            return task_options(plan, item, self.urls)
+            return task_options(plan, item, self.urls, self.fingerprints[item.id])
         if isinstance(item, tuple):
-            return task_options(plan, item[0], self.urls, item[1])
+            return task_options(plan, item[0], self.urls, self.fingerprints[item[0].id], item[1])
         return gate_options(item)
 
     def _dependencies(self, missing: Sequence[PlannedTask], ids: set[str],
-                      in_job: Mapping[str, tuple[str, str | None]]) -> tuple[list[list[_Item]], _WaveWatch]:
+                      in_job: Mapping[str, _JobTask]) -> tuple[list[list[_Item]], _WaveWatch]:
         """The tasks to add in levels (each waits only for tasks of earlier levels or already
         in the job), with the gates long dependency lists need; and what waits for what."""
         watch = _WaveWatch(ids=set(ids), gates=set(), gated=0, others=(0, 0, 0))
@@ -374,29 +506,18 @@ class AzureBackend(Backend):
             place((task, express_deps), gate_level)
         return [level for level in levels if level], watch
 
-    def _clear_stale(self, plan: Plan, tasks: Sequence[PlannedTask]) -> None:
-        """Delete what earlier runs of these tasks left in their stage's work container, so a
-        later stage fans out over this run's files only."""
-        by_stage: dict[str, list[PlannedTask]] = {}
-        for task in tasks:
-            stage = plan.stage_of(task)
-            if stage.consumed:
-                by_stage.setdefault(stage.name, []).append(task)
-        for name, stage_tasks in by_stage.items():
-            container = work_container(plan, name)
-            index = OutputIndex(stage_tasks, succeeded=True)
-            stale = [name for name in self.storage.list_blobs(container) if name in index]
-            self.storage.delete_blobs(container, stale)
-
-    def _job_tasks(self, plan: Plan, ctx: RunContext) -> dict[str, tuple[str, str | None]]:
-        """The job's tasks (state, result) by id; the job is created on first use."""
+    def _job_tasks(self, plan: Plan, ctx: RunContext) -> dict[str, _JobTask]:
+        """The job's tasks by id; the job is created on first use."""
         if not self.job_ready:
             self.job_ready = True
             if self._create_job(plan, ctx):
                 return {}
-        tasks = self.client.list_tasks(plan.job_id, select=["id", "state", "executionInfo"])
-        return {t.id: (_text(t.state), _text(t.execution_info.result) if t.execution_info and
-                       t.execution_info.result else None) for t in tasks}
+        tasks = {}
+        for t in self.client.list_tasks(plan.job_id, select=["id", "displayName", "state", "executionInfo"]):
+            result = _text(t.execution_info.result) if t.execution_info and t.execution_info.result else None
+            tasks[t.id] = _JobTask(fingerprint_of(t.display_name), _text(t.state) == "completed",
+                                   result == "failure", result == "success")
+        return tasks
 
     def _create_job(self, plan: Plan, ctx: RunContext) -> bool:
         """Create the plan's job (True), or find it from an earlier run (False)."""
@@ -452,7 +573,7 @@ class AzureBackend(Backend):
         total, skipped = wave.total, len(wave.kept)
         watch = self.wave
         if watch is None or not wave.tasks:
-            yield Progress(total, total, 0, 0, skipped)
+            yield Progress(total, total, 0, 0, skipped, changed=self.changed)
             return
         size = len(watch.ids)
         done_before, ok_before, failed_before = watch.others
@@ -482,12 +603,12 @@ class AzureBackend(Backend):
                     if stopped is not None:
                         yield from stopped
                         yield Progress(total, total - len(reported) - len(blocked), len(reported), 0, skipped,
-                                       blocked=len(blocked))
+                                       blocked=len(blocked), changed=self.changed)
                         return
                 detail = self._pool_status(plan, ctx, polls, warned)
             succeeded = counts.succeeded - ok_before - gates_done + skipped
             progress = Progress(total, max(skipped, min(succeeded, total)), len(reported), counts.running, skipped,
-                                detail, len(blocked))
+                                detail, len(blocked), self.changed)
             if progress != last:
                 yield progress
             # Poll quickly again only when tasks moved (the waiting detail alternates between pool and nodes).
@@ -499,7 +620,7 @@ class AzureBackend(Backend):
             last = progress
             if completed - gates_done + len(blocked) >= size:
                 final = Progress(total, total - len(reported) - len(blocked), len(reported), 0, skipped,
-                                 blocked=len(blocked))
+                                 blocked=len(blocked), changed=self.changed)
                 if final != last:
                     yield final
                 return
@@ -611,12 +732,34 @@ class AzureBackend(Backend):
     # --- collect and clean up ------------------------------------------------------------------
 
     def collect(self, plan: Plan, ctx: RunContext) -> None:
-        with self._errors(f"downloading outputs from container '{plan.outputs.container}'"):
-            blobs = self.storage.list_blobs(plan.outputs.container)
-            index = OutputIndex(plan.tasks, keep=lambda t, o: plan.stage_of(t).publish or o.when != "success")
-            wanted = [b for b in blobs.values() if not b.name.startswith(RECORDS_PREFIX + "/") and b.name in index]
+        """Record every task that succeeded as planned (its success marker for its fingerprint
+        is there, or it was done before) for reruns, and download what the user gets: the
+        published outputs of those tasks, and failed tasks' failure outputs."""
+        container = plan.outputs.container
+        with self._errors(f"downloading outputs from container '{container}'"):
+            blobs = self.storage.list_blobs(container)
+            record = self._record(plan)
+            fps = self.fingerprints
+            known = [t for t in plan.tasks if t.id in fps]
+            succeeded = [t for t in known if success_marker(plan.job_id, t.id, fps[t.id]) in blobs
+                         or record.get(t.id, {}).get("fingerprint") == fps[t.id]]
+            self._remember(plan, succeeded, record)
+            ok = {t.id for t in succeeded}
+            published = OutputIndex([t for t in succeeded if plan.stage_of(t).publish], succeeded=True)
+            failure = OutputIndex([t for t in known if t.id not in ok], succeeded=False)
+            wanted: list[tuple[BlobInfo, str]] = []
+            for blob in blobs.values():
+                if blob.name.startswith(RECORDS_PREFIX + "/"):
+                    continue
+                owner = published.owner(blob.name) or failure.owner(blob.name)
+                if owner is not None:
+                    wanted.append((blob, fps[owner.id]))
             started = time.monotonic()
-            report = self.storage.download(plan.outputs.container, wanted, plan.download_dir)
+            ledger = self.options.ledger(plan)
+            try:
+                report = self.storage.download(container, wanted, ledger)
+            finally:
+                ledger.close()
         ctx.info(f"outputs: downloaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
                  f"{format_duration(time.monotonic() - started)} to {plan.download_dir}; "
                  f"{report.skipped} unchanged")
@@ -756,6 +899,42 @@ def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL)
 def _text(value: Any) -> str:
     """An SDK enum (or plain string) as the service's string."""
     return str(getattr(value, "value", value))
+
+
+@dataclass(frozen=True)
+class _JobTask:
+    """What a rerun needs to know of a task already in the job."""
+
+    fingerprint: str | None  # the one it was added with (None: added by an older batchspec)
+    completed: bool
+    failed: bool
+    succeeded: bool
+
+
+def _intact(task: PlannedTask, entry: Mapping[str, Any], blobs: Mapping[str, BlobInfo]) -> bool:
+    """Are the outputs a task's record lists all there with the same ETags, and every output
+    it names literally among them?"""
+    etags = entry.get("outputs")
+    if not isinstance(etags, dict):
+        return False
+    if any(name not in blobs or blobs[name].etag != etag for name, etag in etags.items()):
+        return False
+    return all(dest in etags for o in task.outputs if o.applies(True) and (dest := o.destination) is not None)
+
+
+def _upstream(task: PlannedTask) -> list[str]:
+    """The tasks whose outputs ``task`` reads, or that it waits for: its result depends on theirs."""
+    return sorted({*task.depends_on, *(f.task for f in task.inputs if f.task)})
+
+
+def _by_container(plan: Plan) -> dict[str, set[str]]:
+    """The blob inputs (``inputs.container``), by container."""
+    found: dict[str, set[str]] = {}
+    for task in plan.tasks:
+        for item in task.inputs:
+            if item.kind == "blob" and item.container:
+                found.setdefault(item.container, set()).add(item.source)
+    return found
 
 
 def _with_sas(url: str, sas: str) -> str:

@@ -10,7 +10,10 @@ Credentials never come from spec files.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,19 +56,41 @@ class AzureConfig:
         if not account:
             raise BackendError("cannot tell the Batch account name from the endpoint",
                                "set AZURE_BATCH_ACCOUNT")
-        return cls(
+        config = cls(
             batch_endpoint=endpoint,
             batch_account=account,
-            batch_key=env.get("AZURE_BATCH_ACCESS_KEY") or None,
-            storage_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING") or None,
-            storage_account=env.get("AZURE_STORAGE_ACCOUNT") or None,
-            storage_key=env.get("AZURE_STORAGE_KEY") or None,
+            batch_key=(env.get("AZURE_BATCH_ACCESS_KEY") or "").strip() or None,
+            storage_connection_string=(env.get("AZURE_STORAGE_CONNECTION_STRING") or "").strip() or None,
+            storage_account=(env.get("AZURE_STORAGE_ACCOUNT") or "").strip() or None,
+            storage_key=(env.get("AZURE_STORAGE_KEY") or "").strip() or None,
             auto_storage=(env.get("AZURE_BATCH_AUTO_STORAGE") or "").strip().lower() in ("1", "true", "yes"),
         )
+        check_key("AZURE_BATCH_ACCESS_KEY", config.batch_key)
+        check_key("AZURE_STORAGE_KEY", config.storage_key)
+        if config.storage_connection_string:
+            key = re.search(r"(?i)(?:^|;)\s*AccountKey=([^;]*)", config.storage_connection_string)
+            check_key("the AccountKey of AZURE_STORAGE_CONNECTION_STRING", key.group(1) if key else None)
+        return config
 
     @property
     def batch_auth(self) -> str:
         return "Shared Key" if self.batch_key else "Entra ID (DefaultAzureCredential)"
+
+
+def check_key(name: str, key: str | None) -> None:
+    """An account key is base64 text (as the portal's Keys page shows it); anything else would
+    fail deep in request signing. The message never contains the key."""
+    if key is None:
+        return
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise BackendError(
+            f"{name} is not a valid account key: it must be the base64 text shown as the account's key "
+            f"({len(key)} characters given; the key itself is not shown)",
+            "copy the key again (Azure portal: the account's Keys page, or `az batch account keys list` / "
+            "`az storage account keys list`), with no quotes or spaces",
+        ) from None
 
 
 def _is_ip(host: str) -> bool:

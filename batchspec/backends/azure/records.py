@@ -30,7 +30,7 @@ from ...plan import Plan
 from ...redact import redact
 from ..base import LogChunk, LogRef
 from .storage import BlobInfo, Storage, blob_name_for, work_container
-from .tasks import RECORDS_PREFIX, success_marker
+from .tasks import RECORDS_PREFIX, success_markers
 
 PAGE_SIZE = 1000  # the most a Batch list request returns
 TASK_FIELDS = ["id", "state", "creationTime", "executionInfo", "nodeInfo"]
@@ -256,8 +256,8 @@ def _kept_log(storage: Storage | None, plan: Plan, ref: LogRef, offset: int) -> 
     assert ref.task_id is not None
     container = plan.outputs.container
     names = [f"{RECORDS_PREFIX}/{plan.job_id}/failed/{ref.task_id}/{ref.name}.txt"]
-    if ref.name == "stdout":
-        names.append(success_marker(plan.job_id, ref.task_id))
+    if ref.name == "stdout" and storage is not None:  # the success marker, under the task's fingerprint
+        names += sorted(storage.list_blobs(container, success_markers(plan.job_id, ref.task_id)))
     for blob in names:
         data = storage.read(container, blob, offset) if storage is not None else None
         if data is not None:

@@ -1,19 +1,23 @@
 """Azure Storage for the Azure backend: stage inputs, issue SAS URLs, fetch outputs.
 
 Uploads skip blobs whose stored MD5 equals the local file's (a second run uploads nothing);
-transfers run in parallel; downloads never write outside the target directory.
+transfers run in parallel; downloads go through the download directory's
+:class:`~batchspec.backends.download.Ledger` (never outside it, never over a file batchspec did
+not write).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
-import os
+import json
 import posixpath
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,8 +32,9 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from ...errors import BackendError
+from ...errors import EXIT_FAILED, BackendError
 from ...plan import Plan
+from ..download import Ledger, conflict_error
 from .config import AzureConfig, entra_credential
 
 #: Parallel file transfers (each large file is also split into parallel blocks).
@@ -42,6 +47,12 @@ class BlobInfo:
     name: str
     size: int
     md5: bytes | None
+    etag: str = ""
+
+    @property
+    def content_id(self) -> str:
+        """The identity of its content: the MD5, or (a blob uploaded without one) its ETag."""
+        return self.md5.hex() if self.md5 else f"etag:{self.etag}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class TransferReport:
     transferred: int
     skipped: int
     bytes: int
+    md5: dict[str, builtins.bytes] = field(default_factory=dict)  # uploads: each blob's MD5
 
 
 def file_md5(path: Path) -> bytes:
@@ -57,21 +69,6 @@ def file_md5(path: Path) -> bytes:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.digest()
-
-
-def safe_destination(root: Path, blob_name: str) -> Path | None:
-    """Where ``blob_name`` lands under ``root``, or None when it would escape ``root``."""
-    if not blob_name or blob_name.startswith(("/", "\\")) or "\\" in blob_name or "\x00" in blob_name:
-        return None
-    parts = blob_name.split("/")
-    if any(part in ("", ".", "..") for part in parts) or (len(parts[0]) > 1 and parts[0][1] == ":"):
-        return None
-    dest = root.joinpath(*parts)
-    try:
-        dest.resolve().relative_to(root.resolve())
-    except ValueError:  # a symlink inside root pointing out of it
-        return None
-    return dest
 
 
 class Storage:
@@ -101,18 +98,11 @@ class Storage:
         client = self.service.get_container_client(container)
         try:
             return {
-                b.name: BlobInfo(b.name, b.size, bytes(b.content_settings.content_md5 or b"") or None)
+                b.name: BlobInfo(b.name, b.size, bytes(b.content_settings.content_md5 or b"") or None, b.etag or "")
                 for b in client.list_blobs(name_starts_with=prefix or None)
             }
         except ResourceNotFoundError:
             return {}
-
-    def delete_blobs(self, container: str, names: Sequence[str]) -> None:
-        """Delete ``names`` from ``container`` (256 per batch request, as the service allows)."""
-        client = self.service.get_container_client(container)
-        for start in range(0, len(names), 256):
-            with contextlib.suppress(ResourceNotFoundError):
-                client.delete_blobs(*names[start : start + 256])
 
     def read(self, container: str, name: str, offset: int = 0) -> bytes | None:
         """A blob's bytes from ``offset`` on; None when it does not exist."""
@@ -141,10 +131,11 @@ class Storage:
         """Upload ``(local path, blob name)`` pairs, skipping blobs whose MD5 already matches."""
         existing = self.list_blobs(container)
         client = self.service.get_container_client(container)
+        sums: dict[str, bytes] = {}
 
         def one(item: tuple[Path, str]) -> int:
             path, name = item
-            md5 = file_md5(path)
+            md5 = sums[name] = file_md5(path)
             stored = existing.get(name)
             if stored is not None and stored.md5 == md5:
                 return -1
@@ -153,35 +144,78 @@ class Storage:
                                    content_settings=ContentSettings(content_md5=bytearray(md5)))
             return path.stat().st_size
 
-        return _parallel(one, files, workers, progress)
+        report = _parallel(one, files, workers, progress)
+        return TransferReport(report.transferred, report.skipped, report.bytes, sums)
 
-    def download(self, container: str, blobs: Iterable[BlobInfo], root: Path, workers: int = TRANSFER_WORKERS,
-                 progress: Callable[[int, int], None] | None = None) -> TransferReport:
-        """Download ``blobs`` under ``root`` keeping their names; unchanged files are skipped.
+    def download(self, container: str, blobs: Iterable[tuple[BlobInfo, str]], ledger: Ledger,
+                 workers: int = TRANSFER_WORKERS, progress: Callable[[int, int], None] | None = None) -> TransferReport:
+        """Download ``(blob, fingerprint of the task that produced it)`` pairs into the ledger's
+        directory, keeping their names; files already there with the same content are skipped.
 
-        Raises BackendError for a blob name that would land outside ``root``.
+        Raises BackendError for a blob name that would land outside the directory, and
+        :class:`~batchspec.backends.download.OutputConflict` (after the rest) for files it would
+        have to overwrite that batchspec did not write.
         """
-        plan: list[tuple[BlobInfo, Path]] = []
-        for blob in blobs:
-            dest = safe_destination(root, blob.name)
-            if dest is None:
-                raise BackendError(f"refusing to download blob '{blob.name}' from '{container}': "
-                                   f"its name would write outside {root}")
-            plan.append((blob, dest))
+        items = [(blob, fingerprint, ledger.destination(blob.name)) for blob, fingerprint in blobs]
         client = self.service.get_container_client(container)
+        blocked: list[str] = []
+        lock = threading.Lock()
 
-        def one(item: tuple[BlobInfo, Path]) -> int:
-            blob, dest = item
+        def one(item: tuple[BlobInfo, str, Path]) -> int:
+            blob, fingerprint, dest = item
             if dest.is_file() and dest.stat().st_size == blob.size and (blob.md5 is None or file_md5(dest) == blob.md5):
+                if not ledger.produced(blob.name, fingerprint):  # the same bytes: now known as this task's
+                    st = dest.stat()
+                    ledger.record(blob.name, st.st_size, st.st_mtime_ns, fingerprint)
                 return -1
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            partial = dest.with_name(dest.name + ".part")
-            with partial.open("wb") as out:
-                client.download_blob(blob.name, max_concurrency=2).readinto(out)
-            os.replace(partial, dest)
+            if ledger.blocked(blob.name):
+                with lock:
+                    blocked.append(blob.name)
+                return -1
+
+            def fetch(part: Path) -> None:
+                with part.open("wb") as out:
+                    client.download_blob(blob.name, max_concurrency=2).readinto(out)
+
+            ledger.write(blob.name, fingerprint, fetch)
             return blob.size
 
-        return _parallel(one, plan, workers, progress)
+        report = _parallel(one, items, workers, progress)
+        if blocked:  # the rest is in place; these stay in the container
+            raise conflict_error(ledger.root, sorted(blocked), exit_code=EXIT_FAILED)
+        return report
+
+    def delete_blobs(self, container: str, names: Iterable[str], workers: int = TRANSFER_WORKERS) -> int:
+        """Delete blobs (those already gone are fine); returns how many were deleted."""
+        client = self.service.get_container_client(container)
+
+        def one(name: str) -> int:
+            try:
+                client.delete_blob(name)
+            except ResourceNotFoundError:
+                return -1
+            return 0
+
+        return _parallel(one, list(names), workers, None).transferred
+
+    def read_json(self, container: str, name: str) -> Any:
+        """A small JSON blob's value, or None when there is no such blob (or it is not JSON)."""
+        try:
+            data = self.service.get_container_client(container).download_blob(name).readall()
+        except ResourceNotFoundError:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
+
+    def write_json(self, container: str, name: str, value: Any) -> None:
+        data = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+        self.service.get_container_client(container).upload_blob(name, data, overwrite=True)
+
+    def check(self, container: str) -> None:
+        """Reach the account with these credentials (raises the SDK's error if that fails)."""
+        self.service.get_container_client(container).exists()
 
     # --- SAS -----------------------------------------------------------------------------------
 

@@ -26,14 +26,38 @@ from .errors import resend
 #: The service's limits for one addtaskcollection request.
 MAX_TASKS_PER_REQUEST = 100
 SUBMIT_CONCURRENCY = 4
-#: Per-job records in the output container: ``<prefix>/<job>/succeeded/<task>/stdout.txt`` marks a
-#: task that succeeded (so a rerun skips it even after the job was deleted), ``.../failed/<task>/``
+#: Per-job records in the output container: ``<prefix>/<job>/succeeded/<task>/<fingerprint>/stdout.txt``
+#: (uploaded by the node) marks a task that succeeded as planned with that fingerprint;
+#: ``<prefix>/<job>/record.json`` (written by batchspec when it collects) holds, per task, the
+#: fingerprint and the ETags of the outputs it produced, so a rerun skips exactly the tasks whose
+#: fingerprint and outputs are unchanged, even after the job was deleted; ``.../failed/<task>/``
 #: keeps a failed task's logs.
 RECORDS_PREFIX = ".batchspec/jobs"
 
 
-def success_marker(job_id: str, task_id: str) -> str:
-    return f"{RECORDS_PREFIX}/{job_id}/succeeded/{task_id}/stdout.txt"
+def success_marker(job_id: str, task_id: str, fingerprint: str) -> str:
+    return f"{success_markers(job_id, task_id)}{fingerprint}/stdout.txt"
+
+
+def success_markers(job_id: str, task_id: str) -> str:
+    """The prefix of every success marker of a task (whatever its fingerprint)."""
+    return f"{RECORDS_PREFIX}/{job_id}/succeeded/{task_id}/"
+
+
+def record_blob(job_id: str) -> str:
+    return f"{RECORDS_PREFIX}/{job_id}/record.json"
+
+
+def display_name(task_id: str, fingerprint: str) -> str:
+    """The Batch task's display name, which carries the fingerprint it was added with."""
+    return f"{task_id} [{fingerprint}]"
+
+
+def fingerprint_of(name: str | None) -> str | None:
+    """The fingerprint a display name from :func:`display_name` carries."""
+    if not name or not name.endswith("]") or " [" not in name:
+        return None
+    return name[name.rindex(" [") + 2 : -1]
 
 
 def failed_logs(job_id: str, task_id: str) -> str:
@@ -81,7 +105,7 @@ def task_resource_files(plan: Plan, task: PlannedTask, urls: Urls) -> list[model
     return files + [resource_file(f, urls) for f in inputs]
 
 
-def task_output_files(plan: Plan, task: PlannedTask, urls: Urls) -> list[models.OutputFile]:
+def task_output_files(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str) -> list[models.OutputFile]:
     """Where each output rule's files go: a later stage's inputs to the stage's work container,
     published ones to the output container (failure outputs always there, for the user); and
     the task's logs, to mark its success or keep its failure."""
@@ -95,14 +119,15 @@ def task_output_files(plan: Plan, task: PlannedTask, urls: Urls) -> list[models.
         if stage.publish or rule.when != "success":
             condition = _CONDITIONS[rule.when] if stage.publish else "taskfailure"
             out.append(_output_file(rule.pattern, urls.output_container, path, condition))
+    marker = success_marker(plan.job_id, task.id, fingerprint)
     out += [
-        _output_file("../stdout.txt", urls.output_container, success_marker(plan.job_id, task.id), "tasksuccess"),
+        _output_file("../stdout.txt", urls.output_container, marker, "tasksuccess"),
         _output_file("../std*.txt", urls.output_container, failed_logs(plan.job_id, task.id), "taskfailure"),
     ]
     return out
 
 
-def task_options(plan: Plan, task: PlannedTask, urls: Urls,
+def task_options(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str,
                  depends: Dependencies | None = None) -> models.BatchTaskCreateOptions:
     """The Batch task for a planned task: the same command line the local backend runs."""
     constraints = models.BatchTaskConstraints(
@@ -111,9 +136,10 @@ def task_options(plan: Plan, task: PlannedTask, urls: Urls,
     )
     return models.BatchTaskCreateOptions(
         id=task.id,
+        display_name=display_name(task.id, fingerprint),
         command_line=node_command_line(task.command),
         resource_files=task_resource_files(plan, task, urls) or None,
-        output_files=task_output_files(plan, task, urls),
+        output_files=task_output_files(plan, task, urls, fingerprint),
         environment_settings=[models.EnvironmentSetting(name=k, value=v) for k, v in task.env] or None,
         constraints=constraints,
         depends_on=depends_on(depends) if depends is not None else None,

@@ -1,48 +1,62 @@
 """The local backend: run a plan in parallel on this machine, laid out like a Batch node.
 
-Each task gets ``<run dir>/<job id>/<task id>/`` with ``stdout.txt``, ``stderr.txt`` and
-``wd/``; its input files are hard-linked (or copied) into ``wd/``; it runs through
-:mod:`batchspec.runner` exactly as a node runs the Azure backend's command line, with the same
-``AZ_BATCH_*`` variables and the job's and task's environment. A task starts once the tasks it
+Each task gets ``<run dir>/<job id>/<task id>/`` with ``stdout.txt``, ``stderr.txt`` and a fresh
+``wd/``; its input files are copied into ``wd/`` (reflinked where the filesystem can: never a
+shared inode a task could write through); it runs through :mod:`batchspec.runner` exactly as a
+node runs the Azure backend's command line, with the environment a node gives (``AZ_BATCH_*``,
+the job's and the task's ``env``, none of the runner's secrets), watched so that it dies with the
+runner and its exit status survives a runner killed at any moment. A task starts once the tasks it
 depends on have succeeded, as Batch task dependencies do.
 
-Outputs of a stage that only later stages read stay in the job's store
-(``<job dir>/stages/<stage>/``), where those stages link them from; published outputs go to the
-download directory (hard links of the stored ones when a later stage reads them too). Failed
-tasks' logs stay in their task directory. State lives in SQLite (:mod:`.state`) so reruns resume.
+Outputs of a stage that later stages read are kept in the job's store
+(``<job dir>/stages/<stage>/``), where those stages take them from; published outputs go to the
+download directory, never through a symbolic link out of ``wd/``, never over a file batchspec did
+not write there (:mod:`..download`). Failed tasks' logs stay in their task directory. State lives
+in SQLite (:mod:`.state`) with each task's fingerprint (:mod:`batchspec.plan.fingerprint`, which
+includes the fingerprints of the tasks whose outputs it reads), so a rerun skips exactly the tasks
+whose fingerprint and outputs are unchanged, and keeps what a killed run finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
 import shutil
+import stat
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import BackendError
+from ...errors import BackendError, BatchspecError
 from ...events import Event, Progress, TaskFinished
-from ...globs import glob_files
+from ...globs import compile_glob, glob_files, normalize
 from ...observe.records import RunRecord
 from ...plan import InputFile, Output, Plan, PlannedTask, StagePlan
+from ...plan.fingerprint import Fingerprinter
+from ...redact import redact
 from ...runner import (
     ProcessResult,
+    Supervisor,
     TaskPaths,
     TaskProcess,
+    Watch,
     batch_environment,
     node_command_line,
     process_start_ticks,
+    read_status,
     split_command_line,
     tail_lines,
 )
 from ...spec.values import format_duration
-from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave
+from ...supervisor import wait_for_lock
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave, note_reruns
+from ..download import Ledger, copy_file
 from .records import AttemptEvent, AttemptLog, file_bytes, log_sizes, log_slice, read_record, run_in_progress
 from .state import RunState
 from .tools import resolve_tools
@@ -66,8 +80,9 @@ class _Done:
     attempts: int
     seconds: float
     reason: str | None = None
-    outputs: list[str] = field(default_factory=list)  # where the success outputs went (relative names)
+    outputs: list[str] = field(default_factory=list)
     output_bytes: int | None = None
+    fingerprint: str | None = None
 
 
 class LocalBackend(Backend):
@@ -78,16 +93,20 @@ class LocalBackend(Backend):
         self.slots = options.slots or os.cpu_count() or 1
         self.state: RunState | None = None
         self.queue: queue.SimpleQueue[_Started | _Done | AttemptEvent] = queue.SimpleQueue()
-        self.attempt_log: AttemptLog | None = None
         self.work: queue.SimpleQueue[PlannedTask | None] = queue.SimpleQueue()
+        self.attempt_log: AttemptLog | None = None
         self.stop_event = threading.Event()
         self.expired = threading.Event()  # the job's wall-clock limit passed
         self.running: dict[str, TaskProcess] = {}
         self.running_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self.changed = 0
+        self.fingerprints: dict[str, str] = {}  # of every task handed over so far, by id
+        self.ledger: Ledger | None = None
+        self.supervisor: Supervisor | None = None
         self.task_path = os.environ.get("PATH", os.defpath)
         self.deadline: float | None = None
-        self.previous: dict[str, tuple[str, ...]] = {}  # task id -> outputs recorded by an earlier run
+        self.previous: dict[str, tuple[str, ...]] = {}  # task id -> what an earlier run of it left in the store
         self.urls: dict[str, Path] = {}
         self.urls_lock = threading.Lock()
         self.forced = False  # --force has cleared earlier runs' records
@@ -122,8 +141,16 @@ class LocalBackend(Backend):
             ctx.info(note)
         (self.run_dir(plan) / "shared").mkdir(parents=True, exist_ok=True)  # exists on every node
         self.state = RunState(self.job_dir(plan))
-        if killed := self.state.kill_stale():
-            ctx.warn(f"stopped {killed} task process group(s) left running by an earlier, killed run")
+        if left := self.state.mark_interrupted():
+            ctx.warn(f"an earlier run of this job was killed while {left} task(s) ran: what they finished is kept, "
+                     "the rest runs again")
+        # What a killed run left is ending (its supervisor stops it within a grace period):
+        # wait, so that what it finishes meanwhile is kept, and nothing writes into a new attempt.
+        lock = self.job_dir(plan) / ".supervisor.lock"
+        if lock.exists() and not wait_for_lock(lock, block=False):
+            ctx.info("waiting for the tasks of an earlier, killed run to finish or stop")
+            wait_for_lock(lock)
+        self.supervisor = Supervisor(lock)
         ctx.info(f"{self.slots} parallel slot(s); task directories under {self.job_dir(plan)}")
         if plan.timeout_seconds is not None:
             self.deadline = time.monotonic() + plan.timeout_seconds
@@ -160,26 +187,55 @@ class LocalBackend(Backend):
     # --- waves ---------------------------------------------------------------------------------
 
     def completed(self, plan: Plan, tasks: Sequence[PlannedTask], ctx: RunContext) -> set[str]:
+        """Tasks that succeeded in an earlier run with the same fingerprint (their command,
+        environment, inputs and settings, and the fingerprints of the tasks they read from) and
+        their outputs unchanged where later stages and the user find them; what a killed run
+        finished is adopted."""
         assert self.state is not None
         if self.options.force and not self.forced:  # once: later waves keep what this run did
             self.forced = True
             self.state.reset()
             shutil.rmtree(self.job_dir(plan) / "stages", ignore_errors=True)
+        if self.ledger is None:
+            self.ledger = self.options.ledger(plan)
+        ledger = self.ledger
+        fingerprint = Fingerprinter(plan, _local_content(plan))
+        for task in tasks:  # producers come before the tasks that read their outputs
+            self.fingerprints[task.id] = fingerprint(task, [self.fingerprints[u] for u in _upstream(task)
+                                                             if u in self.fingerprints])
         records = {r.id: r for r in self.state.records()}
-        self.previous.update((r.id, r.outputs) for r in records.values())
         done: set[str] = set()
+        changed = missing = adopted = 0
         for task in tasks:
-            record = records.get(task.id)
-            if record is None or record.state != "succeeded":
-                continue
+            fp = self.fingerprints[task.id]
             stage = plan.stage_of(task)
-            places = ([plan.download_dir] if stage.publish else []) + ([self.store(plan, stage.name)]
-                                                                        if stage.consumed else [])
-            if all((place / o).is_file() for o in record.outputs for place in places):
+            store = self.store(plan, stage.name)
+            record = records.get(task.id)
+            if record is not None:
+                self.previous[task.id] = record.outputs
+            if record is not None and record.state == "succeeded":
+                if record.fingerprint == fp and all(
+                        (not stage.publish or ledger.produced(o, fp)) and (not stage.consumed or (store / o).is_file())
+                        for o in record.outputs):
+                    done.add(task.id)  # same fingerprint, its outputs exactly as it left them
+                    continue
+                if record.fingerprint != fp:
+                    changed += 1
+                    for name in record.outputs:  # replaced, never mixed with the new ones
+                        ledger.remove(name, record.fingerprint or "")
+                else:
+                    missing += 1
+            if not self.options.force and self._adopt(plan, task, fp):
+                adopted += 1
                 done.add(task.id)
-        if done:
-            ctx.info(f"{len(done)} task(s) already succeeded in an earlier run with their outputs present: "
-                     "skipping them (--force reruns everything)")
+        self.state.commit()
+        self.changed = changed  # of this wave's tasks: the engine adds up the waves
+        if len(done) - adopted:
+            ctx.info(f"{len(done) - adopted} task(s) already succeeded in an earlier run with the same command, "
+                     "inputs and settings, and their outputs unchanged: skipping them (--force reruns everything)")
+        if adopted:
+            ctx.info(f"{adopted} task(s) finished in an earlier run that was killed: their outputs are kept")
+        note_reruns(ctx, changed, missing)
         return done
 
     def submit(self, plan: Plan, wave: Wave, ctx: RunContext) -> int:
@@ -203,12 +259,26 @@ class LocalBackend(Backend):
             self.threads.append(thread)
         return len(wave.tasks)
 
+    def _adopt(self, plan: Plan, task: PlannedTask, fp: str) -> bool:
+        """Keep what an attempt of ``task`` left by a killed run finished, if it succeeded (it has
+        ended: see prepare): place its outputs, some of which may be placed already."""
+        assert self.state is not None and self.ledger is not None
+        paths = TaskPaths(self.job_dir(plan) / task.id)
+        if read_status(paths.status) != (fp, 0):
+            return False
+        try:
+            outputs = self._keep(plan, task, paths.wd, True, fp, adopting=True)
+        except (_MissingOutput, BatchspecError, OSError):
+            return False
+        self.state.finished(task.id, "succeeded", 0, 1, 0.0, None, outputs, fp)
+        return True
+
     def watch(self, plan: Plan, wave: Wave, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
         assert self.state is not None
         kept = len(wave.kept)
         total, succeeded, failed, blocked = wave.total, kept, 0, 0
         running: set[str] = set()
-        yield Progress(total, succeeded, failed, 0, kept)
+        yield Progress(total, succeeded, failed, 0, kept, changed=self.changed)
         remaining = {t.id for t in wave.tasks}
         job_dir = self.job_dir(plan)
         while remaining:
@@ -223,7 +293,7 @@ class LocalBackend(Backend):
             if isinstance(message, _Started):
                 running.add(message.task_id)
                 self.state.started(message.task_id, message.pgid, message.pgid_ticks)
-                yield Progress(total, succeeded, failed, len(running), kept, blocked=blocked)
+                yield Progress(total, succeeded, failed, len(running), kept, blocked=blocked, changed=self.changed)
                 continue
             if message.task_id not in remaining:  # already reported as blocked
                 self._record(message)
@@ -250,7 +320,7 @@ class LocalBackend(Backend):
                     remaining.discard(task_id)
                     blocked += 1
                     yield TaskFinished(task_id, "blocked", reason=f"not run: task {message.task_id} failed")
-            yield Progress(total, succeeded, failed, len(running), kept, blocked=blocked)
+            yield Progress(total, succeeded, failed, len(running), kept, blocked=blocked, changed=self.changed)
         self._stop_workers()
 
     def _next(self, plan: Plan, ctx: RunContext) -> _Started | _Done | AttemptEvent:
@@ -318,10 +388,11 @@ class LocalBackend(Backend):
 
     def _record(self, done: _Done) -> None:
         assert self.state is not None
-        self.state.finished(done.task_id, done.state, done.exit_code, done.attempts, done.seconds, done.reason,
-                            done.outputs)
+        reason = redact(done.reason) if done.reason else None
+        self.state.finished(done.task_id, done.state, done.exit_code, done.attempts, done.seconds, reason,
+                            done.outputs, done.fingerprint)
         if self.attempt_log is not None:
-            self.attempt_log.finish(done.task_id, done.state, done.reason, done.output_bytes)
+            self.attempt_log.finish(done.task_id, done.state, reason, done.output_bytes)
 
     def _save_attempt(self, event: AttemptEvent) -> None:
         if self.attempt_log is not None:
@@ -391,9 +462,14 @@ class LocalBackend(Backend):
         self.threads = []
 
     def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.close()
+            self.supervisor = None
         if self.state is not None:
             self.state.close()
             self.state = None
+        if self.ledger is not None:
+            self.ledger.close()
 
     # --- one slot ------------------------------------------------------------------------------
 
@@ -417,14 +493,17 @@ class LocalBackend(Backend):
 
     def _run_task(self, plan: Plan, task: PlannedTask) -> _Done:
         job_dir = self.job_dir(plan)
+        fp = self.fingerprints[task.id]
         stage = plan.stage_of(task)
         for old in self.previous.pop(task.id, ()):  # what an earlier run of it left for later stages
             (self.store(plan, stage.name) / old).unlink(missing_ok=True)
-        paths = TaskPaths(job_dir / task.id).create()
+        paths = TaskPaths(job_dir / task.id)
+        if paths.wd.exists():  # what an earlier attempt left must not be collected as this one's
+            shutil.rmtree(paths.wd)
+        paths.create()
         staged = (*plan.files, *task.inputs)
         for item in staged:
             _stage(self._source(plan, item), paths.wd / item.path, item.mode)
-        in_bytes = file_bytes(paths.wd / item.path for item in staged)
         env = batch_environment(
             paths=paths,
             job_id=plan.job_id,
@@ -432,19 +511,23 @@ class LocalBackend(Backend):
             pool_id=plan.pool.id,
             node_id=NODE_ID,
             node_root=self.run_dir(plan),
-            extra={**dict(plan.env), **dict(task.env), "PATH": self.task_path},
+            extra={**dict(plan.env), **dict(task.env)},  # the task's own settings win over the job's
+            path=self.task_path,
         )
         argv = split_command_line(node_command_line(task.command))
+        assert self.supervisor is not None
+        watch = Watch(self.supervisor, paths.status, fp)
         began = time.monotonic()
         attempts = 0
         result: ProcessResult | None = None
         slot = threading.current_thread().name  # the worker threads are named slot-N
+        in_bytes = file_bytes(paths.wd / item.path for item in staged)
         while attempts <= task.retries and not self.stop_event.is_set() and not self.expired.is_set():
             attempts += 1
             timeout = None
             if task.timeout_seconds is not None:  # measured from the task's first start, as on Batch
                 timeout = max(0.0, task.timeout_seconds - (time.monotonic() - began))
-            process = TaskProcess(argv, paths, env)
+            process = TaskProcess(argv, paths, env, watch)
             out_from, err_from = log_sizes(paths)
             start = AttemptEvent(task.id, attempts, slot, time.time(), out_from, err_from, in_bytes)
 
@@ -464,7 +547,7 @@ class LocalBackend(Backend):
                 break
         seconds = time.monotonic() - began
         if self.expired.is_set() and (result is None or result.stopped):
-            _keep_outputs(paths.wd, task.outputs, False, [plan.download_dir])
+            self._keep_quietly(plan, task, paths.wd, fp)
             return _Done(task.id, "failed", None, attempts, seconds,
                          "stopped: the job's wall-clock limit (job.timeout) passed")
         if result is None or result.stopped:
@@ -472,20 +555,62 @@ class LocalBackend(Backend):
         if result.error:
             return _Done(task.id, "failed", None, attempts, seconds, f"could not start: {result.error}")
         if not result.succeeded:
-            _keep_outputs(paths.wd, task.outputs, False, [plan.download_dir])
+            self._keep_quietly(plan, task, paths.wd, fp)
             reason = (f"timed out after {task.timeout_seconds}s (task.timeout) and was killed" if result.timed_out
                       else None)
             return _Done(task.id, "failed", result.exit_code, attempts, seconds, reason)
-        # Later stages read from the store; the user from the download directory.
-        places = [self.store(plan, stage.name)] if stage.consumed else []
-        places += [plan.download_dir] if stage.publish else []
         try:
-            outputs = _keep_outputs(paths.wd, task.outputs, True, places)
-        except _MissingOutput as exc:
+            outputs = self._keep(plan, task, paths.wd, True, fp)
+        except (_MissingOutput, BatchspecError) as exc:
             return _Done(task.id, "failed", result.exit_code, attempts, seconds, str(exc))
+        first = self.store(plan, stage.name) if stage.consumed else plan.download_dir
         return _Done(task.id, "succeeded", result.exit_code, attempts, seconds, outputs=outputs,
-                     output_bytes=file_bytes(places[0] / o for o in outputs) if places else 0)
+                     output_bytes=file_bytes(first / o for o in outputs), fingerprint=fp)
 
+    def _keep(self, plan: Plan, task: PlannedTask, wd: Path, succeeded: bool, fp: str, *,
+              adopting: bool = False) -> list[str]:
+        """Keep the task's outputs for this outcome: for later stages in the stage's store, for
+        the user in the download directory (published ones, and failure outputs)."""
+        assert self.ledger is not None
+        stage = plan.stage_of(task)
+        store = self.store(plan, stage.name) if stage.consumed and succeeded else None
+        publish = stage.publish or not succeeded
+        return _collect_outputs(self.ledger, wd, task.outputs, fp, succeeded=succeeded, store=store, publish=publish,
+                                adopting=adopting)
+
+    def _keep_quietly(self, plan: Plan, task: PlannedTask, wd: Path, fp: str) -> None:
+        """A failed task's failure outputs, as far as they can be kept (the task has failed anyway)."""
+        if any(o.applies(False) for o in task.outputs):
+            with contextlib.suppress(_MissingOutput, BatchspecError, OSError):
+                self._keep(plan, task, wd, False, fp)
+
+
+def _upstream(task: PlannedTask) -> list[str]:
+    """The tasks whose outputs ``task`` reads, or that it waits for: its result depends on theirs."""
+    return sorted({*task.depends_on, *(f.task for f in task.inputs if f.task)})
+
+
+def _local_content(plan: Plan) -> Callable[[InputFile], str]:
+    """An input's content identity on this machine: a local file's size and modification time
+    (cached: a matrix reads the same file many times); a URL or storage folder by its address;
+    an earlier stage's output by nothing here (the fingerprint of the task that wrote it stands
+    for it)."""
+    seen: dict[str, str] = {}
+
+    def content(item: InputFile) -> str:
+        if item.kind != "local":
+            return "" if item.kind == "output" else f"{item.kind}:{item.container or ''}/{item.source}"
+        identity = seen.get(item.source)
+        if identity is None:
+            try:
+                st = os.stat(plan.resolve(item.source))
+                identity = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                identity = "missing"
+            seen[item.source] = identity
+        return identity
+
+    return content
 
 def _attempt_end(start: AttemptEvent, result: ProcessResult, paths: TaskPaths, may_retry: bool,
                  timeout: int | None) -> AttemptEvent:
@@ -509,42 +634,65 @@ def _attempt_end(start: AttemptEvent, result: ProcessResult, paths: TaskPaths, m
 
 
 def _stage(source: Path, dest: Path, mode: str | None = None) -> None:
-    """Put a file in place: a hard link when possible, else a copy."""
+    """Put a file into a working directory: a copy (a reflink where the filesystem shares
+    blocks), so a task that writes to its input never changes the user's file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() or dest.is_symlink():
-        dest.unlink()
-    if mode is not None:  # a mode of its own: a copy, so the original keeps its mode
-        shutil.copyfile(source, dest)
+    copy_file(source, dest)
+    if mode is not None:
         os.chmod(dest, int(mode, 8))
-        return
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copy2(source, dest)
 
 
 class _MissingOutput(Exception):
     pass
 
 
-def _keep_outputs(wd: Path, rules: tuple[Output, ...], succeeded: bool, places: Sequence[Path]) -> list[str]:
-    """Move the files the rules keep for this outcome out of ``wd`` into the first of
-    ``places`` (linked into the others), under their destination names. Returns the names."""
-    kept: dict[str, str] = {}  # ordered; a file two rules match is kept once, by the first
+def _collect_outputs(ledger: Ledger, wd: Path, rules: tuple[Output, ...], fingerprint: str, *, succeeded: bool = True,
+                     store: Path | None = None, publish: bool = True, adopting: bool = False) -> list[str]:
+    """Keep the files the rules keep for this outcome under their destination names: copied to
+    ``store`` (for later stages) and placed in the download directory when ``publish``; returns
+    the names.
+
+    Symbolic links are never followed out of ``wd``: a directory reached through one is not
+    searched, and a matching link to a file outside ``wd`` fails the task. A file with other
+    hard links is copied, not moved. ``adopting`` (what a killed run's attempt left): outputs
+    it placed already, still unchanged, count as found.
+    """
+    placed = ledger.produced_names(fingerprint) if adopting and publish else []
+    kept: dict[str, str] = {}  # wd name -> destination; ordered, and a file two rules match is kept once
     for rule in rules:
         if not rule.applies(succeeded):
             continue
-        found = sorted(glob_files(wd, rule.pattern))
+        found = sorted(glob_files(wd, rule.pattern, follow_links=False))
+        if placed:  # by the killed run: named by their destination
+            rx = compile_glob(normalize(rule.destination_pattern))
+            found += [name for name in placed if rx.match(name) and name not in kept.values() and name not in found]
         if not found and succeeded and (rule.when == "success" or rule.name is not None):
             raise _MissingOutput(f"output '{rule.name or rule.pattern}' was not produced (no file in wd/ matches it)")
-        for rel in found:
-            kept.setdefault(rel, rule.target(rel))
-    if not places:
-        return []
-    for rel, target in kept.items():
-        first = places[0] / target
-        first.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(wd / rel), str(first))  # a rename when on the same filesystem
-        for root in places[1:]:
-            _stage(first, root / target)
+        for name in found:
+            kept.setdefault(name, name if name in placed else rule.target(name))
+    real_wd = wd.resolve()
+    for name, target in kept.items():
+        source = wd / name
+        try:
+            st = os.lstat(source)
+        except FileNotFoundError:
+            continue  # placed by the killed run (it is in ``placed``)
+        if stat.S_ISLNK(st.st_mode):
+            resolved = source.resolve()
+            if not resolved.is_relative_to(real_wd):
+                raise _MissingOutput(f"output '{name}' is a symbolic link to {resolved}, outside the task's "
+                                     "working directory: batchspec does not follow it")
+            if not resolved.is_file():
+                raise _MissingOutput(f"output '{name}' is a symbolic link to something that is not a file")
+            source, shared = resolved, True
+        elif not stat.S_ISREG(st.st_mode):
+            raise _MissingOutput(f"output '{name}' is not a regular file")
+        else:  # a file with other hard links is shared with something the task did not create
+            shared = st.st_nlink > 1
+        if store is not None:
+            kept_copy = store / target
+            kept_copy.parent.mkdir(parents=True, exist_ok=True)
+            copy_file(source, kept_copy)
+        if publish:
+            ledger.place(source, target, fingerprint, copy=shared)
     return list(kept.values())

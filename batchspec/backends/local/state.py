@@ -1,9 +1,9 @@
 """Durable per-job run state for the local backend (SQLite in the job's run directory).
 
-It records each task's last state, its outputs and, while it runs, its process group, so that a
-rerun skips finished work and a runner killed with SIGKILL leaves nothing that blocks the next
-run: the lock is an ``flock`` (released by the kernel when the process dies) and stale task
-process groups are killed on the next start.
+It records each task's last state, its outputs, the fingerprint of what produced them and,
+while it runs, its process group, so that a rerun skips finished work whose fingerprint is
+unchanged and a runner killed with SIGKILL leaves nothing that blocks the next run: the lock is
+an ``flock`` (released by the kernel when the process dies).
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated REAL NOT NULL
 )
 """
+#: Columns added since the first version, added to an existing state.db when missing.
+_ADDED_COLUMNS = (
+    ("fingerprint", "TEXT"),  # of the task that produced the recorded state (see plan.fingerprint)
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class TaskRecord:
     exit_code: int | None
     attempts: int
     outputs: tuple[str, ...]
+    fingerprint: str | None = None
 
 
 class RunState:
@@ -70,6 +75,10 @@ class RunState:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(_SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
         self._in_transaction = False
 
     def commit(self) -> None:
@@ -96,9 +105,14 @@ class RunState:
         self._lock_file.close()
 
     def records(self) -> Iterator[TaskRecord]:
-        rows = self.db.execute("SELECT id, state, exit_code, attempts, outputs FROM tasks")
-        for task_id, state, exit_code, attempts, outputs in rows:
-            yield TaskRecord(task_id, state, exit_code, attempts, tuple(json.loads(outputs or "[]")))
+        rows = self.db.execute("SELECT id, state, exit_code, attempts, outputs, fingerprint FROM tasks")
+        for task_id, state, exit_code, attempts, outputs, fingerprint in rows:
+            yield TaskRecord(task_id, state, exit_code, attempts, tuple(json.loads(outputs or "[]")), fingerprint)
+
+    def mark_interrupted(self) -> int:
+        """Tasks a dead runner left marked running become interrupted; returns how many. (Their
+        processes stop by themselves: see :class:`batchspec.runner.Watch`.)"""
+        return self.db.execute("UPDATE tasks SET state = 'interrupted', pgid = NULL WHERE state = 'running'").rowcount
 
     def kill_stale(self) -> int:
         """Kill process groups of tasks a dead runner left running; returns how many."""
@@ -106,7 +120,7 @@ class RunState:
         rows = self.db.execute("SELECT pgid, pgid_ticks FROM tasks WHERE state = 'running' AND pgid IS NOT NULL")
         for pgid, ticks in rows.fetchall():
             killed += kill_stale_group(pgid, ticks)
-        self.db.execute("UPDATE tasks SET state = 'interrupted', pgid = NULL WHERE state = 'running'")
+        self.mark_interrupted()
         return killed
 
     def reset(self) -> None:
@@ -121,12 +135,13 @@ class RunState:
         )
 
     def finished(self, task_id: str, state: str, exit_code: int | None, attempts: int, seconds: float,
-                 reason: str | None, outputs: list[str]) -> None:
+                 reason: str | None, outputs: list[str], fingerprint: str | None = None) -> None:
         self._write(
-            "INSERT INTO tasks (id, state, exit_code, attempts, seconds, reason, outputs, pgid, pgid_ticks, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?) "
+            "INSERT INTO tasks (id, state, exit_code, attempts, seconds, reason, outputs, pgid, pgid_ticks, updated, "
+            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET state=excluded.state, exit_code=excluded.exit_code, "
             "attempts=excluded.attempts, seconds=excluded.seconds, reason=excluded.reason, "
-            "outputs=excluded.outputs, pgid=NULL, pgid_ticks=NULL, updated=excluded.updated",
-            (task_id, state, exit_code, attempts, seconds, reason, json.dumps(outputs), time.time()),
+            "outputs=excluded.outputs, pgid=NULL, pgid_ticks=NULL, updated=excluded.updated, "
+            "fingerprint=excluded.fingerprint",
+            (task_id, state, exit_code, attempts, seconds, reason, json.dumps(outputs), time.time(), fingerprint),
         )
