@@ -317,6 +317,30 @@ def report(spec: Path, output: Path | None, region: str | None, offline: bool, o
 
 @cli.command()
 @click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json prints a list of {name, type, default, required, choices, description}.")
+@handle_errors
+def params(spec: Path, fmt: str) -> None:
+    """List the parameters of SPEC: each one's type, default, allowed values and meaning.
+
+    Set them with `batchspec run SPEC --set NAME=VALUE` (or `plan`).
+
+    \b
+    Example:
+      batchspec params specs/chunked-encode.yaml
+    """
+    from .report import console, params_json, print_params
+    from .spec import load_spec
+
+    loaded = load_spec(spec)
+    if fmt == "json":
+        click.echo(params_json(loaded))
+    else:
+        print_params(loaded, console())
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 @_backend_option
 @_set_option
 @click.option("--slots", type=click.IntRange(min=1), default=None,

@@ -29,14 +29,31 @@ class BackendChosen(Event):
 class PlanReady(Event):
     kind: ClassVar[str] = "plan"
     job_id: str
-    tasks: int
+    tasks: int  # known so far
     spec: str
+    later: tuple[str, ...] = ()  # stages whose tasks are known only when an earlier stage has finished
+
+    def text(self) -> str:
+        """``job ID: 5 tasks`` (and the stages still to be expanded)."""
+        more = f" (then stages {', '.join(self.later)}, once known)" if self.later else ""
+        return f"job {self.job_id}: {self.tasks} task{'s' if self.tasks != 1 else ''}{more}"
 
 
 @dataclass(frozen=True)
 class StageStarted(Event):
     kind: ClassVar[str] = "stage"
     stage: str
+
+
+@dataclass(frozen=True)
+class StagesStarted(Event):
+    """The engine hands over the tasks of one or more of the spec's stages (a wave)."""
+
+    kind: ClassVar[str] = "stages"
+    stages: tuple[str, ...]
+    tasks: int  # to run now
+    kept: int = 0  # finished by an earlier run
+    detail: str = ""  # e.g. "over the 12 outputs of split"
 
 
 @dataclass(frozen=True)
@@ -52,17 +69,19 @@ class Message(Event):
 class TaskFinished(Event):
     kind: ClassVar[str] = "task"
     task_id: str
-    state: str  # succeeded | failed | skipped
+    state: str  # succeeded | failed | blocked (not run: a task it depends on failed) | skipped
     exit_code: int | None = None
     seconds: float | None = None
     attempts: int = 1
     reason: str | None = None  # why a task failed, beyond its exit code
     stderr_tail: tuple[str, ...] = ()
+    logs: str | None = None  # where the task's full stdout/stderr are kept, for a failed task
 
 
 @dataclass(frozen=True)
 class Progress(Event):
-    """Counts over the whole plan; ``done`` includes tasks skipped because they were done before."""
+    """Counts over the tasks known so far (later stages add theirs when they are expanded);
+    ``succeeded`` includes tasks skipped because they were done before."""
 
     kind: ClassVar[str] = "progress"
     total: int
@@ -71,11 +90,18 @@ class Progress(Event):
     running: int
     skipped: int = 0
     detail: str = ""  # e.g. "waiting for nodes: 2/5 idle"
+    blocked: int = 0  # not run: a task they depend on failed
     changed: int = 0  # tasks run again because what produced their earlier result changed
 
     @property
     def done(self) -> int:
-        return self.succeeded + self.failed
+        return self.succeeded + self.failed + self.blocked
+
+    def plus(self, earlier: Progress) -> Progress:
+        """These counts (of one wave) on top of those of earlier waves."""
+        return Progress(earlier.total + self.total, earlier.succeeded + self.succeeded, earlier.failed + self.failed,
+                        self.running, earlier.skipped + self.skipped, self.detail, earlier.blocked + self.blocked,
+                        earlier.changed + self.changed)
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,8 @@ class RunFinished(Event):
     exit_code: int
     interrupted: bool = False
     failures: tuple[TaskFinished, ...] = field(default=())
+    blocked: int = 0
+    not_run: tuple[str, ...] = ()  # stages that never ran (an earlier stage failed)
     usage: str = ""  # node time (and cost) the run used
     logs: str = ""  # where task logs live
     report: str = ""  # the HTML report's path

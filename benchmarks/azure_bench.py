@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from azure.batch import BatchClient, models
@@ -21,7 +22,7 @@ from azure.batch import BatchClient, models
 from batchspec.backends.azure.config import AzureConfig
 from batchspec.backends.azure.storage import Storage
 from batchspec.backends.azure.tasks import Submitter, Urls, task_options
-from batchspec.plan import InputFile, Plan, PlannedTask, build_plan
+from batchspec.plan import InputFile, Plan, build_plan
 from batchspec.spec import load_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,9 +48,8 @@ def tenk_plan(work: Path) -> Plan:
     )
     plan = build_plan(load_spec(spec))
     # List items carry no file; give each task the input file it would really have.
-    tasks = tuple(PlannedTask(t.id, t.command, (InputFile(f"inputs/{t.id}.mp4", f"{t.id}.mp4"),), t.outputs)
-                  for t in plan.tasks)
-    return Plan(**{**plan.__dict__, "tasks": tasks})
+    tasks = tuple(replace(t, inputs=(InputFile(f"inputs/{t.id}.mp4", f"{t.id}.mp4"),)) for t in plan.tasks)
+    return plan.with_stages((replace(plan.stages[0], tasks=tasks),))
 
 
 def submit(client: BatchClient, job_id: str, options: list[models.BatchTaskCreateOptions],
@@ -64,8 +64,9 @@ def submit(client: BatchClient, job_id: str, options: list[models.BatchTaskCreat
 def submission_bench(work: Path) -> bool:
     plan = tenk_plan(work)
     sas = "sv=2025-01-05&sr=c&sp=r&se=2030-01-01T00%3A00%3A00Z&sig=" + "x" * 44
-    urls = Urls(lambda f: f"http://127.0.0.1:10000/devstoreaccount1/bench-input/{f.source}?{sas}",
-                f"http://127.0.0.1:10000/devstoreaccount1/bench-output?{sas}")
+    base = "http://127.0.0.1:10000/devstoreaccount1"
+    urls = Urls(lambda f: f"{base}/bench-input/{f.source}?{sas}", lambda c: f"{base}/{c}?{sas}",
+                f"{base}/bench-output?{sas}", lambda s: f"{base}/bench-{s}?{sas}")
     options = [task_options(plan, t, urls, "0" * 32) for t in plan.tasks]
     with emulator_process() as (client, _):  # no nodes: this measures submission alone
         client.create_pool(models.BatchPoolCreateOptions(

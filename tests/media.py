@@ -14,14 +14,16 @@ from pathlib import Path
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
-def make_mp4(path: Path, seconds: float = 2.0, *, frequency: int = 440, size: str = "160x90") -> Path:
-    """A small H.264/AAC MP4 of ``seconds`` seconds: test pattern video and a sine tone."""
+def make_mp4(path: Path, seconds: float = 2.0, *, frequency: int = 440, size: str = "160x90",
+             keyframes: int = 250) -> Path:
+    """A small H.264/AAC MP4 of ``seconds`` seconds: test pattern video (10 fps, a keyframe
+    every ``keyframes`` frames) and a sine tone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [FFMPEG, "-v", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10:duration={seconds}",
          "-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate=22050:duration={seconds}",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+         "-c:v", "libx264", "-preset", "ultrafast", "-g", str(keyframes), "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-b:a", "48k", "-shortest", str(path)],
         check=True,
     )

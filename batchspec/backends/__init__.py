@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Mapping
 
 from ..errors import BatchspecError
-from .base import Backend, LogChunk, LogRef, RunContext, RunOptions
+from .base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave
 
 #: name -> "module:Class"
 REGISTRY: dict[str, str] = {
@@ -40,4 +40,4 @@ def create(name: str, options: RunOptions) -> Backend:
     return backend
 
 
-__all__ = ["REGISTRY", "Backend", "LogChunk", "LogRef", "RunContext", "RunOptions", "choose", "create"]
+__all__ = ["REGISTRY", "Backend", "LogChunk", "LogRef", "RunContext", "RunOptions", "Wave", "choose", "create"]

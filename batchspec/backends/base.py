@@ -1,8 +1,11 @@
 """The one interface every backend implements, and what the engine hands to it.
 
-The engine (:mod:`batchspec.engine`) calls these methods in stage order and knows nothing else
-about a backend. A backend reports through ``ctx.emit`` and raises
-:class:`~batchspec.errors.BatchspecError` (usually ``BackendError``) for problems a user can fix.
+The engine (:mod:`batchspec.engine`) calls these methods in order and knows nothing else about
+a backend: ``prepare`` and ``stage_inputs`` once, then for each :class:`Wave` of tasks
+``completed``, ``submit`` and ``watch`` (and ``stage_outputs`` when a later stage fans out over
+what a finished one produced), then ``collect`` and ``cleanup``. A backend reports through
+``ctx.emit`` and raises :class:`~batchspec.errors.BatchspecError` (usually ``BackendError``) for
+problems a user can fix.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from ..errors import BackendError, BatchspecError
 from ..events import Emit, Event, Message, Progress, TaskFinished
 from ..observe.records import RunRecord
-from ..plan import BlobLister, Plan
+from ..plan import BlobLister, Plan, PlannedTask, StagePlan
 from ..runner import last_lines
 from .download import Ledger, ledger_file
 
@@ -84,6 +87,26 @@ class RunContext:
         self.emit(Message(text, "warning"))
 
 
+@dataclass(frozen=True)
+class Wave:
+    """Tasks handed over together: every known task of ``stages`` that must run now.
+
+    A task's ``depends_on`` names tasks it waits for; those not in ``tasks`` have already
+    succeeded (in an earlier wave or run), so a backend waits only for the ones in ``tasks``.
+    ``kept`` are the stages' tasks an earlier run finished (not run again); ``final`` says no
+    stage follows, so the job may complete when these tasks have.
+    """
+
+    stages: tuple[str, ...]
+    tasks: tuple[PlannedTask, ...]
+    kept: frozenset[str]
+    final: bool
+
+    @property
+    def total(self) -> int:
+        return len(self.tasks) + len(self.kept)
+
+
 class Backend(ABC):
     """Runs a plan somewhere. One instance serves one run (or one ``cleanup``)."""
 
@@ -106,14 +129,26 @@ class Backend(ABC):
         """Make every task's input files reachable where the tasks run."""
 
     @abstractmethod
-    def submit(self, plan: Plan, ctx: RunContext) -> int:
-        """Hand the plan's tasks over; tasks finished by an earlier run are kept, not redone
-        (unless ``ctx.options.force``). Returns how many tasks were submitted."""
+    def completed(self, plan: Plan, tasks: Sequence[PlannedTask], ctx: RunContext) -> set[str]:
+        """Ids of ``tasks`` an earlier run finished whose outputs are still where later stages
+        and the user find them (none when ``ctx.options.force``)."""
 
     @abstractmethod
-    def watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
-        """Follow the tasks until all are finished; yield progress and each finished task
-        worth reporting (every one locally, failed ones at least)."""
+    def submit(self, plan: Plan, wave: Wave, ctx: RunContext) -> int:
+        """Start the wave's tasks, each once the tasks it depends on have succeeded. Returns how
+        many tasks were submitted."""
+
+    @abstractmethod
+    def watch(self, plan: Plan, wave: Wave, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
+        """Follow the wave until every task has finished or cannot run (a task it depends on
+        failed: reported as ``blocked``); yield progress over the wave (``skipped`` being the
+        kept tasks) and each finished task worth reporting (every one locally, failed and
+        blocked ones at least)."""
+
+    @abstractmethod
+    def stage_outputs(self, plan: Plan, stage: StagePlan, ctx: RunContext) -> list[str]:
+        """The names of the outputs a finished stage left for later stages, as the backend
+        holds them (files locally, blobs in storage): later stages read them from there."""
 
     @abstractmethod
     def collect(self, plan: Plan, ctx: RunContext) -> None:

@@ -1,4 +1,4 @@
-"""The engine: runs a plan through its stages on a backend from the registry.
+"""The engine: runs a plan on a backend from the registry, stage after stage (:mod:`.run`).
 
 ``run`` is what ``batchspec run`` calls, ``make_plan`` what ``batchspec plan`` calls and
 ``remove`` what ``batchspec cleanup`` calls; ``make_reporter`` chooses how progress is shown.

@@ -11,8 +11,18 @@ from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bar
 
 from ..display import printable
-from ..events import BackendChosen, Event, Message, PlanReady, Progress, RunFinished, StageStarted, TaskFinished
-from .reporters import Reporter, counts, eta, summary_text, task_line
+from ..events import (
+    BackendChosen,
+    Event,
+    Message,
+    PlanReady,
+    Progress,
+    RunFinished,
+    StagesStarted,
+    StageStarted,
+    TaskFinished,
+)
+from .reporters import Reporter, counts, eta, stages_line, summary_text, task_line
 
 
 class RichReporter(Reporter):
@@ -48,18 +58,20 @@ class RichReporter(Reporter):
             self.print(f"backend: [bold]{event.backend}[/] ({escape(event.reason)})")
         elif isinstance(event, PlanReady):
             self.total = event.tasks
-            self.print(f"job [bold]{escape(event.job_id)}[/]: {event.tasks} tasks")
+            self.print(escape(event.text()))
         elif isinstance(event, StageStarted):
             if event.stage in ("collect", "clean up"):
                 self.close()  # the tasks are done: leave the bar's final state on screen
             if event.stage not in ("validate", "plan", "watch"):
                 self.print(f"[dim]== {event.stage}[/]")
+        elif isinstance(event, StagesStarted):
+            self.print(f"[dim]{escape(stages_line(event))}[/]")
         elif isinstance(event, Message):
             style = "yellow" if event.level == "warning" else ""
             prefix = "warning: " if event.level == "warning" else ""
             self.print(f"[{style}]{prefix}{escape(event.text)}[/]" if style else escape(event.text))
         elif isinstance(event, TaskFinished):
-            if event.state == "failed":
+            if event.state in ("failed", "blocked"):
                 self.print(f"[red]{escape(task_line(event))}[/]")
         elif isinstance(event, Progress):
             bar = self._ensure_bar()

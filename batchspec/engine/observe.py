@@ -26,11 +26,11 @@ from ..errors import BackendError, BatchspecError
 from ..events import Emit, Message
 from ..observe import html, pricing
 from ..observe.records import RunRecord, TaskRecord, from_dict, to_dict, usage
-from ..plan import Plan, build_plan
+from ..plan import Plan, Planner
 from ..redact import redact
 from ..spec import Spec, load_spec
 from ..spec.values import format_duration
-from .run import plan_for
+from .run import expand_held, plan_for
 
 RECORD_FILE = "record.json"
 REPORT_FILE = "report.html"
@@ -52,8 +52,10 @@ def opened(spec_path: Path, overrides: Iterable[str], backend_name: str,
     spec = load_spec(spec_path)
     backend = backends.create(name, options)
     try:
-        plan = build_plan(spec, overrides, backend.blob_lister())
-        yield plan, backend, RunContext(options, _quiet)
+        ctx = RunContext(options, _quiet)
+        # Later stages' tasks as far as the backend holds what they read (a staged run's status).
+        plan = expand_held(Planner(spec, overrides, backend.blob_lister()), backend, ctx)
+        yield plan, backend, ctx
     finally:
         backend.close()
 

@@ -16,6 +16,7 @@ from ..events import (
     PlanReady,
     Progress,
     RunFinished,
+    StagesStarted,
     StageStarted,
     TaskFinished,
 )
@@ -56,6 +57,8 @@ def eta(progress: Progress, started: float) -> str:
 
 def counts(p: Progress) -> str:
     text = f"{p.done}/{p.total} done, {p.failed} failed, {p.running} running"
+    if p.blocked:
+        text += f", {p.blocked} blocked"
     if p.skipped:
         text += f", {p.skipped} skipped (done earlier)"
     return text
@@ -85,16 +88,19 @@ class PlainReporter(Reporter):
             self.line(f"backend: {event.backend} ({event.reason})")
         elif isinstance(event, PlanReady):
             self.total = event.tasks
-            self.line(f"job {event.job_id}: {event.tasks} task{'s' if event.tasks != 1 else ''}")
+            self.line(event.text())
         elif isinstance(event, StageStarted):
             if event.stage not in ("validate", "plan"):
                 self.line(f"== {event.stage}")
+        elif isinstance(event, StagesStarted):
+            self.line(stages_line(event))
         elif isinstance(event, Message):
             self.line(f"{'warning: ' if event.level == 'warning' else ''}{event.text}")
         elif isinstance(event, TaskFinished):
-            if event.state == "failed" or self.total <= EACH_TASK_LIMIT:
+            if event.state in ("failed", "blocked") or self.total <= EACH_TASK_LIMIT:
                 self.line(task_line(event))
         elif isinstance(event, Progress):
+            self.total = max(self.total, event.total)
             self._progress(event)
         elif isinstance(event, RunFinished):
             if self.unshown is not None:
@@ -128,7 +134,17 @@ class PlainReporter(Reporter):
         self.line(f"progress: {counts(event)}, eta {eta(event, self.started)}{detail}")
 
 
+def stages_line(event: StagesStarted) -> str:
+    """``== stage encode, join: 24 tasks (3 done earlier)``."""
+    kept = f" ({event.kept} done earlier)" if event.kept else ""
+    detail = f": {event.detail}" if event.detail else ""
+    return (f"== stage{'s' if len(event.stages) > 1 else ''} {', '.join(event.stages)}: {event.tasks} "
+            f"task{'s' if event.tasks != 1 else ''} to run{kept}{detail}")
+
+
 def task_line(event: TaskFinished) -> str:
+    if event.state == "blocked":
+        return f"blocked {event.task_id}" + (f" ({event.reason})" if event.reason else "")
     took = f" in {format_duration(event.seconds)}" if event.seconds is not None else ""
     tries = f" after {event.attempts} attempts" if event.attempts > 1 else ""
     if event.state == "failed":
@@ -143,12 +159,16 @@ def summary_text(event: RunFinished) -> str:
     lines = [""]
     if event.interrupted:
         lines.append(f"interrupted after {format_duration(event.seconds)}; rerun the same command to resume")
-    verdict = "FAILED" if event.failed else ("INTERRUPTED" if event.interrupted else "OK")
+    verdict = "FAILED" if event.failed or event.blocked or event.not_run else (
+        "INTERRUPTED" if event.interrupted else "OK")
     lines.append(
         f"{verdict}: {event.succeeded} succeeded, {event.failed} failed"
+        + (f", {event.blocked} blocked" if event.blocked else "")
         + (f", {event.skipped} skipped (done earlier)" if event.skipped else "")
         + f" of {event.total} tasks in {format_duration(event.seconds)} [{event.backend}, job {event.job_id}]"
     )
+    if event.not_run:
+        lines.append(f"not run: stage{'s' if len(event.not_run) > 1 else ''} {', '.join(event.not_run)}")
     if event.changed:
         lines.append(f"{event.changed} task(s) ran again because their command, environment, inputs or settings "
                      "changed since they last succeeded; their outputs were replaced")
@@ -166,6 +186,8 @@ def summary_text(event: RunFinished) -> str:
         if failure.stderr_tail:
             lines.append(f"  last {len(failure.stderr_tail)} lines of stderr:")
             lines.extend(f"  | {line}" for line in failure.stderr_tail)
+        if failure.logs:
+            lines.append(f"  full stdout and stderr: {failure.logs}")
     return "\n".join(lines) + "\n"
 
 

@@ -3,14 +3,17 @@
 A task counts as done only while its fingerprint is unchanged (both backends keep it with the
 task's success record). It covers exactly:
 
-* the rendered command line and the task's environment (``task.env``, rendered);
-* each input file: where it goes in the working directory and the identity of its content,
-  which the backend supplies (size and modification time of a local file; the MD5 of a blob);
-* the output patterns (what is collected);
+* the rendered command line and the task's environment (``task.env``, rendered, and the job's
+  ``job.env``);
+* each input file, the task's own and the job's shared ``files``: where it goes in the working
+  directory and the identity of its content, which the backend supplies (size and modification
+  time of a local file; the MD5 of a blob; a URL or storage folder by its address);
+* the output rules (what is collected, when, and where it goes);
 * the node the command runs on: the pool's image, node agent SKU and start task (which installs
   the programs the command calls);
-* ``upstream``: fingerprints of tasks whose outputs this task reads (for task kinds that consume
-  other tasks' results; a plain task has none).
+* ``upstream``: fingerprints of the tasks whose outputs this task reads, or that it waits for
+  (a later stage's tasks and a merge; a first-stage task has none), so a change anywhere
+  upstream redoes everything that depends on it.
 
 It leaves out what changes how a task is run but not what it produces: retries, timeout, pool
 size, VM size, slots and ids.
@@ -39,6 +42,8 @@ class Fingerprinter:
         pool = plan.pool
         node = {"image": asdict(pool.image), "node_agent_sku": pool.node_agent_sku,
                 "start_task": asdict(pool.start_task) if pool.start_task else None}
+        if plan.env or plan.files:  # what every task of the job gets (absent: as before there were any)
+            node["job"] = {"env": list(plan.env), "files": [f"{f.path}\0{content(f)}" for f in plan.files]}
         self._node = json.dumps(node, sort_keys=True).encode()
         self._content = content
 
@@ -48,7 +53,8 @@ class Fingerprinter:
             [task.command],
             [f"{key}={value}" for key, value in task.env],
             [f"{item.path}\0{self._content(item)}" for item in task.inputs],
-            list(task.outputs),
+            [o.pattern if o.when == "success" and o.to is None else f"{o.pattern}\0{o.when}\0{o.to or ''}"
+             for o in task.outputs],
             list(upstream),
         )
         for group in groups:  # each length-prefixed: no field can shift into the next

@@ -157,5 +157,5 @@ def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> tuple
     if len(names) > MAX_TASKS:
         raise PlanError(f"inputs.container '{container}' has {len(names):,} blobs, more than the limit of "
                         f"{MAX_TASKS:,} tasks in one plan", "choose a narrower inputs.prefix")
-    items = [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container), n) for n in names]
+    items = [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container, "blob"), n) for n in names]
     return items, warnings

@@ -13,6 +13,13 @@ _ISO = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
+def default_container(name: str) -> str:
+    """``outputs.container`` when the spec does not name one: ``<name>-output``, made a valid
+    container name (lower case, '-' for anything else, at most 63 characters)."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:56].strip("-")
+    return f"{base or 'batchspec'}-output"
+
+
 def batch_id_problem(value: str, what: str) -> str | None:
     """Why ``value`` is not a valid Batch id, or None."""
     if BATCH_ID_RE.match(value):

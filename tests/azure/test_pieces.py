@@ -11,16 +11,16 @@ import pytest
 from azure.batch import BatchClient, models
 from azure.core.exceptions import ServiceResponseError
 
-from batchspec.backends.azure import AzureBackend, container_base
+from batchspec.backends.azure import AzureBackend
 from batchspec.backends.azure.config import AzureConfig
 from batchspec.backends.azure.errors import resend
-from batchspec.backends.azure.storage import blob_name_for
-from batchspec.backends.azure.tasks import Submitter, output_destination
+from batchspec.backends.azure.storage import blob_name_for, container_base
+from batchspec.backends.azure.tasks import Submitter
 from batchspec.backends.base import RunContext, RunOptions
 from batchspec.backends.download import safe_destination
 from batchspec.emulator import Emulator
 from batchspec.errors import BackendError
-from batchspec.plan import Plan, build_plan
+from batchspec.plan import Output, Plan, build_plan
 from batchspec.redact import redact
 from batchspec.spec import load_spec
 
@@ -63,9 +63,13 @@ def test_names() -> None:
     assert blob_name_for("inputs/a.mp4") == "inputs/a.mp4"
     assert blob_name_for("../media/a.mp4") == "__up__/media/a.mp4"
     assert blob_name_for("/data/a.mp4") == "__root__/data/a.mp4"
-    assert output_destination("<<ignored>>/x.mp3".replace("<<ignored>>", "res")) == "res/x.mp3"
-    assert output_destination("thumbs/a-*.jpg") == "thumbs"
-    assert output_destination("*.jpg") == ""
+    assert Output("res/x.mp3").upload_path == "res/x.mp3"
+    assert Output("thumbs/a-*.jpg").upload_path == "thumbs"
+    assert Output("*.jpg").upload_path == ""
+    assert Output("Clip [[]1].mp3").upload_path == ""  # a name with escaped glob characters: a pattern to Batch
+    assert Output("x.log", "failure", "logs/").upload_path == "logs/x.log"
+    assert Output("thumbs/a-*.jpg", "always", "pics/").upload_path == "pics"
+    assert Output("report.txt", "success", "reports/a.txt").upload_path == "reports/a.txt"
 
 
 def test_redaction() -> None:

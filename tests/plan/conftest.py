@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batchspec.plan import Plan, build_plan
+from batchspec.plan import Plan, PlannedTask, build_plan
 from batchspec.spec import Spec, load_spec
 
 BASE: dict[str, Any] = {
@@ -69,3 +69,8 @@ def make_spec(tmp_path: Path) -> SpecMaker:
 
 def plan_of(spec: Spec, *overrides: str) -> Plan:
     return build_plan(spec, overrides)
+
+
+def patterns(task: PlannedTask) -> tuple[str, ...]:
+    """A task's output patterns."""
+    return tuple(o.pattern for o in task.outputs)

@@ -14,7 +14,7 @@ from batchspec.errors import EXIT_USAGE, SpecError
 from batchspec.plan import Plan, PlanError, build_plan, parse_overrides
 from batchspec.spec import load_spec
 
-from .conftest import SpecMaker, touch
+from .conftest import SpecMaker, patterns, touch
 
 BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -35,7 +35,7 @@ def test_one_task_per_input(make_spec: SpecMaker, three_inputs: Path) -> None:
         "ffmpeg -i b.mp4 -b:a 192k b.mp3",
         "ffmpeg -i c.mp4 -b:a 192k c.mp3",
     ]
-    assert [t.outputs for t in plan.tasks] == [("a.mp3",), ("b.mp3",), ("c.mp3",)]
+    assert [patterns(t) for t in plan.tasks] == [("a.mp3",), ("b.mp3",), ("c.mp3",)]
     assert [(f.source, f.path, f.container) for t in plan.tasks for f in t.inputs] == [
         ("inputs/a.mp4", "a.mp4", None), ("inputs/b.mp4", "b.mp4", None), ("inputs/c.mp4", "c.mp4", None)]
     assert plan.name == "demo" and plan.params == {"bitrate": "192k"}
@@ -60,14 +60,14 @@ def test_every_variable(make_spec: SpecMaker, tmp_path: Path) -> None:
         f"echo 2024/clip.one.MP4 clip.one.MP4 clip.one .MP4 2024 0 1 {task.id} {plan.job_id} 192k low "
         "media/2024/clip.one.MP4"
     )
-    assert task.outputs == ("2024/clip.one.low.out",)
+    assert patterns(task) == ("2024/clip.one.low.out",)
     assert task.env == (("IN", "2024/clip.one.MP4"), ("JOB", plan.job_id))
 
 
 def test_dir_is_dot_at_the_top(make_spec: SpecMaker, three_inputs: Path) -> None:
     spec = make_spec({"task": {"command": "echo <<dir>>", "outputs": ["<<dir>>/<<stem>>.x"]}})
     first = build_plan(spec).tasks[0]
-    assert (first.command, first.outputs) == ("echo .", ("a.x",))
+    assert (first.command, patterns(first)) == ("echo .", ("a.x",))
 
 
 def test_matrix_expansion(make_spec: SpecMaker, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_matrix_expansion(make_spec: SpecMaker, tmp_path: Path) -> None:
     assert [t.command for t in plan.tasks[:3]] == ["enc a.mp4 96k true 0/12", "enc a.mp4 96k false 1/12",
                                                    "enc a.mp4 128k true 2/12"]
     assert plan.tasks[-1].command == "enc b.mp4 192k false 11/12"
-    outputs = [o for t in plan.tasks for o in t.outputs]
+    outputs = [o.pattern for t in plan.tasks for o in t.outputs]
     assert len(set(outputs)) == 12
     assert len({t.id for t in plan.tasks}) == 12
     assert all(t.id.startswith(("a-", "b-")) for t in plan.tasks)
@@ -220,7 +220,7 @@ def test_outputs_are_rendered_not_quoted(make_spec: SpecMaker, tmp_path: Path) -
     touch(tmp_path, "inputs/my clip.mp4")
     spec = make_spec({"task": {"outputs": ["<<stem>>.mp3", "logs/<<stem>>.log", "./<<stem>>/*.png"]}})
     (task,) = build_plan(spec).tasks
-    assert task.outputs == ("my clip.mp3", "logs/my clip.log", "my clip/*.png")
+    assert patterns(task) == ("my clip.mp3", "logs/my clip.log", "my clip/*.png")
     assert task.command.endswith("'my clip'.mp3")
 
 
@@ -246,7 +246,7 @@ def test_unsafe_rendered_outputs(make_spec: SpecMaker, three_inputs: Path, patte
 
 def test_a_colon_in_a_name_is_not_a_drive(make_spec: SpecMaker, tmp_path: Path) -> None:
     touch(tmp_path, "inputs/1:2.mp4", "inputs/a:b.mp4")
-    assert [t.outputs for t in build_plan(make_spec()).tasks] == [("1:2.mp3",), ("a:b.mp3",)]
+    assert [patterns(t) for t in build_plan(make_spec()).tasks] == [("1:2.mp3",), ("a:b.mp3",)]
 
 
 def test_two_tasks_with_the_same_output(make_spec: SpecMaker, three_inputs: Path) -> None:
@@ -264,14 +264,14 @@ def test_same_output_after_normalising(make_spec: SpecMaker, tmp_path: Path) -> 
     with pytest.raises(PlanError, match=re.escape("would both produce 'out/x.mp3'")):
         build_plan(spec)
     spec = make_spec({"inputs": {"path": "inputs/*/x.mp4"}, "task": {"outputs": ["<<dir>>/<<stem>>.mp3"]}})
-    assert [t.outputs for t in build_plan(spec).tasks] == [("a/x.mp3",), ("b/x.mp3",)]
+    assert [patterns(t) for t in build_plan(spec).tasks] == [("a/x.mp3",), ("b/x.mp3",)]
 
 
 def test_glob_characters_in_names_are_literal_in_outputs(make_spec: SpecMaker, tmp_path: Path) -> None:
     touch(tmp_path, "inputs/Clip [1080p].mp4")
     spec = make_spec({"task": {"outputs": ["<<stem>>.mp3", "<<stem>>-*.jpg"]}})
     (task,) = build_plan(spec).tasks
-    assert task.outputs == ("Clip [[]1080p].mp3", "Clip [[]1080p]-*.jpg")
+    assert patterns(task) == ("Clip [[]1080p].mp3", "Clip [[]1080p]-*.jpg")
 
 
 # --- template errors while planning -------------------------------------------------------------
@@ -357,8 +357,10 @@ def test_json_round_trip(make_spec: SpecMaker, tmp_path: Path) -> None:
     assert Plan.from_json(plan.to_json(indent=None)) == plan
     data = json.loads(plan.to_json())
     assert data["format"] == 1 and data["task_count"] == 4
-    assert list(data) == ["format", "spec", "name", "description", "job_id", "pool", "requires", "retries",
-                          "timeout_seconds", "outputs", "cleanup", "params", "task_count", "tasks"]
+    assert list(data) == ["format", "spec", "name", "description", "job_id", "pool", "requires", "outputs",
+                          "cleanup", "params", "stages", "task_count", "tasks"]
+    assert [(s["name"], s["retries"], s["timeout_seconds"], s["task_count"]) for s in data["stages"]] == [
+        ("task", 1, 3600, 4)]
     assert data["tasks"][0] == {
         "id": plan.tasks[0].id,
         "command": "ffmpeg -i ./-c.mp4 -b:a 192k ./-c.mp3",

@@ -115,7 +115,8 @@ def test_probe_receives_exactly_the_file_name(hostile_spec: Path, tmp_path: Path
         # The file the probe opened by that argument is the input itself.
         assert (wd / argv[0]).read_text() == name
         # The output pattern matches the output the task made, and only it.
-        (pattern,) = task.outputs
+        (output,) = task.outputs
+        pattern = output.pattern
         if "\\" not in name:  # output patterns read "\\" as a path separator (a known limitation)
             assert list(glob_files(wd, pattern)) == [stem + ".out"], pattern
     assert pwned(tmp_path) == []

@@ -196,7 +196,7 @@ def test_dollar_names_are_collected_locally(project: Path) -> None:
     spec = write_spec(project, "cp <<input>> <<stem>>.out", outputs=["<<stem>>.out"])
     plan = build_plan(load_spec(spec))
     expected = ["[$][$].out", "[$]HOME.out", "[$]{USER}.out", "a[$]b.out"]
-    assert sorted(t.outputs[0] for t in plan.tasks) == sorted(expected)
+    assert sorted(t.outputs[0].pattern for t in plan.tasks) == sorted(expected)
     result = run_local(spec)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (project / "out").iterdir()) == sorted(n[:-4] + ".out" for n in DOLLAR_NAMES)
@@ -218,9 +218,8 @@ def test_dollar_names_are_collected_on_azure(project: Path, world: AzureWorld) -
     (("task", "command"), "ffmpeg -i {{ input }} {{stem}}.mp3", "batchspec templates write values as << input >>"),
     (("task", "command"), "{% if x %}echo{% endif %}", "batchspec templates write blocks as <% if x %>"),
     (("task", "outputs"), ["{{ stem }}.mp3"], "write values as << stem >>"),
-    (("pool", "vm_size"), "<<params.size>>", "is not replaced in $.pool.vm_size, which is not a template"),
-    (("inputs", "path"), "<<params.dir>>/*.mp4", "is not replaced in $.inputs.path"),
-    (("outputs", "download"), "out/<<params.v>>", "is not replaced in $.outputs.download"),
+    (("pool", "node_agent_sku"), "<<params.size>>", "not replaced in $.pool.node_agent_sku, which is not a template"),
+    (("pool", "id"), "pool-<<params.v>>", "is not replaced in $.pool.id"),
     (("task", "command"), "echo << input.encode >>", "'input' is a single value, so 'input.encode' is a method"),
     (("task", "id"), "<< stem.split >>", "'stem' is a single value"),
 ])

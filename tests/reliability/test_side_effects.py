@@ -4,6 +4,7 @@ passed, and a failed run does not leave a pool it created unless the spec says k
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_a_run_that_fails_after_creating_the_pool_deletes_it_unless_the_spec_say
     # Issue 10 (a failed run never leaves a pool it created unless the spec says keep): without
     # cleanup.pool in the spec, the pool this run created goes, and the output says so.
     make_inputs(tmp_path, {"a.txt": "a\n"})
-    extra: dict[str, object] = {"cleanup": {"pool": policy}} if policy else {}
+    extra: dict[str, Any] = {"cleanup": {"pool": policy}} if policy else {}
     spec = write_spec(tmp_path, "true", name="relpre", **extra)
 
     def broken_staging(self: AzureBackend, plan: object, ctx: object) -> None:

@@ -39,12 +39,19 @@ CASES: list[tuple[str, str, list[tuple[int, int, str, str]]]] = [
         "unknown-key-without-close-match",
         edit(VALID, "  timeout: 30m\n", "  timeout: 30m\n  priority: 5\n"),
         [(17, 3, "$.task.priority",
-          "unknown key 'priority' (allowed: command, outputs, id, retries, timeout, expected_duration, env)")],
+          "unknown key 'priority' (allowed: command, outputs, id, retries, timeout, expected_duration, env, files)")],
     ),
     (
         "missing-section",
+        edit(VALID, "  node_agent_sku: batch.node.ubuntu 24.04\n", ""),
+        [(5, 1, "$.pool", "missing required key 'node_agent_sku' in 'pool'")],
+    ),
+    (
+        "input-variables-without-inputs",
         edit(VALID, "inputs:\n  path: inputs/*.mp4\n", ""),
-        [(1, 1, "$", "missing required key 'inputs' in the spec")],
+        [(12, 24, "$.task.command", "'input' is a variable of a task over an input, and the spec has no 'inputs'"),
+         (12, 58, "$.task.command", "'stem' is a variable of a task over an input"),
+         (13, 16, "$.task.outputs[0]", "'stem' is a variable of a task over an input")],
     ),
     (
         "format-version",

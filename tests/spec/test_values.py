@@ -73,11 +73,11 @@ def test_model_with_defaults(tmp_path: Path) -> None:
     path.write_text(VALID)
     spec = load_spec(path)
     assert spec.name == "demo"
-    assert spec.params == {"bitrate": "192k"}
+    assert spec.defaults() == {"bitrate": "192k"}
     assert (spec.pool.dedicated, spec.pool.spot, spec.pool.task_slots_per_node) == (0, 2, 1)
     assert spec.pool.image.version == "latest"
     assert spec.pool.autoscale is None and spec.pool.start_task is None
-    assert spec.inputs.paths == ("inputs/*.mp4",) and spec.inputs.exclude == ()
+    assert spec.inputs is not None and spec.inputs.paths == ("inputs/*.mp4",) and spec.inputs.exclude == ()
     assert spec.task.timeout_seconds == 1800 and spec.task.retries == 0
     assert spec.outputs.container == "demo-output" and spec.outputs.download == "out/demo"
     assert (spec.cleanup.job, spec.cleanup.pool, spec.cleanup.inputs) == ("keep", "keep", "keep")
@@ -99,10 +99,11 @@ def test_model_of_a_full_spec(tmp_path: Path) -> None:
     assert spec.pool.autoscale is not None and spec.pool.autoscale.interval_seconds == 600
     assert spec.pool.start_task is not None and spec.pool.start_task.env == {"A": "b"}
     assert spec.pool.start_task.elevated and spec.pool.start_task.wait_for_success
+    assert spec.inputs is not None
     assert spec.inputs.paths == ("a/*.mp4", "b/**/*.mp4") and spec.inputs.exclude == ("a/x.mp4",)
     assert spec.inputs.allow_empty
-    assert spec.matrix == {"rate": (1, 2)}
-    assert spec.job_id == "fixed"
+    assert spec.matrix["rate"].values == (1, 2)
+    assert spec.job.id == "fixed"
     assert spec.cleanup.job == "delete" and spec.outputs.container == "my-out" and spec.outputs.download == "o"
 
 

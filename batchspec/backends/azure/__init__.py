@@ -1,13 +1,21 @@
 """The Azure backend: the tutorial's whole workflow, for any spec.
 
 Stages: reach Batch and Storage with the configured credentials before anything is created
-(check); create or reuse the pool (prepare); upload inputs with MD5 skipping and issue SAS URLs
-(stage inputs); create or find the job and add only the tasks not done, where done means the
-same fingerprint (:mod:`batchspec.plan.fingerprint`, inputs by MD5) and outputs unchanged since
-(submit); poll task counts with backoff, surfacing node problems and failed tasks' stderr
-(watch); download the outputs of tasks that succeeded as planned and record them (collect);
-delete what the spec's cleanup says (clean up). Built on azure-batch 15.x (``BatchClient``),
-azure-storage-blob 12.x and azure-identity.
+(check); create or reuse the pool (prepare); upload inputs and local files with MD5 skipping and
+issue SAS URLs (stage inputs); for each wave, create or find the job and add only the tasks not
+done, where done means the same fingerprint (:mod:`batchspec.plan.fingerprint`, inputs by MD5,
+with the fingerprints of the tasks a task reads from) and outputs unchanged since, a task that
+waits for others through Batch task dependencies (submit); poll task counts with backoff,
+surfacing node problems and failed tasks' stderr (watch); download the outputs of tasks that
+succeeded as planned and record them (collect); delete what the spec's cleanup says (clean up).
+Built on azure-batch 15.x (``BatchClient``), azure-storage-blob 12.x and azure-identity.
+
+Files reach tasks as Batch resource files: a blob or URL each (``httpUrl``), a storage folder as
+``storageContainerUrl`` + ``blobPrefix`` (or ``autoStorageContainerName`` when the storage
+account is the Batch account's auto-storage account). The outputs of a stage that later stages
+read also go to that stage's work container, which those stages read directly (a merge reads
+the whole container as one resource file): nothing is downloaded and uploaded again between
+stages.
 """
 
 from __future__ import annotations
@@ -15,38 +23,40 @@ from __future__ import annotations
 import contextlib
 import math
 import posixpath
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
 from azure.batch import BatchClient, models
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerSasPermissions
 
 from ...errors import EXIT_FAILED, BackendError
 from ...events import Event, Progress, TaskFinished
-from ...globs import Glob, compile_glob, has_magic, literal_head, literal_path, normalize
 from ...observe.records import RunRecord
-from ...plan import BlobLister, InputFile, Plan, PlannedTask
+from ...plan import BlobLister, InputFile, OutputIndex, Plan, PlannedTask, StagePlan
+from ...plan.deps import Dependencies, Gate, express
 from ...plan.fingerprint import Fingerprinter
 from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
-from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, note_reruns
+from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave, note_reruns
 from .config import AzureConfig, batch_client_args
-from .errors import resend, translate_errors
+from .errors import error_code, resend, translate_errors
 from .records import job_record, node_log, task_log, with_file_sizes
-from .storage import BlobInfo, Storage, blob_name_for
+from .storage import BlobInfo, Storage, blob_name_for, container_base, file_md5, work_container
 from .tasks import (
     RECORDS_PREFIX,
     Submitter,
     Urls,
+    failed_logs,
     fingerprint_of,
+    gate_options,
     record_blob,
+    resource_file,
     success_marker,
     success_markers,
     task_options,
@@ -59,10 +69,21 @@ SAS_MAX = timedelta(days=7)
 STDERR_TAIL = 20
 
 
-def container_base(name: str) -> str:
-    """A storage-safe container name stem from a spec name."""
-    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return (base or "batchspec")[:50].strip("-")
+
+
+#: What is added to a job: a task, a task with its dependencies, or a gate.
+_Item = PlannedTask | tuple[PlannedTask, Dependencies] | Gate
+
+
+@dataclass
+class _WaveWatch:
+    """What watching a wave needs: its tasks (and gates) among the job's, and what waits for what."""
+
+    ids: set[str]  # the wave's tasks (not the gates)
+    gates: set[str]
+    gated: int  # how many of the wave's tasks wait for gates
+    others: tuple[int, int, int]  # completed, succeeded, failed tasks in the job that are not the wave's
+    dependents: dict[str, list[str]] = field(default_factory=dict)  # task or gate -> what waits for it
 
 
 class AzureBackend(Backend):
@@ -79,10 +100,14 @@ class AzureBackend(Backend):
         self.skipped = 0
         self.created_pool = False  # this run created the pool (an error then deletes it unless kept)
         self.changed = 0
-        self.job_was_complete = False
-        self._sas: dict[str, str] = {}
+        self.fingerprints: dict[str, str] = {}  # of every task handed over so far, by id
         self._content: dict[tuple[str | None, str], str] = {}  # (container, source) -> content identity
-        self.fingerprints: dict[str, str] = {}
+        self.job_ready = False  # the job exists (created or found by this run)
+        self.job_was_complete = False
+        self.uploaded: dict[str, str] = {}  # local path -> its blob name in the input container
+        self._sas: dict[tuple[str, str], str] = {}  # (container, permissions) -> SAS token
+        self._expiry: datetime | None = None
+        self.wave: _WaveWatch | None = None
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -126,9 +151,11 @@ class AzureBackend(Backend):
         ctx.info(f"Azure Batch account {self.config.batch_account} at {self.config.batch_endpoint} "
                  f"({self.config.batch_auth})")
         pool = plan.pool
+        if pool.start_task is not None and pool.start_task.files:
+            self.stage_inputs(plan, ctx)  # the start task's files need their URLs before the pool exists
         with self._errors(f"creating pool '{pool.id}'"):
             try:
-                options = pool_options(plan)
+                options = pool_options(plan, self._urls(plan))
                 resend(lambda: self.client.create_pool(options))
                 self.created_pool = True
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
@@ -157,50 +184,94 @@ class AzureBackend(Backend):
     # --- stage inputs --------------------------------------------------------------------------
 
     def stage_inputs(self, plan: Plan, ctx: RunContext) -> None:
-        container = self.input_container(plan)
-        local = {source: blob_name_for(source) for source in plan.local_inputs()}  # path -> blob name
+        if self.urls is not None:
+            return  # done already, for the start task's files
         with self._errors("staging inputs in Azure Storage"):
             self.storage.ensure_container(plan.outputs.container)
-            if local:
-                self.storage.ensure_container(container)
-                files = [(plan.resolve(source), name) for source, name in local.items()]
-                started = time.monotonic()
-                report = self.storage.upload(container, files)
-                ctx.info(f"inputs: uploaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
-                         f"{format_duration(time.monotonic() - started)}; {report.skipped} unchanged, not uploaded")
-                self._content.update({(None, source): report.md5[name].hex() for source, name in local.items()})
+            for stage in plan.stages:
+                if stage.consumed:
+                    self.storage.ensure_container(work_container(plan, stage.name))
+            self._expiry = datetime.now(timezone.utc) + self._sas_lifetime(plan, ctx)
+            self._upload(plan, plan.local_inputs(), ctx, "inputs")
             for name, sources in _by_container(plan).items():
                 prefix = posixpath.commonprefix(sorted(sources))
                 listed = self.storage.list_blobs(name, prefix)
                 self._content.update({(name, source): listed[source].content_id if source in listed else "missing"
                                       for source in sources})
-            expiry = datetime.now(timezone.utc) + self._sas_lifetime(plan, ctx)
-            read = ContainerSasPermissions(read=True)
-            blob_containers = {f.container for t in plan.tasks for f in t.inputs if f.container}
-            for name in ({container} if local else set()) | blob_containers:
-                self._sas[name] = self.storage.container_sas(name, read, expiry)
-            # Tasks may create and write outputs, never read, list or delete.
-            write = ContainerSasPermissions(create=True, write=True)
-            out_sas = self.storage.container_sas(plan.outputs.container, write, expiry)
-        container_urls = {name: self.storage.container_url(name) for name in self._sas}
+        self.urls = self._urls(plan)
+
+    def _upload(self, plan: Plan, sources: Sequence[str], ctx: RunContext, what: str) -> None:
+        """Upload local files not uploaded yet by this run (blobs whose MD5 matches are skipped)."""
+        new = {s: blob_name_for(s) for s in sources if s not in self.uploaded}
+        if not new:
+            return
+        container = self.input_container(plan)
+        self.storage.ensure_container(container)
+        started = time.monotonic()
+        report = self.storage.upload(container, [(plan.resolve(s), name) for s, name in new.items()])
+        self.uploaded.update(new)
+        self._content.update({(None, source): report.md5[name].hex() for source, name in new.items()})
+        ctx.info(f"{what}: uploaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
+                 f"{format_duration(time.monotonic() - started)}; {report.skipped} unchanged, not uploaded")
+
+    def _sas_for(self, container: str, permission: ContainerSasPermissions) -> str:
+        key = (container, str(permission))
+        if key not in self._sas:
+            if self._expiry is None:
+                self._expiry = datetime.now(timezone.utc) + SAS_MAX
+            self._sas[key] = self.storage.container_sas(container, permission, self._expiry)
+        return self._sas[key]
+
+    def _urls(self, plan: Plan) -> Urls:
+        """URLs with SAS tokens, issued for each container when first needed: tasks may read
+        inputs; create and write outputs (never read, list or delete them); read, list and
+        write their stage's work container."""
+        read, listing = ContainerSasPermissions(read=True), ContainerSasPermissions(read=True, list=True)
+        write = ContainerSasPermissions(create=True, write=True)
+        work = ContainerSasPermissions(read=True, list=True, create=True, write=True)
+        urls: dict[str, str] = {}
+
+        def url(container: str) -> str:
+            if container not in urls:
+                urls[container] = self.storage.container_url(container)
+            return urls[container]
 
         def input_url(item: InputFile) -> str:
-            where = item.container or container
-            name = item.source if item.container else local[item.source]
-            return f"{container_urls[where]}/{quote(name, safe='~/')}?{self._sas[where]}"
+            if item.kind == "local":
+                where, name = self.input_container(plan), self.uploaded[item.source]
+            elif item.kind == "output":
+                assert item.stage is not None
+                where, name = work_container(plan, item.stage), item.source
+            else:
+                assert item.container is not None
+                where, name = item.container, item.source
+            return f"{url(where)}/{quote(name, safe='~/')}?{self._sas_for(where, read)}"
 
-        self.urls = Urls(input_url, _with_sas(self.storage.container_url(plan.outputs.container), out_sas))
+        def stage_url(stage: str) -> str:
+            name = work_container(plan, stage)
+            return _with_sas(url(name), self._sas_for(name, work))
+
+        return Urls(
+            input_blob=input_url,
+            container=lambda name: _with_sas(url(name), self._sas_for(name, listing)),
+            output_container=_with_sas(url(plan.outputs.container), self._sas_for(plan.outputs.container, write)),
+            stage_container=stage_url,
+            auto_storage=self.config.auto_storage,
+        )
 
     def _sas_lifetime(self, plan: Plan, ctx: RunContext) -> timedelta:
-        """Long enough for the job's longest possible run: every task, retried to the limit and
-        timing out each time, one after another on the pool's slots, plus a margin."""
-        if plan.timeout_seconds is None:
-            ctx.info("task.timeout is not set: SAS URLs for inputs and outputs expire in 7 days")
+        """Long enough for the job's longest possible run: its wall-clock limit, or every task,
+        retried to the limit and timing out each time, one after another on the pool's slots,
+        plus a margin."""
+        if plan.timeout_seconds is not None:
+            longest = timedelta(seconds=plan.timeout_seconds) + SAS_MARGIN
+        elif not plan.complete or any(t.timeout_seconds is None for t in plan.tasks):
+            ctx.info("task.timeout is not set on every stage: SAS URLs for inputs and outputs expire in 7 days")
             return SAS_MAX
-        pool = plan.pool
-        slots = max(1, (pool.dedicated + pool.spot) * pool.task_slots_per_node)
-        waves = math.ceil(len(plan.tasks) / slots)
-        longest = timedelta(seconds=waves * plan.timeout_seconds * (plan.retries + 1)) + SAS_MARGIN
+        else:
+            waves = math.ceil(len(plan.tasks) / plan.pool.slots)
+            worst = max(((t.timeout_seconds or 0) * (t.retries + 1) for t in plan.tasks), default=0)
+            longest = timedelta(seconds=waves * worst) + SAS_MARGIN
         if longest > SAS_MAX:
             ctx.warn(f"the job could run for up to {format_duration(longest.total_seconds())}; SAS URLs are capped "
                      "at 7 days, so tasks starting after that cannot read inputs or write outputs")
@@ -209,128 +280,262 @@ class AzureBackend(Backend):
 
     # --- submit --------------------------------------------------------------------------------
 
-    def submit(self, plan: Plan, ctx: RunContext) -> int:
-        assert self.urls is not None, "stage_inputs runs before submit"
-        fingerprint = Fingerprinter(plan, lambda item: self._content.get((item.container, item.source), "missing"))
-        self.fingerprints = fps = {t.id: fingerprint(t) for t in plan.tasks}
-        container = plan.outputs.container
-        with self._errors(f"reading container '{container}'"):
-            blobs = self.storage.list_blobs(container)
+    def completed(self, plan: Plan, tasks: Sequence[PlannedTask], ctx: RunContext) -> set[str]:
+        """Tasks an earlier run of this job finished with the same fingerprint (their command,
+        environment, inputs by MD5, settings, and the fingerprints of the tasks they read from)
+        and whose recorded outputs are unchanged since (the job itself may be gone)."""
+        fingerprint = Fingerprinter(plan, self._content_of(plan))
+        for task in tasks:  # producers come before the tasks that read their outputs
+            self.fingerprints[task.id] = fingerprint(task, [self.fingerprints[u] for u in _upstream(task)
+                                                             if u in self.fingerprints])
+        with self._errors(f"reading container '{plan.outputs.container}'"):
             record = self._record(plan)
+            homes = self._homes(plan, tasks)
         done: set[str] = set()
-        missing = 0
-        for task in plan.tasks:
+        changed = missing = 0
+        for task in tasks:
             entry = record.get(task.id)
             if self.options.force or entry is None:
                 continue
-            if entry.get("fingerprint") == fps[task.id] and _intact(task, entry, blobs):
+            fp = self.fingerprints[task.id]
+            if entry.get("fingerprint") == fp and _intact(task, entry, homes[plan.stage_of(task).name]):
                 done.add(task.id)
-            elif entry.get("fingerprint") != fps[task.id]:
-                self.changed += 1
+            elif entry.get("fingerprint") != fp:
+                changed += 1
             else:
                 missing += 1
-        todo = [t for t in plan.tasks if t.id not in done]
-        if not todo:
-            ctx.info(f"all {len(plan.tasks)} task(s) succeeded in an earlier run and their outputs are in container "
-                     f"{container}, unchanged: nothing to add (--force runs them again)")
-            self.skipped = len(done)
-            return 0
-        note_reruns(ctx, self.changed, missing)
-        with self._errors(f"creating job '{plan.job_id}'"):
-            in_job = self._create_job(plan, ctx)
-        # A task the job has, added with the same fingerprint and not yet recorded, is followed
-        # (a killed runner's rerun); one that failed, or was added as planned differently, or
-        # whose recorded outputs changed since, is replaced.
-        follow = {t.id for t in todo if t.id in in_job and in_job[t.id].fingerprint == fps[t.id]
-                  and not in_job[t.id].failed and t.id not in record}
-        replace = [t for t in todo if t.id in in_job and t.id not in follow]
-        add = [t for t in todo if t.id not in in_job] + replace
-        if add and self.job_was_complete:
-            # A completed job takes no new tasks: what it finished is recorded, then it starts over.
-            finished = [t for t in plan.tasks if t.id in follow and in_job[t.id].completed]
-            with self._errors(f"recording tasks of job '{plan.job_id}'"):
-                self._remember(plan, finished, blobs, record)
-            done |= {t.id for t in finished}
-            with self._errors(f"replacing completed job '{plan.job_id}'"):
-                ctx.info(f"job {plan.job_id} has completed; {len(add)} task(s) must run again: replacing the job")
-                self.client.begin_delete_job(plan.job_id)
-                self._wait_until_deleted(plan.job_id, ctx)
-                resend(lambda: self.client.create_job(self._job(plan)))
-            follow, in_job, replace, self.job_was_complete = set(), {}, [], False
-            add = [t for t in todo if t.id not in done]
-        self.skipped = len(done - set(in_job))
-        with self._errors(f"replacing outputs in container '{container}'"):
-            self._clear(plan, add, blobs, record)
-        with self._errors(f"replacing tasks of job '{plan.job_id}'"):
-            for task in replace:
-                self.client.delete_task(plan.job_id, task.id)
-        options = [task_options(plan, t, self.urls, fps[t.id]) for t in add]
-        submitter = Submitter(self.client, plan.job_id)
-        started = time.monotonic()
-        with self._errors(f"adding tasks to job '{plan.job_id}'"):
-            submitter.submit(options)
-            if not self.job_was_complete:
-                # Set last, so the job cannot complete before every task is in it.
-                terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
-                resend(lambda: self.client.update_job(plan.job_id, terminate))
-        ctx.info(f"added {submitter.added} task(s) in {submitter.requests} request(s) "
-                 f"({format_duration(time.monotonic() - started)}); {len(follow)} already in the job, "
-                 f"{self.skipped} done in an earlier run")
-        return submitter.added
+        self.changed = changed  # of this wave's tasks: the engine adds up the waves
+        note_reruns(ctx, changed, missing)
+        return done
+
+    def _content_of(self, plan: Plan) -> Callable[[InputFile], str]:
+        """An input's content identity: a local file's MD5 (as uploaded, or read now for one of
+        a later stage not uploaded yet), a blob's MD5 or ETag, a URL or storage folder by its
+        address; an earlier stage's output by nothing here (its producer's fingerprint is
+        part of the task's)."""
+        def content(item: InputFile) -> str:
+            if item.kind == "output":
+                return ""
+            if item.kind in ("url", "blobs"):
+                return f"{item.kind}:{item.container or ''}/{item.source}"
+            key = (item.container, item.source)
+            if key not in self._content and item.kind == "local":
+                path = plan.resolve(item.source)
+                self._content[key] = file_md5(path).hex() if path.is_file() else "missing"
+            return self._content.get(key, "missing")
+
+        return content
+
+    def _homes(self, plan: Plan, tasks: Sequence[PlannedTask]) -> dict[str, Mapping[str, BlobInfo]]:
+        """Per stage of ``tasks``, the blobs of the container its outputs are recorded in: the
+        output container for a published stage, its work container for one only later stages read."""
+        outputs: Mapping[str, BlobInfo] | None = None
+        homes: dict[str, Mapping[str, BlobInfo]] = {}
+        for name in dict.fromkeys(plan.stage_of(t).name for t in tasks):
+            if plan.stage(name).publish:
+                if outputs is None:
+                    outputs = self.storage.list_blobs(plan.outputs.container)
+                homes[name] = outputs
+            else:
+                homes[name] = self.storage.list_blobs(work_container(plan, name))
+        return homes
 
     def _record(self, plan: Plan) -> dict[str, dict[str, Any]]:
         """The job's record: per task, the fingerprint and output ETags of its last success."""
         value = self.storage.read_json(plan.outputs.container, record_blob(plan.job_id))
         return value if isinstance(value, dict) else {}
 
-    def _remember(self, plan: Plan, tasks: Iterable[PlannedTask], blobs: Mapping[str, BlobInfo],
-                  record: dict[str, dict[str, Any]]) -> None:
-        """Record ``tasks`` as succeeded with their current fingerprints and the outputs in
-        ``blobs`` now, and write the record."""
-        outputs = _Outputs(plan)
-        produced: dict[str, dict[str, str]] = {t.id: {} for t in tasks}
-        for name, blob in blobs.items():
-            owner = outputs.owner(name)
-            if owner in produced:
-                produced[owner][name] = blob.etag
-        for task_id, etags in produced.items():
-            record[task_id] = {"fingerprint": self.fingerprints[task_id], "outputs": etags}
+    def _remember(self, plan: Plan, tasks: Sequence[PlannedTask], record: dict[str, dict[str, Any]]) -> None:
+        """Record ``tasks`` as succeeded with their current fingerprints and their outputs as
+        they are now (in the output container, or their stage's work container), and write the
+        record."""
+        homes = self._homes(plan, tasks)
+        for name, blobs in homes.items():
+            stage_tasks = [t for t in tasks if plan.stage_of(t).name == name]
+            owners = OutputIndex(stage_tasks, succeeded=True)
+            produced: dict[str, dict[str, str]] = {t.id: {} for t in stage_tasks}
+            for blob in blobs.values():
+                if not blob.name.startswith(RECORDS_PREFIX + "/") and (owner := owners.owner(blob.name)) is not None:
+                    produced[owner.id][blob.name] = blob.etag
+            for task_id, etags in produced.items():
+                record[task_id] = {"fingerprint": self.fingerprints[task_id], "outputs": etags}
         self.storage.write_json(plan.outputs.container, record_blob(plan.job_id), record)
 
-    def _clear(self, plan: Plan, tasks: list[PlannedTask], blobs: Mapping[str, BlobInfo],
-               record: dict[str, dict[str, Any]]) -> None:
-        """Before ``tasks`` run (again): their earlier outputs and success markers go, in the
-        container and (if unchanged since batchspec put them there) in the download directory,
-        so what a changed task leaves is never mixed with what it left before."""
+    def _clear(self, plan: Plan, tasks: Sequence[PlannedTask], record: dict[str, dict[str, Any]]) -> None:
+        """Before ``tasks`` run (again): their earlier outputs (in the output container and their
+        stage's work container) and success markers go, and in the download directory what
+        batchspec put there unchanged since, so what a changed task leaves is never mixed with
+        what it left before, and a later stage fans out over this run's files only."""
         if not tasks:
             return
+        outputs = self.storage.list_blobs(plan.outputs.container)
+        owners = OutputIndex(tasks)
         ids = {t.id for t in tasks}
-        outputs = _Outputs(plan)
-        stale = [n for n in blobs if outputs.owner(n) in ids]
-        stale += [n for t in tasks for n in _under(blobs, success_markers(plan.job_id, t.id))]
+        stale = [n for n in outputs if not n.startswith(RECORDS_PREFIX + "/") and (o := owners.owner(n)) is not None
+                 and plan.stage_of(o).publish]
+        stale += [n for n in outputs for t in ids if n.startswith(success_markers(plan.job_id, t))]
         if stale:
             self.storage.delete_blobs(plan.outputs.container, stale)
+        for name in dict.fromkeys(plan.stage_of(t).name for t in tasks if plan.stage_of(t).consumed):
+            container = work_container(plan, name)
+            mine = OutputIndex([t for t in tasks if plan.stage_of(t).name == name], succeeded=True)
+            self.storage.delete_blobs(container, [n for n in self.storage.list_blobs(container) if n in mine])
         ledger = self.options.ledger(plan)
         try:
             for task in tasks:
                 entry = record.pop(task.id, None)
                 if entry is not None:
-                    for name in entry.get("outputs", {}):
-                        ledger.remove(name, str(entry.get("fingerprint")))
+                    for blob in entry.get("outputs", {}):
+                        ledger.remove(blob, str(entry.get("fingerprint")))
         finally:
             ledger.close()
 
-    @staticmethod
-    def _job(plan: Plan) -> models.BatchJobCreateOptions:
-        return models.BatchJobCreateOptions(id=plan.job_id, pool_info=models.BatchPoolInfo(pool_id=plan.pool.id))
+    def submit(self, plan: Plan, wave: Wave, ctx: RunContext) -> int:
+        assert self.urls is not None, "stage_inputs runs before submit"
+        self.wave = None
+        if not wave.tasks:
+            ctx.info(f"all {wave.total} task(s) succeeded in an earlier run and their outputs are in storage: "
+                     "nothing to add (--force runs them again)")
+            if wave.final and self.job_ready and not self.job_was_complete:  # an earlier wave made the job
+                with self._errors(f"updating job '{plan.job_id}'"):
+                    self._complete_when_done(plan)
+            return 0
+        with self._errors("staging the wave's files in Azure Storage"):
+            self._upload(plan, sorted({f.source for t in wave.tasks for f in t.inputs if f.kind == "local"}),
+                         ctx, "files")
+        with self._errors(f"creating job '{plan.job_id}'"):
+            in_job = self._job_tasks(plan, ctx)
+        with self._errors(f"reading container '{plan.outputs.container}'"):
+            record = self._record(plan)
+        ids = {t.id for t in wave.tasks}
+        fps = self.fingerprints
+        # A task the job has, added with the same fingerprint and not finished, or finished well
+        # but not yet recorded, is followed (a killed runner's rerun); one that failed, or was
+        # added as planned differently, is replaced.
+        follow = {t.id for t in wave.tasks if t.id in in_job and in_job[t.id].fingerprint == fps[t.id]
+                  and not in_job[t.id].failed and t.id not in record}
+        replace = [t for t in wave.tasks if t.id in in_job and t.id not in follow]
+        add = [t for t in wave.tasks if t.id not in in_job] + replace
+        if add and self.job_was_complete:
+            # A completed job takes no tasks. What it finished well is recorded (done lives in
+            # storage, not in the job), then the job is made anew with only the tasks to run.
+            finished = [t for t in wave.tasks if t.id in follow and in_job[t.id].completed]
+            with self._errors(f"recording tasks of job '{plan.job_id}'"):
+                self._remember(plan, finished, record)
+            ctx.info(f"job {plan.job_id} has completed; {len(add)} task(s) must run again: replacing the job")
+            with self._errors(f"replacing completed job '{plan.job_id}'"):
+                self.client.begin_delete_job(plan.job_id)
+                self._wait_until_deleted(plan.job_id, ctx)
+                self._create_job(plan, ctx)
+            done = {t.id for t in finished}
+            follow, in_job, replace, self.job_was_complete = set(), {}, [], False
+            add = [t for t in wave.tasks if t.id not in done]
+            ids -= done
+        with self._errors("replacing earlier outputs of these tasks in storage"):
+            self._clear(plan, add, record)
+        with self._errors(f"replacing tasks of job '{plan.job_id}'"):
+            for task in replace:
+                self.client.delete_task(plan.job_id, task.id)
+                del in_job[task.id]
+        missing = add
+        levels, watch = self._dependencies(missing, ids, in_job)
+        submitter = Submitter(self.client, plan.job_id)
+        started = time.monotonic()
+        with self._errors(f"adding tasks to job '{plan.job_id}'"):
+            for level in levels:  # what a task waits for is added before it
+                submitter.submit([self._options(plan, item) for item in level])
+            if wave.final and not self.job_was_complete:
+                self._complete_when_done(plan)
+        others = [state for tid, state in in_job.items() if tid not in ids and tid not in watch.gates]
+        watch.others = (sum(1 for s in others if s.completed), sum(1 for s in others if s.succeeded),
+                        sum(1 for s in others if s.failed))
+        self.wave = watch
+        ctx.info(f"added {submitter.added} task(s) in {submitter.requests} request(s) "
+                 f"({format_duration(time.monotonic() - started)}); {len(follow)} already in the job, "
+                 f"{len(wave.kept)} done in an earlier run")
+        return submitter.added
 
-    def _create_job(self, plan: Plan, ctx: RunContext) -> dict[str, _JobTask]:
-        """Create the plan's job, or find it from an earlier run; returns the tasks it has."""
-        job = self._job(plan)
+    def _complete_when_done(self, plan: Plan) -> None:
+        """The job completes once its tasks have: set last, so it cannot complete before every
+        task (of every stage) is in it."""
+        terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
+        resend(lambda: self.client.update_job(plan.job_id, terminate))
+
+    def _options(self, plan: Plan, item: _Item) -> models.BatchTaskCreateOptions:
+        assert self.urls is not None
+        if isinstance(item, PlannedTask):
+            return task_options(plan, item, self.urls, self.fingerprints[item.id])
+        if isinstance(item, tuple):
+            return task_options(plan, item[0], self.urls, self.fingerprints[item[0].id], item[1])
+        return gate_options(item)
+
+    def _dependencies(self, missing: Sequence[PlannedTask], ids: set[str],
+                      in_job: Mapping[str, _JobTask]) -> tuple[list[list[_Item]], _WaveWatch]:
+        """The tasks to add in levels (each waits only for tasks of earlier levels or already
+        in the job), with the gates long dependency lists need; and what waits for what."""
+        watch = _WaveWatch(ids=set(ids), gates=set(), gated=0, others=(0, 0, 0))
+        level_of: dict[str, int] = {}
+        levels: list[list[_Item]] = []
+
+        def place(item: _Item, level: int) -> None:
+            while len(levels) <= level:
+                levels.append([])
+            levels[level].append(item)
+
+        for task in missing:
+            deps = [d for d in task.depends_on if d in ids]
+            for dep in deps:
+                watch.dependents.setdefault(dep, []).append(task.id)
+            if not deps:
+                level_of[task.id] = 0
+                place(task, 0)
+                continue
+            express_deps = express(task.id, deps)
+            gate_level = max(level_of.get(d, 0) for d in deps) + 1
+            for gate in express_deps.gates:
+                within = max((level_of.get(d, 0) for d in gate.task_ids), default=0) + 1
+                level_of[gate.id] = within
+                watch.gates.add(gate.id)
+                for dep in gate.task_ids:
+                    watch.dependents.setdefault(dep, []).append(gate.id)
+                if gate.id not in in_job:
+                    place(gate, within)
+                gate_level = max(gate_level, within + 1)
+            if express_deps.gates:
+                watch.gated += 1
+                for gate_id in express_deps.task_ids:
+                    watch.dependents.setdefault(gate_id, []).append(task.id)
+            level_of[task.id] = gate_level
+            place((task, express_deps), gate_level)
+        return [level for level in levels if level], watch
+
+    def _job_tasks(self, plan: Plan, ctx: RunContext) -> dict[str, _JobTask]:
+        """The job's tasks by id; the job is created on first use."""
+        if not self.job_ready:
+            self.job_ready = True
+            if self._create_job(plan, ctx):
+                return {}
+        tasks = {}
+        for t in self.client.list_tasks(plan.job_id, select=["id", "displayName", "state", "executionInfo"]):
+            result = _text(t.execution_info.result) if t.execution_info and t.execution_info.result else None
+            tasks[t.id] = _JobTask(fingerprint_of(t.display_name), _text(t.state) == "completed",
+                                   result == "failure", result == "success")
+        return tasks
+
+    def _create_job(self, plan: Plan, ctx: RunContext) -> bool:
+        """Create the plan's job (True), or find it from an earlier run (False)."""
+        job = models.BatchJobCreateOptions(
+            id=plan.job_id,
+            pool_info=models.BatchPoolInfo(pool_id=plan.pool.id),
+            uses_task_dependencies=len(plan.stages) > 1 or None,
+            common_environment_settings=[models.EnvironmentSetting(name=k, value=v) for k, v in plan.env] or None,
+            constraints=(models.BatchJobConstraints(max_wall_clock_time=timedelta(seconds=plan.timeout_seconds))
+                         if plan.timeout_seconds else None),
+        )
         try:
             resend(lambda: self.client.create_job(job))
             ctx.info(f"created job {plan.job_id}")
-            return {}
+            return True
         except ResourceExistsError:
             pass
         current = self.client.get_job(plan.job_id)
@@ -341,18 +546,13 @@ class AzureBackend(Backend):
             self._wait_until_deleted(plan.job_id, ctx)
             resend(lambda: self.client.create_job(job))
             ctx.info(f"created job {plan.job_id}")
-            return {}
+            return True
         state = _text(current.state)
         if state in ("disabled", "disabling"):
             raise BackendError(f"job '{plan.job_id}' is {state}", "enable it, or rerun with --force")
         self.job_was_complete = state in ("completed", "terminating")
-        tasks = {
-            t.id: _JobTask(fingerprint_of(t.display_name), _text(t.state) == "completed",
-                           _text(getattr(t.execution_info, "result", None)) == "failure")
-            for t in self.client.list_tasks(plan.job_id, select=["id", "displayName", "state", "executionInfo"])
-        }
-        ctx.info(f"found job {plan.job_id} from an earlier run ({state}, {len(tasks)} task(s))")
-        return tasks
+        ctx.info(f"found job {plan.job_id} from an earlier run ({state})")
+        return False
 
     def _wait_until_deleted(self, job_id: str, ctx: RunContext, limit: float = 600.0) -> None:
         ctx.info(f"waiting for job {job_id} to finish deleting")
@@ -368,17 +568,21 @@ class AzureBackend(Backend):
 
     # --- watch ---------------------------------------------------------------------------------
 
-    def watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
+    def watch(self, plan: Plan, wave: Wave, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
         with self._errors(f"following job '{plan.job_id}'"):
-            yield from self._watch(plan, ctx)
+            yield from self._watch(plan, wave, ctx)
 
-    def _watch(self, plan: Plan, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
-        total, skipped = len(plan.tasks), self.skipped
-        if skipped == total:
+    def _watch(self, plan: Plan, wave: Wave, ctx: RunContext) -> Iterator[Progress | TaskFinished | Event]:
+        total, skipped = wave.total, len(wave.kept)
+        watch = self.wave
+        if watch is None or not wave.tasks:
             yield Progress(total, total, 0, 0, skipped, changed=self.changed)
             return
+        size = len(watch.ids)
+        done_before, ok_before, failed_before = watch.others
         delay = POLL_MIN
         reported: set[str] = set()
+        blocked: set[str] = set()
         last: Progress | None = None
         polls = 0
         warned: set[str] = set()
@@ -386,17 +590,33 @@ class AzureBackend(Backend):
         while True:
             polls += 1
             counts = self.client.get_job_task_counts(plan.job_id).task_counts
+            completed = counts.completed - done_before
+            # Gates finish after every task they wait for and before what waits for them, so
+            # completions beyond the tasks that wait for nothing gated are theirs first.
+            gates_done = min(len(watch.gates), max(0, completed - (size - watch.gated)))
+            failed = counts.failed - failed_before
             detail = ""
-            if counts.failed > len(reported):
-                yield from self._failed_tasks(plan, reported)
-            elif counts.running == 0 and counts.completed + skipped < total:
+            if failed > len(reported):
+                for event in self._failed_tasks(plan, reported, watch.ids):
+                    yield event
+                    for task_id in self._blocked_by(event.task_id, watch, blocked):
+                        yield TaskFinished(task_id, "blocked", reason=f"not run: task {event.task_id} failed")
+            elif counts.running == 0 and completed - gates_done + len(blocked) < size:
+                if polls % 3 == 0 and plan.timeout_seconds is not None:
+                    stopped = self._job_ended(plan, watch, reported, blocked)
+                    if stopped is not None:
+                        yield from stopped
+                        yield Progress(total, total - len(reported) - len(blocked), len(reported), 0, skipped,
+                                       blocked=len(blocked), changed=self.changed)
+                        return
                 detail = self._pool_status(plan, ctx, polls, warned)
             if counts.running or (last is not None and counts.completed + skipped != last.succeeded + last.failed):
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > plan.pool.ready_timeout_seconds:
                 raise self._never_ready(plan)
-            progress = Progress(total, counts.succeeded + skipped, counts.failed, counts.running, skipped, detail,
-                                self.changed)
+            succeeded = counts.succeeded - ok_before - gates_done + skipped
+            progress = Progress(total, max(skipped, min(succeeded, total)), len(reported), counts.running, skipped,
+                                detail, len(blocked), self.changed)
             if progress != last:
                 yield progress
             # Poll quickly again only when tasks moved (the waiting detail alternates between pool and nodes).
@@ -406,17 +626,56 @@ class AzureBackend(Backend):
             else:
                 delay = min(POLL_MAX, delay * POLL_GROWTH)
             last = progress
-            if counts.completed + skipped >= total:
+            if completed - gates_done + len(blocked) >= size:
+                final = Progress(total, total - len(reported) - len(blocked), len(reported), 0, skipped,
+                                 blocked=len(blocked), changed=self.changed)
+                if final != last:
+                    yield final
                 return
             self.sleep(delay)
 
-    def _failed_tasks(self, plan: Plan, reported: set[str]) -> Iterator[TaskFinished]:
-        """Report tasks that failed since the last poll, with the tail of their stderr."""
+    def _blocked_by(self, failed: str, watch: _WaveWatch, blocked: set[str]) -> list[str]:
+        """The wave's tasks that can no longer run because ``failed`` failed (through gates too)."""
+        found: list[str] = []
+        todo = [failed]
+        while todo:
+            for waiting in watch.dependents.get(todo.pop(), ()):
+                if waiting in blocked or waiting in found:
+                    continue
+                todo.append(waiting)
+                if waiting in watch.ids:
+                    found.append(waiting)
+        blocked.update(found)
+        return found
+
+    def _job_ended(self, plan: Plan, watch: _WaveWatch, reported: set[str],
+                   blocked: set[str]) -> list[TaskFinished] | None:
+        """When the job was terminated (its wall-clock limit passed): its unfinished tasks as failed."""
+        job = self.client.get_job(plan.job_id)
+        if _text(job.state) not in ("completed", "terminating"):
+            return None
+        reason = _text(job.execution_info.termination_reason) if job.execution_info else "terminated"
+        why = ("the job's wall-clock limit (job.timeout) passed" if reason == "MaxWallClockTimeExpiry"
+               else f"the job was terminated ({reason})")
+        events: list[TaskFinished] = []
+        for task in self.client.list_tasks(plan.job_id, select=["id", "state", "executionInfo"]):
+            if task.id not in watch.ids or task.id in reported or task.id in blocked:
+                continue
+            info = task.execution_info
+            if _text(task.state) == "completed" and info is not None and _text(info.result) == "success":
+                continue
+            reported.add(task.id)
+            events.append(TaskFinished(task.id, "failed", info.exit_code if info else None,
+                                       reason=f"not finished: {why}"))
+        return events
+
+    def _failed_tasks(self, plan: Plan, reported: set[str], wave: set[str]) -> Iterator[TaskFinished]:
+        """Report the wave's tasks that failed since the last poll, with the tail of their stderr."""
         failed = self.client.list_tasks(
             plan.job_id, filter="executionInfo/result eq 'failure'", select=["id", "executionInfo"]
         )
         for task in failed:
-            if task.id in reported:
+            if task.id in reported or task.id not in wave:
                 continue
             reported.add(task.id)
             info = task.execution_info
@@ -425,7 +684,13 @@ class AzureBackend(Backend):
             yield TaskFinished(
                 task.id, "failed", info.exit_code if info else None, None,
                 (info.retry_count or 0) + 1 if info else 1, reason, self._tail(plan.job_id, task.id),
+                logs=f"container {plan.outputs.container}, {failed_logs(plan.job_id, task.id)}/",
             )
+
+    def stage_outputs(self, plan: Plan, stage: StagePlan, ctx: RunContext) -> list[str]:
+        container = work_container(plan, stage.name)
+        with self._errors(f"listing the outputs of stage {stage.name} in container '{container}'"):
+            return sorted(self.storage.list_blobs(container))
 
     def _tail(self, job_id: str, task_id: str) -> tuple[str, ...]:
         return _log_tail(lambda: self.client.download_task_file(job_id, task_id, "stderr.txt"))
@@ -493,19 +758,28 @@ class AzureBackend(Backend):
     # --- collect and clean up ------------------------------------------------------------------
 
     def collect(self, plan: Plan, ctx: RunContext) -> None:
-        """Download the outputs of every task that succeeded as planned (its success marker for
-        its fingerprint is there, or it was done before), and record them for reruns."""
+        """Record every task that succeeded as planned (its success marker for its fingerprint
+        is there, or it was done before) for reruns, and download what the user gets: the
+        published outputs of those tasks, and failed tasks' failure outputs."""
         container = plan.outputs.container
         with self._errors(f"downloading outputs from container '{container}'"):
             blobs = self.storage.list_blobs(container)
             record = self._record(plan)
             fps = self.fingerprints
-            succeeded = [t for t in plan.tasks if success_marker(plan.job_id, t.id, fps[t.id]) in blobs
+            known = [t for t in plan.tasks if t.id in fps]
+            succeeded = [t for t in known if success_marker(plan.job_id, t.id, fps[t.id]) in blobs
                          or record.get(t.id, {}).get("fingerprint") == fps[t.id]]
-            self._remember(plan, succeeded, blobs, record)
-            outputs = _Outputs(plan)
+            self._remember(plan, succeeded, record)
             ok = {t.id for t in succeeded}
-            wanted = [(b, fps[owner]) for b in blobs.values() if (owner := outputs.owner(b.name)) in ok]
+            published = OutputIndex([t for t in succeeded if plan.stage_of(t).publish], succeeded=True)
+            failure = OutputIndex([t for t in known if t.id not in ok], succeeded=False)
+            wanted: list[tuple[BlobInfo, str]] = []
+            for blob in blobs.values():
+                if blob.name.startswith(RECORDS_PREFIX + "/"):
+                    continue
+                owner = published.owner(blob.name) or failure.owner(blob.name)
+                if owner is not None:
+                    wanted.append((blob, fps[owner.id]))
             started = time.monotonic()
             ledger = self.options.ledger(plan)
             try:
@@ -530,6 +804,7 @@ class AzureBackend(Backend):
         with self._errors("cleaning up"):
             if policy.job == "delete" and succeeded:
                 self._delete_job(plan, ctx)
+                self._delete_work(plan, ctx)
             if policy.pool == "delete":
                 self._delete_pool(plan, ctx)
             elif error and self.created_pool and not policy.pool_given:
@@ -549,6 +824,12 @@ class AzureBackend(Backend):
             for container in (self.input_container(plan), plan.outputs.container):
                 if self.storage.delete_container(container):
                     ctx.info(f"deleted container {container}")
+            self._delete_work(plan, ctx)
+
+    def _delete_work(self, plan: Plan, ctx: RunContext) -> None:
+        for stage in plan.stages:
+            if stage.consumed and self.storage.delete_container(work_container(plan, stage.name)):
+                ctx.info(f"deleted container {work_container(plan, stage.name)} (outputs of stage {stage.name})")
 
     def _delete_job(self, plan: Plan, ctx: RunContext) -> None:
         try:
@@ -556,6 +837,9 @@ class AzureBackend(Backend):
             ctx.info(f"deleting job {plan.job_id}")
         except ResourceNotFoundError:
             pass
+        except HttpResponseError as exc:
+            if exc.status_code != 409 or error_code(exc) != "JobBeingDeleted":
+                raise
 
     def _delete_pool(self, plan: Plan, ctx: RunContext) -> None:
         try:
@@ -608,13 +892,14 @@ class AzureBackend(Backend):
         self.client.close()
 
 
-def pool_options(plan: Plan) -> models.BatchPoolCreateOptions:
+def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
     pool = plan.pool
     start = None
     if pool.start_task is not None:
         st = pool.start_task
         start = models.BatchStartTask(
             command_line=node_command_line(st.command),
+            resource_files=[resource_file(f, urls) for f in st.files] or None,
             user_identity=models.UserIdentity(auto_user=models.AutoUserSpecification(
                 scope="pool", elevation_level="admin" if st.elevated else "nonadmin")),
             wait_for_success=st.wait_for_success,
@@ -662,6 +947,7 @@ class _JobTask:
     fingerprint: str | None  # the one it was added with (None: added by an older batchspec)
     completed: bool
     failed: bool
+    succeeded: bool
 
 
 def _intact(task: PlannedTask, entry: Mapping[str, Any], blobs: Mapping[str, BlobInfo]) -> bool:
@@ -672,11 +958,12 @@ def _intact(task: PlannedTask, entry: Mapping[str, Any], blobs: Mapping[str, Blo
         return False
     if any(name not in blobs or blobs[name].etag != etag for name, etag in etags.items()):
         return False
-    return all(path in etags for p in task.outputs if (path := literal_path(p)) is not None)
+    return all(dest in etags for o in task.outputs if o.applies(True) and (dest := o.destination) is not None)
 
 
-def _under(blobs: Mapping[str, object], prefix: str) -> list[str]:
-    return [name for name in blobs if name.startswith(prefix)]
+def _upstream(task: PlannedTask) -> list[str]:
+    """The tasks whose outputs ``task`` reads, or that it waits for: its result depends on theirs."""
+    return sorted({*task.depends_on, *(f.task for f in task.inputs if f.task)})
 
 
 def _by_container(plan: Plan) -> dict[str, set[str]]:
@@ -684,7 +971,7 @@ def _by_container(plan: Plan) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for task in plan.tasks:
         for item in task.inputs:
-            if item.container:
+            if item.kind == "blob" and item.container:
                 found.setdefault(item.container, set()).add(item.source)
     return found
 
@@ -697,31 +984,3 @@ def _names(names: Sequence[str], shown: int = 5) -> str:
     """A few names, quoted, and how many more."""
     text = ", ".join(f"'{n}'" for n in names[:shown])
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
-class _Outputs:
-    """Which task of the plan a blob is an output of (None: a record, or a file another job put
-    in the container). Wildcard patterns are indexed by their literal head, so each blob is
-    checked against the few patterns that could match it, not all of them."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.names: dict[str, str] = {}
-        self.heads: dict[str, list[tuple[Glob, str]]] = {}
-        for task in plan.tasks:
-            for pattern in task.outputs:
-                norm = normalize(pattern)
-                if has_magic(norm):
-                    self.heads.setdefault(literal_head(norm), []).append((compile_glob(norm), task.id))
-                else:
-                    self.names[norm] = task.id
-
-    def owner(self, name: str) -> str | None:
-        if name.startswith(RECORDS_PREFIX + "/"):
-            return None
-        if name in self.names:
-            return self.names[name]
-        for i in range(len(name) + 1):
-            for rx, task_id in self.heads.get(name[:i], ()):
-                if rx.match(name):
-                    return task_id
-        return None

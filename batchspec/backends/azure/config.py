@@ -3,7 +3,9 @@
 Batch: ``AZURE_BATCH_ENDPOINT`` (and/or ``AZURE_BATCH_ACCOUNT``) with ``AZURE_BATCH_ACCESS_KEY``
 for Shared Key, otherwise Entra ID through ``DefaultAzureCredential``. Storage:
 ``AZURE_STORAGE_CONNECTION_STRING``, or ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY`` or
-Entra ID. Credentials never come from spec files.
+Entra ID. ``AZURE_BATCH_AUTO_STORAGE=true`` says that storage account is the Batch account's
+auto-storage account, so storage folders reach tasks by container name, without a SAS.
+Credentials never come from spec files.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class AzureConfig:
     storage_connection_string: str | None = field(default=None, repr=False)
     storage_account: str | None = None
     storage_key: str | None = field(default=None, repr=False)
+    auto_storage: bool = False  # the storage account is the Batch account's auto-storage account
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AzureConfig:
@@ -60,6 +63,7 @@ class AzureConfig:
             storage_connection_string=(env.get("AZURE_STORAGE_CONNECTION_STRING") or "").strip() or None,
             storage_account=(env.get("AZURE_STORAGE_ACCOUNT") or "").strip() or None,
             storage_key=(env.get("AZURE_STORAGE_KEY") or "").strip() or None,
+            auto_storage=(env.get("AZURE_BATCH_AUTO_STORAGE") or "").strip().lower() in ("1", "true", "yes"),
         )
         check_key("AZURE_BATCH_ACCESS_KEY", config.batch_key)
         check_key("AZURE_STORAGE_KEY", config.storage_key)

@@ -25,7 +25,7 @@ _AUTH_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPer
                "InvalidAuthenticationInfo", "NoAuthenticationInformation"}
 
 
-def _code(exc: HttpResponseError) -> str:
+def error_code(exc: HttpResponseError) -> str:
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None) or getattr(exc, "error_code", None)
     return str(code or "")
@@ -68,7 +68,7 @@ def translate_errors(config: AzureConfig, doing: str) -> Iterator[None]:
     except ClientAuthenticationError as exc:
         raise _auth_error(config, doing, exc) from None
     except HttpResponseError as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if exc.status_code in (401, 403) or code in _AUTH_CODES:
             raise _auth_error(config, doing, exc) from None
         service = _service(exc, config)

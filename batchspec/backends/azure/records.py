@@ -29,7 +29,7 @@ from ...observe.records import Attempt, JobRecord, NodeRecord, PoolRecord, RunRe
 from ...plan import Plan
 from ...redact import redact
 from ..base import LogChunk, LogRef
-from .storage import BlobInfo, Storage, blob_name_for
+from .storage import BlobInfo, Storage, blob_name_for, work_container
 from .tasks import RECORDS_PREFIX, success_markers
 
 PAGE_SIZE = 1000  # the most a Batch list request returns
@@ -168,12 +168,17 @@ def with_file_sizes(record: RunRecord, plan: Plan, storage: Storage, input_conta
     for task in plan.tasks:
         in_bytes = 0
         for f in task.inputs:
-            container, name = (f.container, f.source) if f.container else (input_container, blob_name_for(f.source))
+            if f.kind in ("url", "blobs"):
+                continue  # fetched by the node from the web, or a whole folder: not sized here
+            if f.kind == "output":
+                container, name = work_container(plan, f.stage or ""), f.source
+            else:
+                container, name = (f.container, f.source) if f.container else (input_container, blob_name_for(f.source))
             info = blobs(container).get(name)
             in_bytes += info.size if info else 0
         out_bytes = 0
-        for pattern in task.outputs:
-            norm = normalize(pattern)
+        for rule in task.outputs:
+            norm = normalize(rule.destination_pattern)
             if not has_magic(norm):
                 matched = [norm] if norm in outputs else []
             else:

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import posixpath
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from azure.storage.blob import (
 )
 
 from ...errors import EXIT_FAILED, BackendError
+from ...plan import Plan
 from ...plan.inputs import valid_name
 from ..download import Ledger, conflict_error, safe_destination
 from .config import AzureConfig, entra_credential
@@ -302,3 +304,17 @@ def blob_name_for(source: str) -> str:
     norm = posixpath.normpath(valid_name(source).replace("\\", "/"))
     parts = [("__up__" if p == ".." else p) for p in norm.split("/") if p not in ("", ".")]
     return "/".join(parts) if not norm.startswith("/") else "__root__/" + "/".join(parts)
+
+
+def container_base(name: str) -> str:
+    """A storage-safe container name stem from a spec name."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return (base or "batchspec")[:50].strip("-")
+
+
+def work_container(plan: Plan, stage: str) -> str:
+    """The container holding the outputs of ``stage`` that later stages read: one per job
+    and stage, named after both (at most 52 characters)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", stage.lower()).strip("-")[:16].strip("-") or "stage"
+    digest = hashlib.sha256(f"{plan.job_id}\0{stage}".encode()).hexdigest()[:10]
+    return f"{container_base(plan.name)[:24].strip('-')}-{slug}-{digest}"

@@ -17,8 +17,8 @@ from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError
 
 from ...errors import BackendError
-from ...globs import has_magic, normalize, split_fixed
 from ...plan import InputFile, Plan, PlannedTask
+from ...plan.deps import GATE_COMMAND, Dependencies, Gate
 from ...redact import redact
 from ...runner import node_command_line
 from .errors import resend
@@ -60,55 +60,112 @@ def fingerprint_of(name: str | None) -> str | None:
     return name[name.rindex(" [") + 2 : -1]
 
 
+def failed_logs(job_id: str, task_id: str) -> str:
+    """Where a failed task's stdout.txt and stderr.txt are kept in the output container."""
+    return f"{RECORDS_PREFIX}/{job_id}/failed/{task_id}"
+
+
 @dataclass(frozen=True)
 class Urls:
     """Where a task's files come from and go to (SAS URLs; never printed)."""
 
-    input_blob: Callable[[InputFile], str]  # an input file -> its blob's read-only SAS URL
-    output_container: str  # container URL with a create/write SAS
+    input_blob: Callable[[InputFile], str]  # a file in storage -> its blob's read-only SAS URL
+    container: Callable[[str], str]  # a container name -> its URL with a read/list SAS
+    output_container: str  # the output container's URL with a create/write SAS
+    stage_container: Callable[[str], str]  # a stage -> its work container's URL with a SAS
+    auto_storage: bool = False  # the storage account is the Batch account's auto-storage account
 
 
-def output_destination(pattern: str) -> str:
-    """The blob path for an output pattern: the file itself, or the directory a wildcard
-    pattern's matches go under (Batch appends each match's name), so names stay relative."""
-    norm = normalize(pattern)
-    if not has_magic(norm):
-        return norm
-    prefix, _ = split_fixed(norm)
-    return prefix
+_CONDITIONS = {"success": "tasksuccess", "failure": "taskfailure", "always": "taskcompletion"}
 
 
-def task_options(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str) -> models.BatchTaskCreateOptions:
+def resource_file(f: InputFile, urls: Urls) -> models.ResourceFile:
+    """The Batch resource file that puts ``f`` at its path in the working directory."""
+    mode = f.mode
+    if f.kind == "url":
+        return models.ResourceFile(http_url=f.source, file_path=f.path, file_mode=mode)
+    if f.kind == "blobs":
+        assert f.container is not None
+        auto = urls.auto_storage
+        return models.ResourceFile(auto_storage_container_name=f.container if auto else None,
+                                   storage_container_url=None if auto else urls.container(f.container),
+                                   blob_prefix=f.source or None, file_path=f.path or None, file_mode=mode)
+    return models.ResourceFile(http_url=urls.input_blob(f), file_path=f.path, file_mode=mode)
+
+
+def task_resource_files(plan: Plan, task: PlannedTask, urls: Urls) -> list[models.ResourceFile]:
+    """The job's shared files and the task's own. A task over every output of a stage (a merge)
+    gets that stage's work container whole, one resource file however many files it holds."""
+    stage = plan.stage_of(task)
+    inputs: tuple[InputFile, ...] = task.inputs
+    files = [resource_file(f, urls) for f in plan.files]
+    if stage.group == "all" and not stage.match and stage.source is not None:
+        inputs = tuple(f for f in inputs if f.kind != "output")
+        files.append(models.ResourceFile(storage_container_url=urls.stage_container(stage.source)))
+    return files + [resource_file(f, urls) for f in inputs]
+
+
+def task_output_files(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str) -> list[models.OutputFile]:
+    """Where each output rule's files go: a later stage's inputs to the stage's work container,
+    published ones to the output container (failure outputs always there, for the user); and
+    the task's logs, to mark its success or keep its failure."""
+    stage = plan.stage_of(task)
+    out: list[models.OutputFile] = []
+    for rule in task.outputs:
+        path = rule.upload_path or None
+        if stage.consumed and rule.applies(True):
+            condition = "tasksuccess" if rule.when != "always" else "taskcompletion"
+            out.append(_output_file(rule.pattern, urls.stage_container(stage.name), path, condition))
+        if stage.publish or rule.when != "success":
+            condition = _CONDITIONS[rule.when] if stage.publish else "taskfailure"
+            out.append(_output_file(rule.pattern, urls.output_container, path, condition))
+    marker = success_marker(plan.job_id, task.id, fingerprint)
+    out += [
+        _output_file("../stdout.txt", urls.output_container, marker, "tasksuccess"),
+        _output_file("../std*.txt", urls.output_container, failed_logs(plan.job_id, task.id), "taskfailure"),
+    ]
+    return out
+
+
+def task_options(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str,
+                 depends: Dependencies | None = None) -> models.BatchTaskCreateOptions:
     """The Batch task for a planned task: the same command line the local backend runs."""
-    resource_files = [
-        models.ResourceFile(http_url=urls.input_blob(f), file_path=f.path)
-        for f in task.inputs
-    ]
-    output_files = [_output_file(p, urls, output_destination(p) or None, "tasksuccess") for p in task.outputs]
-    output_files += [
-        _output_file("../stdout.txt", urls, success_marker(plan.job_id, task.id, fingerprint), "tasksuccess"),
-        _output_file("../std*.txt", urls, f"{RECORDS_PREFIX}/{plan.job_id}/failed/{task.id}", "taskfailure"),
-    ]
     constraints = models.BatchTaskConstraints(
-        max_task_retry_count=plan.retries,
-        max_wall_clock_time=timedelta(seconds=plan.timeout_seconds) if plan.timeout_seconds else None,
+        max_task_retry_count=task.retries,
+        max_wall_clock_time=timedelta(seconds=task.timeout_seconds) if task.timeout_seconds else None,
     )
     return models.BatchTaskCreateOptions(
         id=task.id,
         display_name=display_name(task.id, fingerprint),
         command_line=node_command_line(task.command),
-        resource_files=resource_files or None,
-        output_files=output_files,
+        resource_files=task_resource_files(plan, task, urls) or None,
+        output_files=task_output_files(plan, task, urls, fingerprint),
         environment_settings=[models.EnvironmentSetting(name=k, value=v) for k, v in task.env] or None,
         constraints=constraints,
+        depends_on=depends_on(depends) if depends is not None else None,
     )
 
 
-def _output_file(pattern: str, urls: Urls, path: str | None, condition: str) -> models.OutputFile:
+def depends_on(depends: Dependencies) -> models.BatchTaskDependencies:
+    return models.BatchTaskDependencies(
+        task_ids=list(depends.task_ids) or None,
+        task_id_ranges=[models.BatchTaskIdRange(start=a, end=b) for a, b in depends.ranges] or None,
+    )
+
+
+def gate_options(gate: Gate) -> models.BatchTaskCreateOptions:
+    """A gate: it waits for its slice of a long dependency list, and does nothing."""
+    return models.BatchTaskCreateOptions(
+        id=gate.id, command_line=node_command_line(GATE_COMMAND),
+        depends_on=models.BatchTaskDependencies(task_ids=list(gate.task_ids)),
+    )
+
+
+def _output_file(pattern: str, container_url: str, path: str | None, condition: str) -> models.OutputFile:
     return models.OutputFile(
         file_pattern=pattern,
         destination=models.OutputFileDestination(
-            container=models.OutputFileBlobContainerDestination(container_url=urls.output_container, path=path)
+            container=models.OutputFileBlobContainerDestination(container_url=container_url, path=path)
         ),
         upload_options=models.OutputFileUploadConfiguration(upload_condition=condition),
     )
