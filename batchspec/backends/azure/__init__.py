@@ -44,8 +44,8 @@ from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
 from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave, note_reruns
-from .config import AzureConfig, batch_client_args
-from .errors import error_code, resend, translate_errors
+from .config import SAFE_TO_REPEAT, AzureConfig, batch_client_args
+from .errors import error_code, translate_errors
 from .records import job_record, node_log, task_log, with_file_sizes
 from .storage import BlobInfo, Storage, blob_name_for, container_base, file_md5, work_container
 from .tasks import (
@@ -156,7 +156,7 @@ class AzureBackend(Backend):
         with self._errors(f"creating pool '{pool.id}'"):
             try:
                 options = pool_options(plan, self._urls(plan))
-                resend(lambda: self.client.create_pool(options))
+                self.client.create_pool(options, **SAFE_TO_REPEAT)
                 self.created_pool = True
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
                         else f"{pool.dedicated} dedicated + {pool.spot} spot")
@@ -459,7 +459,7 @@ class AzureBackend(Backend):
         """The job completes once its tasks have: set last, so it cannot complete before every
         task (of every stage) is in it."""
         terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
-        resend(lambda: self.client.update_job(plan.job_id, terminate))
+        self.client.update_job(plan.job_id, terminate, **SAFE_TO_REPEAT)
 
     def _options(self, plan: Plan, item: _Item) -> models.BatchTaskCreateOptions:
         assert self.urls is not None
@@ -533,7 +533,7 @@ class AzureBackend(Backend):
                          if plan.timeout_seconds else None),
         )
         try:
-            resend(lambda: self.client.create_job(job))
+            self.client.create_job(job, **SAFE_TO_REPEAT)
             ctx.info(f"created job {plan.job_id}")
             return True
         except ResourceExistsError:
@@ -544,7 +544,7 @@ class AzureBackend(Backend):
                 ctx.info(f"--force: deleting job {plan.job_id} from an earlier run")
                 self.client.begin_delete_job(plan.job_id)
             self._wait_until_deleted(plan.job_id, ctx)
-            resend(lambda: self.client.create_job(job))
+            self.client.create_job(job, **SAFE_TO_REPEAT)
             ctx.info(f"created job {plan.job_id}")
             return True
         state = _text(current.state)

@@ -3,10 +3,8 @@ with secrets redacted."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -18,8 +16,6 @@ from azure.core.exceptions import (
 from ...errors import EXIT_FAILED, BackendError
 from ...redact import redact
 from .config import AzureConfig
-
-T = TypeVar("T")
 
 _AUTH_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                "InvalidAuthenticationInfo", "NoAuthenticationInformation"}
@@ -40,22 +36,6 @@ def _message(exc: HttpResponseError) -> str:
     error = getattr(exc, "error", None)
     text = getattr(error, "message", None) or exc.message or str(exc)
     return str(text).split("\nRequestId:")[0].splitlines()[0].strip()
-
-
-def resend(call: Callable[[], T], attempts: int = 5, sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call ``call`` again when the connection drops before an answer arrives.
-
-    azure-core retries such failures only for idempotent methods; our POSTs are safe to resend
-    because their ids make a repeat harmless (PoolExists, JobExists, TaskExists are handled).
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except ServiceResponseError:
-            if attempt == attempts:
-                raise
-            sleep(min(8.0, 0.5 * 2**attempt))
-    raise AssertionError("unreachable")
 
 
 @contextmanager
