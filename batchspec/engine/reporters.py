@@ -158,7 +158,9 @@ def summary_text(event: RunFinished) -> str:
     """The end-of-run summary: counts, time, outputs, and each failure with its stderr tail."""
     lines = [""]
     if event.interrupted:
-        lines.append(f"interrupted after {format_duration(event.seconds)}; rerun the same command to resume")
+        again = ("run it again without --force to resume (with --force it starts over)" if event.forced
+                 else "rerun the same command to resume")
+        lines.append(f"interrupted after {format_duration(event.seconds)}; {again}")
     verdict = "FAILED" if event.failed or event.blocked or event.not_run else (
         "INTERRUPTED" if event.interrupted else "OK")
     lines.append(
@@ -172,7 +174,7 @@ def summary_text(event: RunFinished) -> str:
     if event.changed:
         lines.append(f"{event.changed} task(s) ran again because their command, environment, inputs or settings "
                      "changed since they last succeeded; their outputs were replaced")
-    if event.succeeded or event.skipped:
+    if (event.succeeded or event.skipped) and event.outputs:
         lines.append(f"outputs: {event.outputs}")
     if event.usage:
         lines.append(event.usage)

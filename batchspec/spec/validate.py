@@ -23,7 +23,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from .. import autoscale
-from ..errors import Diagnostic, SpecError
+from ..errors import BatchspecError, Diagnostic, SpecError
 from ..globs import has_magic
 from ..limits import MAX_TASKS
 from ..sandbox import MAX_TEXT, budget
@@ -824,6 +824,9 @@ def discover(paths: Iterable[Path]) -> list[Path]:
 
 def load_document(path: Path) -> Document:
     """Read and validate ``path``; raise :class:`SpecError` with every problem found."""
+    if not path.exists():  # not a spec with problems: no spec at all
+        raise BatchspecError(f"no such spec file: {path}", f"check the path (from {Path.cwd()}); "
+                             "`batchspec validate DIR` lists the specs a directory holds")
     doc, problems = validate_file(path)
     if problems or doc is None:
         raise SpecError(problems, hint=f"run `batchspec validate {path}` after fixing it")

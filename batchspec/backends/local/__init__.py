@@ -313,9 +313,10 @@ class LocalBackend(Backend):
             else:
                 failed += 1
                 paths = TaskPaths(job_dir / message.task_id)
+                last = log_slice(job_dir, message.task_id, "stderr", None)  # each retry appends to stderr.txt
                 yield TaskFinished(message.task_id, "failed", message.exit_code, round(message.seconds, 3),
-                                   message.attempts, message.reason, tail_lines(paths.stderr),
-                                   logs=str(paths.root))
+                                   message.attempts, message.reason,
+                                   tail_lines(paths.stderr, start=last.start if last else 0), logs=str(paths.root))
                 for task_id in self._blocked_by(message.task_id, remaining):
                     remaining.discard(task_id)
                     blocked += 1
