@@ -21,6 +21,7 @@ stages.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import posixpath
 import time
@@ -924,6 +925,17 @@ def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
         task_slots_per_node=pool.task_slots_per_node,
         start_task=start,
     )
+
+
+class _QuietFailsafe(logging.Filter):
+    """The SDK logs a traceback (as a warning) when the error body of a streamed download, such
+    as a task's stderr.txt that does not exist, cannot be read; the 404 itself is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Ran into a deserialization error")
+
+
+logging.getLogger("azure.batch._utils.model_base").addFilter(_QuietFailsafe())
 
 
 def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL) -> tuple[str, ...]:
