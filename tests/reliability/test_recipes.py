@@ -19,10 +19,12 @@ Recipes not run, and why:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,6 +44,11 @@ def blocks(language: str) -> Iterator[tuple[int, str]]:
     """(line, text) of each fenced block of ``language`` in README, in order."""
     for match in re.finditer(rf"^```{language}\n(.*?)^```$", README, re.M | re.S):
         yield README.count("\n", 0, match.start()) + 1, match.group(1)
+
+
+def command(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +77,19 @@ def test_every_shell_recipe_runs_as_pasted_in_a_fresh_clone(clone: Path) -> None
     # Azurite takes its usual port (10000), so one run of this test at a time on the machine.
     with open("/tmp/batchspec-readme-recipes.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=clone, env=env, capture_output=True,
-                              text=True, timeout=900)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-6000:]
+        session = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=clone, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            out, _ = session.communicate(timeout=240)
+        finally:  # whatever a recipe left running (it says how to stop what it starts)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(session.pid, signal.SIGKILL)
+            session.wait()
+    assert session.returncode == 0, out[-6000:]
     for line in ran:
         assert f"=== README.md line {line}" in out
     assert "Traceback" not in out, out[-6000:]
-    assert (clone / "out" / "mp4-to-mp3").is_dir() and len(list((clone / "out" / "mp4-to-mp3").glob("*.mp3"))) == 5
+    assert len(list((clone / "specs" / "out" / "mp4-to-mp3").glob("*.mp3"))) == 5  # outputs.download, by the spec
     assert (clone / "report.html").is_file()
 
 
@@ -89,16 +101,13 @@ def test_the_pre_commit_recipe_names_a_commit_with_the_hook_and_the_hook_passes(
     rev = repo["rev"]
     assert re.fullmatch(r"[0-9a-f]{40}|v[0-9]+\.[0-9]+\.[0-9]+", rev), rev
     if not rev.startswith("v"):  # the commit exists and has the hook (a tag is checked by pre-commit itself)
-        hooks = subprocess.run(["git", "show", f"{rev}:.pre-commit-hooks.yaml"], cwd=clone, capture_output=True,
-                               text=True)
+        hooks = command("git", "show", f"{rev}:.pre-commit-hooks.yaml", cwd=clone)
         assert hooks.returncode == 0, f"README line {line}: rev {rev} is not a commit with .pre-commit-hooks.yaml"
         assert [h["id"] for h in repo["hooks"]] == ["batchspec-validate"]
     pre_commit = [sys.executable, "-m", "pre_commit"]
     (tmp_path / ".pre-commit-config.yaml").write_text(text)
-    assert subprocess.run([*pre_commit, "validate-config", str(tmp_path / ".pre-commit-config.yaml")],
-                          capture_output=True).returncode == 0
-    manifest = subprocess.run([*pre_commit, "validate-manifest", str(clone / ".pre-commit-hooks.yaml")],
-                              capture_output=True, text=True)
+    assert command(*pre_commit, "validate-config", str(tmp_path / ".pre-commit-config.yaml")).returncode == 0
+    manifest = command(*pre_commit, "validate-manifest", str(clone / ".pre-commit-hooks.yaml"))
     assert manifest.returncode == 0, manifest.stdout + manifest.stderr
     # What the hook runs, on the files it selects from the shipped specs.
     (hook,) = YAML(typ="safe").load((clone / ".pre-commit-hooks.yaml").read_text())
@@ -107,7 +116,7 @@ def test_the_pre_commit_recipe_names_a_commit_with_the_hook_and_the_hook_passes(
                                                                                            str(p.relative_to(clone)))]
     assert selected and all(p.startswith("specs/") for p in selected)
     entry = shutil.which(hook["entry"].split()[0]) or str(Path(sys.executable).parent / "batchspec")
-    result = subprocess.run([entry, *hook["entry"].split()[1:], *selected], cwd=clone, capture_output=True, text=True)
+    result = command(entry, *hook["entry"].split()[1:], *selected, cwd=clone)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -116,8 +125,8 @@ def test_the_workflow_recipe_validates_the_shipped_specs(clone: Path) -> None:
     steps = YAML(typ="safe").load(text)
     install = next(s["run"] for s in steps if "pip install" in s.get("run", ""))
     assert "git+https://github.com/batchspec/batchspec@" in install, f"README line {line}: batchspec is not on PyPI"
-    command = next(s["run"] for s in steps if "batchspec validate" in s.get("run", ""))
+    line_run = next(s["run"] for s in steps if "batchspec validate" in s.get("run", ""))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["bash", "-c", command], cwd=clone, capture_output=True, text=True, env=env)
+    result = command("bash", "-c", line_run, cwd=clone, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (clone / "validation.json").read_text().strip() == "[]"
