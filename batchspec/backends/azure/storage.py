@@ -298,10 +298,15 @@ def _parallel(
     return TransferReport(transferred, skipped, total_bytes)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def blob_name_for(source: str) -> str:
     """The input container's blob name for a local input path: normalised, never absolute,
     and ``..`` spelled out so distinct local paths stay distinct blobs."""
-    norm = posixpath.normpath(valid_name(source).replace("\\", "/"))
+    # Control characters are written %XX too: Azurite cannot list such names (the service
+    # encodes them); this name is only batchspec's, the task sees the file's own.
+    norm = posixpath.normpath(_CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", valid_name(source)).replace("\\", "/"))
     parts = [("__up__" if p == ".." else p) for p in norm.split("/") if p not in ("", ".")]
     return "/".join(parts) if not norm.startswith("/") else "__root__/" + "/".join(parts)
 
