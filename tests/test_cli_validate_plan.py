@@ -271,7 +271,7 @@ def test_plan_invalid_spec_exit_2(project: Path) -> None:
         (["plan"], 2, "Missing argument 'SPEC'"),
         (["plan", "specs/demo.yaml", "--format", "yaml"], 2, "'yaml' is not one of 'table', 'json'"),
         (["plan", "specs/demo.yaml", "--set", "bitrate"], 2, "error: --set expects KEY=VALUE, got 'bitrate'"),
-        (["plan", "specs/missing.yaml"], 2, "missing.yaml: $: no such file"),
+        (["plan", "specs/missing.yaml"], 2, "no such spec file: specs/missing.yaml"),
         (["plan", "specs"], 2, "is a directory"),
     ],
 )

@@ -212,5 +212,5 @@ def test_a_pool_without_nodes_because_of_quota_stops_the_run(tmp_path: Path) -> 
     warnings: list[object] = []
     with pytest.raises(BackendError, match="AccountCoreQuotaReached") as caught:
         backend._pool_status(_plan(tmp_path, 1, None), RunContext(RunOptions(), warnings.append), 1, set())
-    assert caught.value.exit_code == 1 and "quota" in (caught.value.hint or "")
+    assert caught.value.exit_code == 2 and "quota" in (caught.value.hint or "")
     assert any("could not get all its nodes" in str(w) for w in warnings)

@@ -155,20 +155,34 @@ class AzureBackend(Backend):
         if pool.start_task is not None and pool.start_task.files:
             self.stage_inputs(plan, ctx)  # the start task's files need their URLs before the pool exists
         with self._errors(f"creating pool '{pool.id}'"):
-            try:
-                options = pool_options(plan, self._urls(plan))
-                self.client.create_pool(options, **SAFE_TO_REPEAT)
+            options = pool_options(plan, self._urls(plan))
+            for _ in range(2):
+                try:
+                    self.client.create_pool(options, **SAFE_TO_REPEAT)
+                except ResourceExistsError:
+                    if self._reuse_pool(plan, ctx):
+                        return
+                    continue  # it was being deleted, and is gone now: create it anew
                 self.created_pool = True
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
                         else f"{pool.dedicated} dedicated + {pool.spot} spot")
                 ctx.info(f"creating pool {pool.id}: {pool.vm_size}, {size} node(s)")
-            except ResourceExistsError:
-                self._reuse_pool(plan, ctx)
+                return
 
-    def _reuse_pool(self, plan: Plan, ctx: RunContext) -> None:
+    def _reuse_pool(self, plan: Plan, ctx: RunContext, limit: float = 900.0) -> bool:
+        """Take the existing pool (True), or wait for one being deleted to go (False)."""
         existing = self.client.get_pool(plan.pool.id)
-        if _text(existing.state) == "deleting":
-            raise BackendError(f"pool '{plan.pool.id}' is being deleted", "wait until it is gone, then run again")
+        if _text(existing.state) == "deleting":  # e.g. an earlier run that stopped on an error
+            ctx.info(f"pool {plan.pool.id} is being deleted; waiting for it to go, to create it again")
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline:
+                try:
+                    self.client.get_pool(plan.pool.id)
+                except ResourceNotFoundError:
+                    return False
+                self.sleep(POLL_MIN)
+            raise BackendError(f"pool '{plan.pool.id}' is still being deleted after {format_duration(limit)}",
+                               "try again later")
         ctx.info(f"reusing existing pool {plan.pool.id} ({existing.current_dedicated_nodes or 0} dedicated + "
                  f"{existing.current_low_priority_nodes or 0} spot nodes now)")
         if (existing.vm_size or "").lower() != plan.pool.vm_size.lower():
@@ -181,6 +195,7 @@ class AzureBackend(Backend):
         ) != (wanted.publisher.lower(), wanted.offer.lower(), wanted.sku.lower()):
             ctx.warn(f"pool {plan.pool.id} runs image {image.publisher}/{image.offer}/{image.sku}, the spec asks for "
                      f"{wanted.publisher}/{wanted.offer}/{wanted.sku}")
+        return True
 
     # --- stage inputs --------------------------------------------------------------------------
 
@@ -565,7 +580,7 @@ class AzureBackend(Backend):
                 return
             self.sleep(POLL_MIN)
         raise BackendError(f"job '{job_id}' is still being deleted after {format_duration(limit)}",
-                           "try again later", exit_code=EXIT_FAILED)
+                           "try again later")
 
     # --- watch ---------------------------------------------------------------------------------
 
@@ -713,7 +728,7 @@ class AzureBackend(Backend):
                 first = pool.resize_errors[0]
                 raise BackendError(f"pool {pool_id} has no nodes: {first.code}: {redact(first.message or '')}",
                                    "check the account's core quota for this VM size, or choose another size or "
-                                   "region", exit_code=EXIT_FAILED)
+                                   "region")
             return f"pool {pool_id}: {_text(pool.allocation_state)}, {current}/{target} nodes"
         nodes = list(self.client.list_nodes(pool_id))
         states: dict[str, int] = {}
@@ -726,7 +741,7 @@ class AzureBackend(Backend):
         if nodes and broken == len(nodes):
             raise BackendError(f"the start task failed on every node of pool {pool_id}; no task can run",
                                "fix pool.start_task (its stderr is shown above), then delete the pool "
-                               "(batchspec cleanup) and run again", exit_code=EXIT_FAILED)
+                               "(batchspec cleanup) and run again")
         summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no nodes yet"
         return f"waiting for nodes: {summary}"
 

@@ -126,7 +126,8 @@ class LoopbackBearerPolicy(BearerTokenCredentialPolicy):  # type: ignore[type-ar
 
 #: The one retry policy of every Batch request, azure-core's: 408, 429 (honouring Retry-After) and
 #: 5xx answers and dropped connections, at most 8 times, backing off 0.5 s, 1 s, 2 s ... to 30 s.
-RETRY: dict[str, Any] = {"retry_total": 8, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+RETRY: dict[str, Any] = {"retry_total": 8, "retry_connect": 8, "retry_read": 8, "retry_status": 8,
+                         "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
 #: Per request, for the POSTs that are safe to send again because the resource's id makes a
 #: repeat harmless (PoolExists, JobExists, TaskExists are handled): azure-core retries only
 #: idempotent methods unless told.

@@ -13,7 +13,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from ...errors import EXIT_FAILED, BackendError
+from ...errors import BackendError
 from ...redact import redact
 from .config import AzureConfig
 
@@ -54,13 +54,11 @@ def translate_errors(config: AzureConfig, doing: str) -> Iterator[None]:
         service = _service(exc, config)
         raise BackendError(
             redact(f"{service} error while {doing}: {exc.status_code} {code}: {_message(exc)}"),
-            exit_code=EXIT_FAILED,
         ) from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise BackendError(
             redact(f"cannot reach Azure while {doing}: {exc.message}"),
             "check the endpoint and your network; transient failures were already retried",
-            exit_code=EXIT_FAILED,
         ) from None
 
 
