@@ -27,21 +27,24 @@ def console() -> Console:
 
 
 def validation_text(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:
-    """One line per problem, then a summary line."""
+    """One line per problem (and warning), then a summary line."""
     lines = [d.format() for _, diags in results for d in diags]
-    bad = sum(1 for _, diags in results if diags)
-    problems = sum(len(diags) for _, diags in results)
+    bad = sum(1 for _, diags in results if any(d.is_error for d in diags))
+    problems = sum(1 for _, diags in results for d in diags if d.is_error)
+    warnings = sum(1 for _, diags in results for d in diags if not d.is_error)
     files = len(results)
     noun = "file" if files == 1 else "files"
+    also = f", and {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
     if bad:
-        lines.append(f"{problems} problem{'s' if problems != 1 else ''} in {bad} of {files} {noun}")
+        lines.append(f"{problems} problem{'s' if problems != 1 else ''} in {bad} of {files} {noun}{also}")
     else:
-        lines.append(f"ok: {files} {noun} valid")
+        lines.append(f"ok: {files} {noun} valid{also}")
     return "\n".join(lines)
 
 
 def validation_json(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:
-    """A JSON list of ``{file, line, column, path, message}``, one per problem."""
+    """A JSON list of ``{file, line, column, path, message}``, one per problem (warnings also
+    have ``"severity": "warning"``)."""
     return json.dumps([d.as_dict() for _, diags in results for d in diags], indent=2, ensure_ascii=False)
 
 
