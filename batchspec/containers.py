@@ -209,9 +209,10 @@ class Runtime:
         return done.stdout.strip() or None if done.returncode == 0 else None
 
     def remove(self, name: str) -> None:
-        """Stop and remove a container, if it exists."""
+        """Kill and remove a container, if it exists (at once: no grace period)."""
+        now = ("--time", "0") if self.name == "podman" else ()  # docker's rm --force kills at once
         with contextlib.suppress(ContainerError):
-            self.command("rm", "--force", name)
+            self.command("rm", "--force", *now, name)
 
 
 def find_runtime(env: Mapping[str, str] | None = None) -> Runtime:
@@ -301,6 +302,12 @@ def _start_failure_code(message: str) -> str:
     return MISC_ERROR
 
 
+def _init_exec_failed(line: str) -> bool:
+    """Is this what the container's init (podman's catatonit, docker's tini) says when the
+    command cannot start?"""
+    return "failed to exec pid1" in line or ("tini" in line and "exec" in line and "failed" in line)
+
+
 def container_name(paths: TaskPaths) -> str:
     """The container of a task directory: one at a time, so one a killed run left is replaced."""
     return "batchspec-" + hashlib.sha256(str(paths.root).encode()).hexdigest()[:20]
@@ -367,12 +374,12 @@ class ContainerProcess:
         result = dataclasses.replace(self._process.run(timeout, on_start=on_start), start=start)
         if result.timed_out or result.stopped:
             self.runtime.remove(self.name)  # a command that ignored SIGTERM still runs in there
-        elif result.exit_code not in (0, None) and self.runtime.state(self.name) in ("created", "configured"):
-            # It never started: the runtime's error is the last line it wrote to stderr.
-            message = _last_error("\n".join(tail_lines(self.paths.stderr, 5)))
-            self.runtime.remove(self.name)
-            result = ProcessResult(None, False, False, start, time.time(), error=message,
-                                   failure_code=_start_failure_code(message))
+        elif result.exit_code not in (0, None):
+            message = self._start_failure()
+            if message is not None:
+                self.runtime.remove(self.name)
+                result = ProcessResult(None, False, False, start, time.time(), error=message,
+                                       failure_code=_start_failure_code(message))
         if self.on_container and self.container_id:
             self.on_container(self.container_id, "exited")
         return result
@@ -400,6 +407,16 @@ class ContainerProcess:
                                                 "invalid reference format", "repository name must")):
                 raise ContainerError(INVALID_IMAGE, message, self.image)
             raise ContainerError(INVALID_SETTINGS, message, self.image)
+
+    def _start_failure(self) -> str | None:
+        """Why the command never ran (the runtime's or the container init's last words), or None
+        when it ran and chose its exit code."""
+        tail = tail_lines(self.paths.stderr, 5)
+        if tail and _init_exec_failed(tail[-1]):  # the init ran, the command could not start
+            return tail[-1].strip()
+        if self.runtime.state(self.name) in ("created", "configured"):  # the container never started
+            return _last_error("\n".join(tail))
+        return None
 
     def _failed(self, start: float, exc: ContainerError) -> ProcessResult:
         with contextlib.suppress(OSError), self.paths.stderr.open("a") as err:
