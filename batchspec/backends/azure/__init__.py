@@ -106,6 +106,7 @@ class AzureBackend(Backend):
         self._sas: dict[tuple[str, str], str] = {}  # (container, permissions) -> SAS token
         self._expiry: datetime | None = None
         self.wave: _WaveWatch | None = None
+        self.registries: list[models.ContainerRegistryReference] = []  # the pool's logins, from the environment
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class AzureBackend(Backend):
             # Entra ID signs SAS URLs with a user delegation key: get it now, not after the pool.
             expiry = datetime.now(timezone.utc) + timedelta(hours=1)
             self.storage.container_sas(plan.outputs.container, ContainerSasPermissions(read=True), expiry)
+        self.registries = _registry_references(plan, self.options.env)  # their variables are set
         with self._errors("checking access to Azure Batch"), contextlib.suppress(ResourceNotFoundError):
             self.client.get_pool(plan.pool.id, select=["id"])  # not found is fine: reached, and let in
         ctx.info(f"Azure Batch account {self.config.batch_account} and storage account {self.storage.account_name} "
@@ -153,7 +155,7 @@ class AzureBackend(Backend):
             self.stage_inputs(plan, ctx)  # the start task's files need their URLs before the pool exists
         with self._errors(f"creating pool '{pool.id}'"):
             try:
-                options = pool_options(plan, self._urls(plan))
+                options = pool_options(plan, self._urls(plan), self.registries)
                 resend(lambda: self.client.create_pool(options))
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
                         else f"{pool.dedicated} dedicated + {pool.spot} spot")
@@ -170,6 +172,7 @@ class AzureBackend(Backend):
         if (existing.vm_size or "").lower() != plan.pool.vm_size.lower():
             ctx.warn(f"pool {plan.pool.id} has VM size {existing.vm_size}, the spec asks for {plan.pool.vm_size}")
         vm = existing.virtual_machine_configuration
+        _check_containers(plan, vm, ctx)
         image = vm.image_reference if vm else None
         wanted = plan.pool.image
         if image is not None and (
@@ -464,7 +467,8 @@ class AzureBackend(Backend):
             return task_options(plan, item, self.urls, self.fingerprints[item.id])
         if isinstance(item, tuple):
             return task_options(plan, item[0], self.urls, self.fingerprints[item[0].id], item[1])
-        return gate_options(item)
+        # Gates wait for a merge's inputs; on a container pool they run in its image.
+        return gate_options(item, next((s.container for s in reversed(plan.stages) if s.container), None))
 
     def _dependencies(self, missing: Sequence[PlannedTask], ids: set[str],
                       in_job: Mapping[str, _JobTask]) -> tuple[list[list[_Item]], _WaveWatch]:
@@ -853,7 +857,41 @@ class AzureBackend(Backend):
         self.client.close()
 
 
-def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
+def _registry_references(plan: Plan, env: Mapping[str, str]) -> list[models.ContainerRegistryReference]:
+    """The pool's container registries, with logins read from the environment (BackendError when a
+    variable the spec names is not set: before anything is created)."""
+    if plan.pool.container is None or not plan.pool.container.registries:
+        return []
+    from ..registries import login  # only for specs with registries
+
+    references = []
+    for registry in plan.pool.container.registries:
+        credentials = login(registry, env)
+        identity = models.BatchNodeIdentityReference(resource_id=registry.identity) if registry.identity else None
+        references.append(models.ContainerRegistryReference(
+            registry_server=registry.server, identity_reference=identity,
+            username=credentials.username if credentials else None,
+            password=credentials.password if credentials else None))
+    return references
+
+
+def _check_containers(plan: Plan, vm: models.VirtualMachineConfiguration | None, ctx: RunContext) -> None:
+    """A reused pool must run containers when the tasks do (a pool's container configuration is
+    fixed when it is created); images it does not prefetch are pulled by the first task on each node."""
+    if plan.pool.container is None:
+        return
+    configuration = vm.container_configuration if vm else None
+    if configuration is None:
+        raise BackendError(f"pool '{plan.pool.id}' exists without a container configuration, and the tasks run in "
+                           "container images", "delete the pool (batchspec cleanup SPEC, with cleanup.pool: delete) "
+                           "or give the spec another pool.id; batchspec then creates it for containers")
+    missing = [i for i in plan.pool.container.images if i not in (configuration.container_image_names or [])]
+    if missing:
+        ctx.info(f"pool {plan.pool.id} does not prefetch {', '.join(missing)}: the first task on each node pulls it")
+
+
+def pool_options(plan: Plan, urls: Urls,
+                 registries: Sequence[models.ContainerRegistryReference] = ()) -> models.BatchPoolCreateOptions:
     pool = plan.pool
     start = None
     if pool.start_task is not None:
@@ -876,6 +914,10 @@ def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
                 publisher=pool.image.publisher, offer=pool.image.offer, sku=pool.image.sku, version=pool.image.version
             ),
             node_agent_sku_id=pool.node_agent_sku,
+            container_configuration=models.BatchContainerConfiguration(
+                type="dockerCompatible", container_image_names=list(pool.container.images) or None,
+                container_registries=list(registries) or None,
+            ) if pool.container is not None else None,
         ),
         target_dedicated_nodes=None if autoscale else pool.dedicated,
         target_low_priority_nodes=None if autoscale else pool.spot,
