@@ -256,7 +256,7 @@ class Planner:
         if self._pool_containers() is None:
             return ()
         warning = container_pool_warning(image.publisher, image.offer, image.sku)
-        return (f"{self.spec.where('$.pool.image')}: {warning}",) if warning else ()
+        return (f"{self.spec.where('$.pool.image')}: $.pool.image: {warning}",) if warning else ()
 
     def _inputs(self, inputs: Inputs) -> Inputs:
         def each(key: str, values: tuple[str, ...]) -> tuple[str, ...]:
