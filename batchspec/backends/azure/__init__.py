@@ -676,7 +676,7 @@ class AzureBackend(Backend):
             reported.add(task.id)
             info = task.execution_info
             failure = info.failure_info if info else None
-            reason = redact(f"{failure.code}: {failure.message}") if failure and failure.code else None
+            reason = redact(_failure_text(failure)) if failure and failure.code else None
             yield TaskFinished(
                 task.id, "failed", info.exit_code if info else None, None,
                 (info.retry_count or 0) + 1 if info else 1, reason, self._tail(plan.job_id, task.id),
@@ -717,7 +717,16 @@ class AzureBackend(Backend):
             if node.state == "starttaskfailed" and f"node:{node.id}" not in warned:
                 warned.add(f"node:{node.id}")
                 ctx.warn(self._start_task_failure(pool_id, node))
+            if node.state == "unusable" and node.errors and f"node:{node.id}" not in warned:
+                warned.add(f"node:{node.id}")
+                ctx.warn(f"node {node.id} is unusable: {_node_errors(node)}")
         broken = states.get("starttaskfailed", 0) + states.get("unusable", 0)
+        unusable = [n for n in nodes if n.state == "unusable" and n.errors]
+        if nodes and len(unusable) == len(nodes):
+            raise BackendError(f"every node of pool {pool_id} is unusable: {_node_errors(unusable[0])}",
+                               "for a container pool: check the images (pool.container, task.container) and the "
+                               "registry logins; then delete the pool (batchspec cleanup SPEC) and run again",
+                               exit_code=EXIT_FAILED)
         if nodes and broken == len(nodes):
             raise BackendError(f"the start task failed on every node of pool {pool_id}; no task can run",
                                "fix pool.start_task (its stderr is shown above), then delete the pool "
@@ -927,6 +936,23 @@ def pool_options(plan: Plan, urls: Urls,
         task_slots_per_node=pool.task_slots_per_node,
         start_task=start,
     )
+
+
+def _failure_text(failure: models.BatchTaskFailureInfo) -> str:
+    """A task's failureInfo: code and message, and the details that say more (the image and the
+    runtime's words for a container task, say)."""
+    details = "; ".join(f"{d.name}: {d.value}" for d in failure.details or []
+                        if d.name and d.value and d.value != failure.message)
+    return f"{failure.code}: {failure.message}" + (f" ({details})" if details else "")
+
+
+def _node_errors(node: models.BatchNode) -> str:
+    """A node's errors as the service reports them: code, message and details."""
+    texts = []
+    for error in node.errors or []:
+        details = "; ".join(f"{d.name}: {d.value}" for d in error.error_details or [] if d.name)
+        texts.append(f"{error.code}: {error.message or ''}" + (f" ({details})" if details else ""))
+    return redact("; ".join(texts))
 
 
 def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL) -> tuple[str, ...]:
