@@ -56,6 +56,8 @@ NO_RUNTIME = "ContainerRuntimeNotFound"
 #: Seconds a runtime command (other than a pull or a task) may take.
 COMMAND_TIMEOUT = 120.0
 PULL_TIMEOUT = 3600.0
+#: Seconds a failed pull is remembered: another pull of the image meanwhile fails the same way.
+FAILED_PULL_MEMORY = 10.0
 
 
 class ContainerError(Exception):
@@ -161,7 +163,15 @@ class Runtime:
         with _image_lock(image):
             found = self.image_id(image)  # another thread may have pulled it meanwhile
             if found is None:
-                self.pull(image, credentials)
+                key = (image, credentials.username if credentials else None)
+                failed = _failed_pulls.get(key)
+                if failed is not None and time.monotonic() - failed[0] < FAILED_PULL_MEMORY:
+                    raise failed[1]  # tasks and nodes starting together do not each wait out a registry
+                try:
+                    self.pull(image, credentials)
+                except ContainerError as exc:
+                    _failed_pulls[key] = (time.monotonic(), exc)
+                    raise
                 found = self.image_id(image)
         if found is None:
             raise ContainerError(INVALID_IMAGE, f"{image} was pulled but is not in the image store", image)
@@ -264,6 +274,8 @@ def _auth_environment(credentials: Credentials | None) -> Iterator[dict[str, str
 
 
 _image_locks: dict[str, threading.Lock] = {}
+#: (image, user) -> when its last pull failed, and why.
+_failed_pulls: dict[tuple[str, str | None], tuple[float, ContainerError]] = {}
 _image_locks_guard = threading.Lock()
 
 
