@@ -202,8 +202,8 @@ class Runtime:
                     run_options: Sequence[str], label: str) -> list[str]:
         """``create`` arguments: the runtime's options, Batch's (mounts, environment, working
         directory), then the task's own run options, the image and the command."""
-        args = ["create", "--name", name, "--rm", "--init", "--label", f"batchspec.task={label}", *self.options,
-                *self._user()]
+        args = ["create", "--name", name, "--rm", "--init", "--pull", "never", "--label", f"batchspec.task={label}",
+                *self.options, *self._user()]
         for mount in mounts:
             args += ["--mount", mount.argument()]
         for env_name in env_names:
@@ -369,7 +369,8 @@ class ContainerProcess:
         except ValueError as exc:
             return self._failed(start, ContainerError(INVALID_SETTINGS, f"container run options: {exc}"))
         try:
-            self.runtime.ensure_image(self.image, pull=self.pull, credentials=self.credentials)
+            if self.pull:  # else a missing image is create's error (it never pulls: --pull never)
+                self.runtime.ensure_image(self.image, pull=True, credentials=self.credentials)
             self._create(options)
         except ContainerError as exc:
             return self._failed(start, exc)
@@ -415,8 +416,10 @@ class ContainerProcess:
                 self.runtime.remove(self.name)
                 continue
             lowered = message.lower()
-            if any(word in lowered for word in ("image not known", "no such image", "manifest unknown",
-                                                "invalid reference format", "repository name must")):
+            if any(word in lowered for word in ("image not known", "no such image", "manifest unknown")):
+                raise ContainerError(INVALID_IMAGE, f"no such image on this machine: {self.image} ({message})",
+                                     self.image)
+            if "invalid reference format" in lowered or "repository name must" in lowered:
                 raise ContainerError(INVALID_IMAGE, message, self.image)
             raise ContainerError(INVALID_SETTINGS, message, self.image)
 

@@ -121,8 +121,8 @@ def test_task_values_pass_by_name_and_only_a_runtime_clash_is_spelled_out(tmp_pa
     process = ContainerProcess(runtime, image="img:1", argv=["/bin/bash", "-c", "true"], paths=paths, env=env,
                                mounts=[Mount(paths.root)], workdir=str(paths.wd), run_options="--memory 1g")
     process.run()
-    create = (tmp_path / "calls").read_text().split("---\n")[1].splitlines()
-    assert create[0] == "create" and "--rm" in create and "--init" in create
+    (create,) = [c.splitlines() for c in (tmp_path / "calls").read_text().split("---\n") if c.startswith("create")]
+    assert "--rm" in create and "--init" in create and create[create.index("--pull") + 1] == "never"
     assert "value-not-in-argv" not in create and "--env" in create and "SECRETISH" in create
     assert "PATH=/task/path" in create  # differs from the runtime's own PATH: given as a value
     assert create[create.index("--workdir") + 1] == str(paths.wd)
