@@ -75,6 +75,19 @@ def test_a_task_sees_what_a_batch_container_task_sees(tmp_path: Path, container_
     assert "container runtime: " in output and leftover_containers() == []
 
 
+def test_hostile_input_names_are_mounted_read_only_and_run_nothing(tmp_path: Path, container_image: str) -> None:
+    names = ['a,b:c "q".txt', "new\nline.txt", "$(touch pwned).txt", "-dash.txt"]
+    make_inputs(tmp_path, names)
+    spec = write(tmp_path, container_image, "cat <<input>> > <<stem>>.out; (echo x >> <<input>>) 2>/dev/null "
+                                            "&& echo WRITABLE >> <<stem>>.out || true", outputs=["<<stem>>.out"])
+    code, output = invoke(spec)
+    assert code == 0, output
+    for name in names:
+        assert (tmp_path / "out" / name.replace(".txt", ".out")).read_text() == "x\n"
+        assert (tmp_path / "inputs" / name).read_text() == "x\n"
+    assert not list(tmp_path.rglob("pwned"))
+
+
 def test_run_options_and_the_images_working_directory(tmp_path: Path, container_image: str) -> None:
     make_inputs(tmp_path, ["a.txt"])
     container = {"image": container_image, "options": "--hostname in-a-box --env FROM_OPTIONS=yes",

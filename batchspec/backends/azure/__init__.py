@@ -887,9 +887,12 @@ def _registry_references(plan: Plan, env: Mapping[str, str]) -> list[models.Cont
 def _check_containers(plan: Plan, vm: models.VirtualMachineConfiguration | None, ctx: RunContext) -> None:
     """A reused pool must run containers when the tasks do (a pool's container configuration is
     fixed when it is created); images it does not prefetch are pulled by the first task on each node."""
-    if plan.pool.container is None:
-        return
     configuration = vm.container_configuration if vm else None
+    if plan.pool.container is None:
+        if configuration is not None:
+            ctx.warn(f"pool {plan.pool.id} is a container pool and the tasks run in no image: Batch expects "
+                     "containerSettings on every task of a container pool (give task.container, or another pool.id)")
+        return
     if configuration is None:
         raise BackendError(f"pool '{plan.pool.id}' exists without a container configuration, and the tasks run in "
                            "container images", "delete the pool (batchspec cleanup SPEC, with cleanup.pool: delete) "
