@@ -103,7 +103,7 @@ class Pool:
     autoscale: Autoscale | None
     task_slots_per_node: int
     start_task: StartTask | None
-    container: PoolContainers | None = None
+    container: PoolContainers | None
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class TaskBody:
     expected_seconds: float | None = field(compare=False)
     env: dict[str, str]
     files: tuple[FileSource, ...]
-    container: Container | None = None
+    container: Container | None
 
 
 @dataclass(frozen=True)
