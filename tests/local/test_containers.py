@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +17,23 @@ from batchspec.cli import cli
 from batchspec.containers import find_runtime
 from tests.containers import leftover_containers
 
-from .conftest import POOL, make_inputs
+from .conftest import POOL, SpecWriter, make_inputs
 
 CONTAINER_POOL = {**POOL, "image": {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204"},
                   "node_agent_sku": "batch.node.ubuntu 22.04"}
 
 
-def write(tmp_path: Path, container: Any, command: str, *, outputs: list[str] | None = None,
-          **extra: Any) -> Path:
-    spec: dict[str, Any] = {
-        "batchspec": 1, "name": "job", "pool": CONTAINER_POOL, "inputs": {"path": "inputs/*"},
-        "task": {"container": container, "command": command, "outputs": outputs or []},
-        "outputs": {"download": "out"},
-    }
-    for key, value in extra.items():
-        if key in ("env", "timeout", "retries"):
-            spec["task"][key] = value
-        else:
-            spec[key] = value
-    path = tmp_path / "spec.yaml"
-    path.write_text(json.dumps(spec, indent=2))
-    return path
+Writer = Callable[..., Path]
+
+
+@pytest.fixture
+def write(write_spec: SpecWriter) -> Writer:
+    """A spec over inputs/* whose task runs in ``container`` on a container pool."""
+
+    def spec(container: Any, command: str, **extra: Any) -> Path:
+        return write_spec(command, container=container, pool=CONTAINER_POOL, **extra)
+
+    return spec
 
 
 def invoke(spec: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -51,11 +48,11 @@ def job_dir(spec: Path) -> Path:
     return found
 
 
-def test_a_task_sees_what_a_batch_container_task_sees(tmp_path: Path, container_image: str) -> None:
+def test_a_task_sees_what_a_batch_container_task_sees(tmp_path: Path, container_image: str, write: Writer) -> None:
     make_inputs(tmp_path, ["a.txt"])
     command = ("env | sort > env.txt; pwd > pwd.txt; cat <<input>> > copy.txt; "
                "(echo changed > <<input>>) 2> write.txt; echo shared > $AZ_BATCH_NODE_SHARED_DIR/s.txt")
-    spec = write(tmp_path, container_image, command, outputs=["env.txt", "pwd.txt", "copy.txt", "write.txt"],
+    spec = write(container_image, command, outputs=["env.txt", "pwd.txt", "copy.txt", "write.txt"],
                  env={"GREETING": "hello <<stem>>"}, job={"env": {"JOBWIDE": "1"}})
     code, output = invoke(spec, env={"AZURE_STORAGE_KEY": "must-not-leak", "HOST_ONLY": "no"})
     assert code == 0, output
@@ -75,10 +72,12 @@ def test_a_task_sees_what_a_batch_container_task_sees(tmp_path: Path, container_
     assert "container runtime: " in output and leftover_containers() == []
 
 
-def test_hostile_input_names_are_mounted_read_only_and_run_nothing(tmp_path: Path, container_image: str) -> None:
+def test_hostile_input_names_are_mounted_read_only_and_run_nothing(
+    tmp_path: Path, container_image: str, write: Writer,
+) -> None:
     names = ['a,b:c "q".txt', "new\nline.txt", "$(touch pwned).txt", "-dash.txt"]
     make_inputs(tmp_path, names)
-    spec = write(tmp_path, container_image, "cat <<input>> > <<stem>>.out; (echo x >> <<input>>) 2>/dev/null "
+    spec = write(container_image, "cat <<input>> > <<stem>>.out; (echo x >> <<input>>) 2>/dev/null "
                                             "&& echo WRITABLE >> <<stem>>.out || true", outputs=["<<stem>>.out"])
     code, output = invoke(spec)
     assert code == 0, output
@@ -88,11 +87,11 @@ def test_hostile_input_names_are_mounted_read_only_and_run_nothing(tmp_path: Pat
     assert not list(tmp_path.rglob("pwned"))
 
 
-def test_run_options_and_the_images_working_directory(tmp_path: Path, container_image: str) -> None:
+def test_run_options_and_the_images_working_directory(tmp_path: Path, container_image: str, write: Writer) -> None:
     make_inputs(tmp_path, ["a.txt"])
     container = {"image": container_image, "options": "--hostname in-a-box --env FROM_OPTIONS=yes",
                  "workdir": "image"}
-    spec = write(tmp_path, container, "cd $AZ_BATCH_TASK_WORKING_DIR; (pwd -P; hostname; echo $FROM_OPTIONS) "
+    spec = write(container, "cd $AZ_BATCH_TASK_WORKING_DIR; (pwd -P; hostname; echo $FROM_OPTIONS) "
                                       "> here.txt; echo $OLDPWD >> here.txt", outputs=["here.txt"])
     code, output = invoke(spec)
     assert code == 0, output
@@ -126,13 +125,13 @@ def test_stages_and_a_merge_in_images_produce_real_media(tmp_path: Path, contain
     assert probe_duration(out / "all.mp3") == pytest.approx(2.0, abs=0.2)
 
 
-def test_resume_keys_on_the_image_id_not_only_its_name(tmp_path: Path, container_image: str) -> None:
+def test_resume_keys_on_the_image_id_not_only_its_name(tmp_path: Path, container_image: str, write: Writer) -> None:
     runtime = find_runtime()
     tag = "localhost/batchspec-test-retag:1"
     assert runtime.command("tag", container_image, tag).returncode == 0
     try:
         make_inputs(tmp_path, ["a.txt", "b.txt"])
-        spec = write(tmp_path, tag, "echo ran >> $AZ_BATCH_NODE_SHARED_DIR/<<stem>>.log; cp <<input>> <<stem>>.out",
+        spec = write(tag, "echo ran >> $AZ_BATCH_NODE_SHARED_DIR/<<stem>>.log; cp <<input>> <<stem>>.out",
                      outputs=["<<stem>>.out"])
         assert invoke(spec)[0] == 0
         code, output = invoke(spec)
@@ -150,10 +149,10 @@ def test_resume_keys_on_the_image_id_not_only_its_name(tmp_path: Path, container
         runtime.command("rmi", "--force", tag)
 
 
-def test_a_failing_or_timed_out_task_in_a_container(tmp_path: Path, container_image: str) -> None:
+def test_a_failing_or_timed_out_task_in_a_container(tmp_path: Path, container_image: str, write: Writer) -> None:
     make_inputs(tmp_path, ["bad.txt", "slow.txt"])
     command = 'if [ <<stem>> = bad ]; then echo "broken here" >&2; exit 4; fi; trap "" TERM; sleep 60'
-    spec = write(tmp_path, container_image, command, timeout="2s")
+    spec = write(container_image, command, timeout="2s")
     code, output = invoke(spec)
     assert code == 1
     assert "exit code 4" in output and "broken here" in output
@@ -161,14 +160,14 @@ def test_a_failing_or_timed_out_task_in_a_container(tmp_path: Path, container_im
     assert leftover_containers() == []
 
 
-def test_clear_errors_before_any_task_runs(tmp_path: Path, container_image: str) -> None:
+def test_clear_errors_before_any_task_runs(tmp_path: Path, container_image: str, write: Writer) -> None:
     make_inputs(tmp_path, ["a.txt"])
-    missing = write(tmp_path, "127.0.0.1:1/batchspec/missing:1", "true")
+    missing = write("127.0.0.1:1/batchspec/missing:1", "true")
     code, output = invoke(missing)
     assert code == 2
     assert "error: image 127.0.0.1:1/batchspec/missing:1: cannot pull" in output and "hint:" in output
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("job-*/*/stdout.txt"))
-    spec = write(tmp_path, container_image, "true", requires=["ffmpeg", "sox"])
+    spec = write(container_image, "true", requires=["ffmpeg", "sox"])
     code, output = invoke(spec)
     assert code == 2 and f"image {container_image} has no sox" in output
     code, output = invoke(spec, env={"BATCHSPEC_CONTAINER_RUNTIME": "no-such-runtime"})
@@ -177,7 +176,7 @@ def test_clear_errors_before_any_task_runs(tmp_path: Path, container_image: str)
     assert "install podman" in output
 
 
-def test_an_image_without_bash_is_named(tmp_path: Path, container_image: str) -> None:
+def test_an_image_without_bash_is_named(tmp_path: Path, container_image: str, write: Writer) -> None:
     runtime = find_runtime()
     tag = "localhost/batchspec-test-nobash:1"
     made = runtime.command("create", *runtime.options, container_image, "/bin/true")
@@ -192,7 +191,7 @@ def test_an_image_without_bash_is_named(tmp_path: Path, container_image: str) ->
         assert build.returncode == 0, build.stderr
         assert runtime.command("commit", "batchspec-nobash", tag).returncode == 0
         make_inputs(tmp_path, ["a.txt"])
-        code, output = invoke(write(tmp_path, tag, "true"))
+        code, output = invoke(write(tag, "true"))
         assert code == 2 and f"image {tag}: " in output, output
         assert "hint: batchspec runs task commands with /bin/bash -c: use an image that has bash" in output
     finally:
