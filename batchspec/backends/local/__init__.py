@@ -57,6 +57,7 @@ from ...runner import (
     split_command_line,
     tail_lines,
 )
+from ...spec.model import Registry
 from ...spec.values import format_duration
 from ...supervisor import wait_for_lock
 from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave, note_reruns
@@ -650,7 +651,7 @@ class LocalBackend(Backend):
                 self._keep(plan, task, wd, False, fp)
 
 
-def _image_hint(code: str, image: str, registry: object) -> str:
+def _image_hint(code: str, image: str, registry: Registry | None) -> str:
     from ...containers import INVALID_REGISTRY, MISC_ERROR, NO_RUNTIME, PROGRAM_NOT_FOUND
 
     if code == PROGRAM_NOT_FOUND:
@@ -662,6 +663,9 @@ def _image_hint(code: str, image: str, registry: object) -> str:
         return ("the runtime could not start a container; where a sandbox refuses its defaults, set options for "
                 "every container, e.g. BATCHSPEC_CONTAINER_OPTIONS='--runtime runc --ulimit nofile=1024:1024 "
                 "--ulimit nproc=1024:1024'")
+    if registry is not None and registry.identity is not None:
+        return (f"registry {registry.server} logs in with a managed identity, which only Azure nodes have: log in here "
+                f"first (az acr login --name {registry.server.split('.')[0]}, or podman login / docker login)")
     if code == INVALID_REGISTRY or registry is not None:
         return "check the registry login (pool.container.registries) or log in with `podman login` / `docker login`"
     return f"build it here, or pull it first (podman pull {image}); a private registry needs pool.container.registries"
