@@ -181,8 +181,8 @@ class Runtime:
         """Start a container of ``image`` once, as tasks will (``/bin/bash -c``): raises
         ContainerError when none starts; returns which of ``tools`` the image lacks."""
         script = 'for t in "$@"; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done'
-        done = self.command("run", "--rm", *self.options, *self._user(), "--entrypoint", "/bin/bash", image,
-                            "-c", script, "probe", *tools)
+        done = self.command("run", "--rm", "--pull", "never", *self.options, *self._user(),
+                            "--entrypoint", "/bin/bash", image, "-c", script, "probe", *tools)
         if done.returncode != 0:
             message = _last_error(done.stderr)
             raise ContainerError(_start_failure_code(message), message, image)
