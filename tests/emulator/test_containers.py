@@ -141,12 +141,12 @@ def test_what_the_service_refuses_at_once(batch_client: BatchClient) -> None:
 
 def test_nodes_that_cannot_get_their_images_are_unusable(batch_client: BatchClient, emulator: Emulator,
                                                          container_image: str) -> None:
-    container_pool(batch_client, [container_image, "127.0.0.1:1/batchspec/missing:2"])
+    container_pool(batch_client, [container_image, "127.0.0.1:1/batchspec/missing:1"])
     (node,) = wait_nodes(batch_client, "pool", "unusable", 1, timeout=60)
     (error,) = node.errors or []
     assert error.code == "ContainerInvalidImage"
     details = {d.name: d.value for d in error.error_details or []}
-    assert details["ContainerImage"] == "127.0.0.1:1/batchspec/missing:2"
+    assert details["ContainerImage"] == "127.0.0.1:1/batchspec/missing:1"
     counts = {c.pool_id: c for c in batch_client.list_pool_node_counts()}
     assert counts["pool"].dedicated.unusable == 1  # type: ignore[union-attr]
 
