@@ -106,3 +106,36 @@ def test_a_pool_that_exists_without_containers_is_refused(tmp_path: Path, world:
     assert result.exit_code == 2
     assert "pool 'ffmpeg-container-pool' exists without a container configuration" in result.output
     assert not list(client.list_jobs())
+
+
+IDENTITY = ("/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/"
+            "batch-pull")
+
+
+def test_a_managed_identity_login_needs_the_pool_made_with_it(tmp_path: Path, world: AzureWorld,
+                                                             container_image: str) -> None:
+    registries = ("  # container:\n  #   registries: [{server: myregistry.azurecr.io, username_env: REGISTRY_USERNAME, "
+                  "password_env: REGISTRY_PASSWORD}]")
+    spec = container_spec(tmp_path, {"a": 1.0}, **{registries: (
+        f"  container:\n    registries: [{{server: myregistry.azurecr.io, identity: '{IDENTITY}'}}]")})
+    missing = world.run("run", str(spec), "--backend", "azure")
+    assert missing.exit_code == 2
+    assert f"registry login through managed identity {IDENTITY} needs pool 'ffmpeg-container-pool' to exist" \
+        in missing.output
+    assert "through Azure Resource Manager" in missing.output
+    client = batch_client(world.emulator)
+    assert not list(client.list_pools())
+    # As a pool made through Resource Manager would be (the Batch API itself cannot give one an identity).
+    client.create_pool(m.BatchPoolCreateOptions({
+        "id": "ffmpeg-container-pool", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 1,
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": [{"resourceId": IDENTITY}]},
+        "virtualMachineConfiguration": {
+            "imageReference": {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204"},
+            "nodeAgentSKUId": "batch.node.ubuntu 22.04",
+            "containerConfiguration": {
+                "type": "dockerCompatible", "containerImageNames": [container_image],
+                "containerRegistries": [{"registryServer": "myregistry.azurecr.io",
+                                         "identityReference": {"resourceId": IDENTITY}}]}}}))
+    result = world.run("run", str(spec), "--backend", "azure")
+    assert result.exit_code == 0, result.output
+    assert "reusing existing pool ffmpeg-container-pool" in result.output

@@ -20,7 +20,6 @@ stages.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import posixpath
 import time
@@ -140,8 +139,15 @@ class AzureBackend(Backend):
             expiry = datetime.now(timezone.utc) + timedelta(hours=1)
             self.storage.container_sas(plan.outputs.container, ContainerSasPermissions(read=True), expiry)
         self.registries = _registry_references(plan, self.options.env)  # their variables are set
-        with self._errors("checking access to Azure Batch"), contextlib.suppress(ResourceNotFoundError):
-            self.client.get_pool(plan.pool.id, select=["id"])  # not found is fine: reached, and let in
+        identities = [r.identity for r in (plan.pool.container.registries if plan.pool.container else ())
+                      if r.identity]
+        with self._errors("checking access to Azure Batch"):
+            try:
+                existing = self.client.get_pool(plan.pool.id, select=None if identities else ["id"])
+            except ResourceNotFoundError:  # reached, and let in
+                existing = None
+        if identities:
+            _check_identities(plan, existing, identities)
         ctx.info(f"Azure Batch account {self.config.batch_account} and storage account {self.storage.account_name} "
                  "reached")
 
@@ -882,6 +888,23 @@ def _registry_references(plan: Plan, env: Mapping[str, str]) -> list[models.Cont
             username=credentials.username if credentials else None,
             password=credentials.password if credentials else None))
     return references
+
+
+def _check_identities(plan: Plan, existing: models.BatchPool | None, identities: Sequence[str]) -> None:
+    """Registries that log in with a managed identity need a pool that has it: a pool gets one only
+    when created through Azure Resource Manager (the Batch API cannot give it one), so it must
+    exist, with the identity, before the run."""
+    how = (f"create pool '{plan.pool.id}' through Azure Resource Manager (portal, az, Bicep) with that "
+           "user-assigned identity and a container configuration; batchspec then reuses it")
+    if existing is None:
+        raise BackendError(f"registry login through managed identity {identities[0]} needs pool "
+                           f"'{plan.pool.id}' to exist with it, and it does not exist", how)
+    attached = {(i.resource_id or "").lower() for i in (existing.identity.user_assigned_identities or [])
+                } if existing.identity else set()
+    missing = [i for i in identities if i.lower() not in attached]
+    if missing:
+        raise BackendError(f"pool '{plan.pool.id}' does not have managed identity {missing[0]}, which "
+                           "pool.container.registries logs in with", how)
 
 
 def _check_containers(plan: Plan, vm: models.VirtualMachineConfiguration | None, ctx: RunContext) -> None:
