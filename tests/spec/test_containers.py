@@ -208,3 +208,11 @@ def test_batch_pool_and_task_objects(tmp_path: Path) -> None:
     plain = build_plan(load_spec(Path(__file__).resolve().parents[2] / "specs" / "mp4-to-mp3.yaml"))
     assert "containerConfiguration" not in pool_options(plain, URLS).as_dict()["virtualMachineConfiguration"]
     assert "containerSettings" not in task_options(plain, plain.tasks[0], URLS, "fp").as_dict()
+
+
+def test_a_password_written_in_the_spec_is_refused(tmp_path: Path) -> None:
+    text = edit(IN_IMAGE, "  nodes: {dedicated: 0, spot: 2}\n", "  nodes: {dedicated: 0, spot: 2}\n  container:\n"
+                "    registries: [{server: myacr.azurecr.io, username_env: U, password: hunter2}]\n")
+    found = problems(tmp_path, text)
+    assert ("$.pool.container.registries[0].password", "error",
+            "unknown key 'password'; did you mean 'password_env'?") in found
