@@ -4,9 +4,11 @@ The state machine (:mod:`batchspec.emulator.scheduler`) decides what runs where 
 exit means; this module only does the work, on a :class:`TaskRun` read from the state, and
 answers with an :class:`Outcome`. A task is launched by a :class:`Launcher`: the default
 :class:`ProcessLauncher` runs the command line as a process through :mod:`batchspec.runner`
-(the local backend's code); another launcher (a container runtime, say) can wrap the same argv,
-paths and environment without touching the state machine. :class:`Simulation` stands in for
-all of it in ``--simulate`` mode: nothing runs, each task takes a drawn duration.
+(the local backend's code); a task with ``containerSettings`` goes to the
+:class:`~batchspec.emulator.containers.ContainerLauncher`, which runs the same argv, paths and
+environment in its image through :mod:`batchspec.containers` (the local backend's code too).
+:class:`Simulation` stands in for all of it in ``--simulate`` mode: nothing runs, each task takes a
+drawn duration.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchspec.containers import PROGRAM_NOT_FOUND
 from batchspec.emulator.containers import ContainerLauncher, ContainerRun, container_failure
 from batchspec.emulator.storage import FileError, download_resource_files, upload_output_files
 from batchspec.emulator.wire import Json, failure_info
@@ -186,7 +189,7 @@ class NodeRunner:
     @staticmethod
     def finish(result: ProcessResult, run: TaskRun | None = None) -> Outcome:
         if result.error is not None:
-            if result.failure_code is not None and result.failure_code != "CommandProgramNotFound":
+            if result.failure_code is not None and result.failure_code != PROGRAM_NOT_FOUND:
                 image = str(run.container.settings.get("imageName") or "") if run and run.container else None
                 return Outcome(failure=container_failure(result.failure_code, result.error, image))
             return Outcome(failure=program_not_found(result.error))
