@@ -46,6 +46,7 @@ from batchspec.emulator.store import (
     requeue_body,
 )
 from batchspec.emulator.wire import (
+    TICKS_PER_SECOND,
     Json,
     duration_seconds,
     execution_info,
@@ -725,7 +726,8 @@ class Engine:
 
     def _assign(self, job: Job, task: Task, node: Node, pool: Pool, now: float) -> Attempt:
         ticks = self.clock.ticks()
-        attempt = Attempt(node_id=node.id, job_id=job.key, task_id=task.key, slots=task.slots, started_at=now)
+        attempt = Attempt(node_id=node.id, job_id=job.key, task_id=task.key, slots=task.slots, started_at=now,
+                          start_ticks=ticks)
         task.attempt = attempt
         task.node_id = node.id
         node.used_slots += task.slots
@@ -895,6 +897,8 @@ class Engine:
             self._push(now + interruption, event)
             return
 
+        attempt.end_ticks = attempt.start_ticks + int((end - now) * TICKS_PER_SECOND)
+
         def finish() -> None:
             if self._exited(attempt, outcome):
                 self._completed(attempt, outcome)
@@ -973,7 +977,7 @@ class Engine:
         succeeded = failure is None and outcome.exit_code == 0
         task.body["executionInfo"] = execution_info(
             startTime=info.get("startTime"),
-            endTime=iso(ticks),
+            endTime=iso(ticks if attempt.end_ticks is None else attempt.end_ticks),
             exitCode=outcome.exit_code,
             containerInfo=info.get("containerInfo"),
             failureInfo=failure,

@@ -53,6 +53,10 @@ class Attempt:
     process: TaskHandle | None = None
     stop_reason: str | None = None  # requeue | terminate | delete | shutdown
     started_at: float = 0.0  # service seconds
+    start_ticks: int = 0  # the startTime it reports
+    # A simulated attempt's drawn end: its endTime is exactly startTime + the drawn duration,
+    # however late the engine thread gets to the event on a loaded machine.
+    end_ticks: int | None = None
     released: bool = False  # its slots were freed: nothing more happens to it
 
     def stopped(self) -> bool:
