@@ -80,15 +80,16 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Report format; json prints a list of {file, line, column, path, message}.")
+              help="Report format; json prints a list of {file, line, column, path, message} (warnings "
+                   "also have severity: warning).")
 @click.option("--inputs", "with_inputs", is_flag=True,
               help="Also plan each valid spec against the input files present (clashing names, the task limit).")
 def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
     """Validate spec files against the schema and batchspec's rules.
 
     PATHS are files or directories (searched recursively for *.yaml, *.yml and *.json);
-    default: specs/. Exit 0 when every file is valid, 1 when any is invalid, 2 for a usage
-    error (such as a path that does not exist).
+    default: specs/. Exit 0 when every file is valid (warnings allowed), 1 when any is invalid,
+    2 for a usage error (such as a path that does not exist).
 
     \b
     Example:
@@ -110,7 +111,7 @@ def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
     if with_inputs:
         results = [(name, diags or plan_problems(Path(name), name)) for name, diags in results]
     click.echo(validation_json(results) if fmt == "json" else validation_text(results))
-    sys.exit(EXIT_FAILED if any(diags for _, diags in results) else EXIT_OK)
+    sys.exit(EXIT_FAILED if any(d.is_error for _, diags in results for d in diags) else EXIT_OK)
 
 
 @cli.command()
