@@ -20,7 +20,6 @@ stages.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import posixpath
