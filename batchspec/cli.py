@@ -91,7 +91,7 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
       batchspec validate specs/ --format json
     """
     from .report import validation_json, validation_text
-    from .spec import discover, validate_files
+    from .spec.validate import discover, validate_files
 
     targets = list(paths) or [Path("specs")]
     missing = [str(p) for p in targets if not p.exists()]

@@ -27,23 +27,26 @@ render must not alter the next's ``params``) is an error, never a crash or an es
 from __future__ import annotations
 
 import contextlib
-import difflib
 import itertools
 import re
 import shlex
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
-
-import jinja2
-import jinja2.meta
-import jinja2.nodes
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from .globs import escape as escape_glob
+
+if TYPE_CHECKING:
+    import jinja2
+    import jinja2.nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Jinja is imported when a template first needs it (blocks, filters, expressions): templates
+# that are text and plain ``<< name.attr >>`` lookups, nearly all of them, are validated and
+# rendered without it, and importing it costs more than validating a whole spec.
 
 
 class Raw(str):
@@ -81,9 +84,15 @@ def _text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    if isinstance(value, jinja2.Undefined):  # an unknown name, or what the sandbox refused
+    if _is_undefined(value):  # an unknown name, or what the sandbox refused
         value._fail_with_undefined_error()
     raise TemplateError(_not_a_value(value))
+
+
+def _is_undefined(value: Any) -> bool:
+    """Is ``value`` Jinja's stand-in for an unknown name (only Jinja, once imported, makes one)?"""
+    jinja = sys.modules.get("jinja2")
+    return jinja is not None and isinstance(value, jinja.Undefined)
 
 
 def _not_a_value(value: Any) -> str:
@@ -138,6 +147,9 @@ def _shell_quote(value: Any) -> Raw:
 
 
 def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     env = ImmutableSandboxedEnvironment(
         variable_start_string="<<",
         variable_end_string=">>",
@@ -155,10 +167,19 @@ def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
     return env
 
 
-SHELL_ENV = _make_env(_finalize_shell)
-TEXT_ENV = _make_env(_finalize_text)
-GLOB_ENV = _make_env(_finalize_glob)
-_GLOBALS = dict(SHELL_ENV.globals)  # range, dict, ... (the same in both environments)
+#: The finalize function of each environment: how a value becomes text in its kind of field.
+_FINALIZE: dict[str, Callable[[Any], str]] = {"shell": _finalize_shell, "text": _finalize_text,
+                                              "glob": _finalize_glob}
+
+
+@cache
+def environment(kind: str) -> ImmutableSandboxedEnvironment:
+    """The Jinja environment of a kind of field: "shell", "text" or "glob" (made on first use)."""
+    return _make_env(_FINALIZE[kind])
+
+
+#: Names Jinja defines in every environment (range, dict, ...): a template may use them.
+JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace"})
 
 
 class TemplateError(Exception):
@@ -168,6 +189,21 @@ class TemplateError(Exception):
         super().__init__(message)
         self.message = message
         self.line = line
+
+
+def _template_error(exc: Exception) -> TemplateError | None:
+    """The message for an error raised while rendering (None: not a template's fault)."""
+    jinja = sys.modules.get("jinja2")  # a Jinja error can only come from Jinja, once imported
+    if jinja is not None:
+        if isinstance(exc, jinja.UndefinedError):
+            return TemplateError(f"undefined variable: {exc.message}")
+        if isinstance(exc, jinja.exceptions.SecurityError):
+            return TemplateError(f"not allowed in a template: {exc}")
+        if isinstance(exc, jinja.TemplateError):
+            return TemplateError(str(exc), getattr(exc, "lineno", None))
+    if isinstance(exc, TypeError | ValueError | ArithmeticError | LookupError):
+        return TemplateError(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 # A template that is only text and ``<< name >>`` / ``<< name.attr >>`` substitutions (nearly
@@ -183,48 +219,61 @@ class Template:
 
     source: str
     shell: bool
-    _template: jinja2.Template
+    _template: jinja2.Template | None  # Jinja's compiled template; None on the fast path
     _parts: tuple[_Part, ...] | None  # the fast path, when the template is simple enough
     _slots: tuple[Slot, ...] = ()  # shell fast path: the shell context of each substitution
+    kind: str = "text"  # the environment: "shell", "text" or "glob"
     # Derived from _parts: the text as a str.format string with one {} per substitution.
     _format: str = field(init=False, repr=False, compare=False)
     _subs: tuple[_Sub, ...] = field(init=False, repr=False, compare=False)
     _finalize: Callable[[Any], str] = field(init=False, repr=False, compare=False)
+    # Shell fast path: each value's quoting, when no value's word can start with another's.
+    _quoters: tuple[Callable[[Any], str], ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = self._parts or ()
         text = "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "{}" for p in parts)
         object.__setattr__(self, "_format", text)
         object.__setattr__(self, "_subs", tuple(p for p in parts if not isinstance(p, str)))
-        object.__setattr__(self, "_finalize", self._template.environment.finalize)
+        object.__setattr__(self, "_finalize", _FINALIZE[self.kind])
+        quoters = None
+        if self.shell and not any(slot.word_start for slot in self._slots):
+            quoters = tuple(_quoter(slot) for slot in self._slots)
+        object.__setattr__(self, "_quoters", quoters)
 
     def render(self, variables: dict[str, Any]) -> str:
         """Render with ``variables`` (Jinja's globals such as ``range`` are added as needed)."""
         try:
             if self._parts is None:
                 out = self._render_jinja(variables)
+            elif self._quoters is not None:
+                out = self._format.format(*[q(v) for q, v in zip(self._quoters, self._values(variables),
+                                                                   strict=True)])
             elif self.shell:
                 out = self._format.format(*shell_values(self._values(variables), self._slots))
             else:
                 finalize = self._finalize
                 out = self._format.format(*[finalize(v) for v in self._values(variables)])
-        except jinja2.UndefinedError as exc:
-            raise TemplateError(f"undefined variable: {exc.message}") from None
-        except jinja2.exceptions.SecurityError as exc:
-            raise TemplateError(f"not allowed in a template: {exc}") from None
-        except jinja2.TemplateError as exc:
-            raise TemplateError(str(exc), getattr(exc, "lineno", None)) from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        except TemplateError:
+            raise
+        except Exception as exc:
+            error = _template_error(exc)
+            if error is None:
+                raise
+            raise error from None
         if self.shell and "\x00" in out:
             raise TemplateError("the rendered command contains a NUL character")
         return out
 
     def _render_jinja(self, variables: dict[str, Any]) -> str:
+        from jinja2.runtime import Context
+
         template = self._template
+        assert template is not None
+        env = template.environment
         # One merged dict as the context's parent: Template.render copies the globals ChainMap
         # into fresh dicts and sets on every call.
-        context = Context(template.environment, {**_GLOBALS, **variables}, template.name, template.blocks)
+        context = Context(env, {**env.globals, **variables}, template.name, template.blocks)
         if not self.shell:
             return "".join(template.root_render_func(context))
         # Values come out as placeholders; once the whole command is known, each is quoted for
@@ -241,18 +290,20 @@ class Template:
         return "".join(itertools.chain.from_iterable(itertools.zip_longest(texts, quoted, fillvalue="")))
 
     def _values(self, variables: Mapping[str, Any]) -> list[Any]:
-        getattr_ = self._template.environment.getattr
         values: list[Any] = []
         for name, attrs in self._subs:
             try:
                 value = variables[name]
             except KeyError:
-                raise jinja2.UndefinedError(f"'{name}' is undefined") from None
+                raise TemplateError(f"undefined variable: '{name}' is undefined") from None
             for attr in attrs:
                 # A Namespace key is user data, never a Python internal: no sandbox check needed.
-                value = value[attr] if type(value) is Namespace and attr in value else getattr_(value, attr)
-            if isinstance(value, jinja2.Undefined):
-                value._fail_with_undefined_error()
+                if type(value) is Namespace and attr in value:
+                    value = value[attr]
+                else:  # anything else goes through the sandbox, as in Jinja's own rendering
+                    value = environment(self.kind).getattr(value, attr)
+                    if _is_undefined(value):
+                        value._fail_with_undefined_error()
             values.append(value)
         return values
 
@@ -383,6 +434,22 @@ def shell_values(values: Iterable[Any], slots: tuple[Slot, ...]) -> list[str]:
         plain.append(text)
         out.append(quote_value(text, slot))
     return out
+
+
+def _quoter(slot: Slot) -> Callable[[Any], str]:
+    """:func:`shell_values` for one value whose slot no other value shares a word with."""
+    begins_word = slot.word_start is not None
+    plain_word = slot.context == WORD and slot.problem is None and not slot.numeric
+
+    def quoted(value: Any) -> str:
+        if isinstance(value, Raw):
+            return str.__str__(value)
+        text = value if type(value) is str else _text(value)
+        if begins_word and isinstance(value, PathValue) and needs_dot_slash(text):
+            text = "./" + text
+        return shlex.quote(text) if plain_word else quote_value(text, slot)
+
+    return quoted
 
 
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "fish", "su", "runuser"})
@@ -792,12 +859,29 @@ def scan_shell(texts: Iterable[str]) -> list[Slot]:
 def check_shell(source: str) -> list[VariableProblem]:
     """Values of a command template that would land where they cannot be quoted (see
     :class:`Slot`), found from the spec's text (``<% %>`` blocks are read as empty)."""
+    simple = lex_simple(source)
+    texts, tags = simple if simple is not None else _lex_shell(source)
+    problems: list[VariableProblem] = []
+    for slot, (line, expr) in zip(scan_shell(texts), tags, strict=False):
+        if re.search(r"\|\s*(raw|quote)\s*$", expr):
+            continue  # the author asked for the text as it is
+        if slot.problem:
+            token = expr.split("|")[0].strip() or expr
+            problems.append(VariableProblem(f"<< {expr} >> {slot.problem}", line, token))
+    return problems
+
+
+def _lex_shell(source: str) -> tuple[list[str], list[tuple[int, str]]]:
+    """The literal texts and the (line, expression) of each ``<< >>`` of a template, by Jinja's
+    lexer (blocks read as empty; nothing when the template does not lex)."""
+    import jinja2
+
     texts = [""]
     tags: list[tuple[int, str]] = []  # (line, expression) of each << >>
     expression: list[str] | None = None
     start = 1
     try:
-        for line, kind, value in SHELL_ENV.lex(source):
+        for line, kind, value in environment("shell").lex(source):
             if expression is not None:
                 if kind == "variable_end":
                     tags.append((start, "".join(expression).strip()))
@@ -810,19 +894,69 @@ def check_shell(source: str) -> list[VariableProblem]:
             elif kind == "variable_begin":
                 expression, start = [], line
     except jinja2.TemplateSyntaxError:
-        return []  # reported by check_variables
-    problems: list[VariableProblem] = []
-    for slot, (line, expr) in zip(scan_shell(texts), tags, strict=False):
-        if re.search(r"\|\s*(raw|quote)\s*$", expr):
-            continue  # the author asked for the text as it is
-        if slot.problem:
-            token = expr.split("|")[0].strip() or expr
-            problems.append(VariableProblem(f"<< {expr} >> {slot.problem}", line, token))
-    return problems
+        return [""], []  # reported by check_variables
+    return texts, tags
+
+
+# ``<< name >>`` and ``<< name.attr.attr >>``: what nearly every template consists of.
+_SIMPLE_TAG = re.compile(r"<<\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*>>")
+# Words the Jinja parser reads as constants or operators, never as variables.
+_JINJA_WORDS = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is",
+                          "if", "else"})
+_NEWLINE = re.compile(r"(\r\n|\r|\n)")  # Jinja's line breaks
+
+
+def lex_simple(source: str) -> tuple[list[str], list[tuple[int, str]]] | None:
+    """The literal texts and the (line, ``name.attr``) of each substitution of a template that
+    is only text and ``<< name.attr >>`` substitutions, read exactly as Jinja reads it (line
+    breaks as ``\\n``, a final one dropped); None for any other template, which Jinja reads.
+
+    Texts are one more than substitutions. No Jinja is imported or run.
+    """
+    if "<%" in source or "<#" in source:
+        return None
+    if "\r" in source or source.endswith("\n"):
+        lines = _NEWLINE.split(source)[::2]
+        if lines[-1] == "":
+            del lines[-1]
+        source = "\n".join(lines)
+    texts: list[str] = []
+    tags: list[tuple[int, str]] = []
+    end = 0
+    for tag in _SIMPLE_TAG.finditer(source):
+        text = source[end : tag.start()]
+        # Jinja starts a tag at the first "<<": "<<<x>>" is not text "<" and << x >>.
+        if "<<" in text or text.endswith("<"):
+            return None
+        expr = tag.group(1)
+        if any(word in _JINJA_WORDS for word in expr.split(".")):
+            return None
+        texts.append(text)
+        tags.append((source.count("\n", 0, tag.start()) + 1, expr))
+        end = tag.end()
+    rest = source[end:]
+    if "<<" in rest:
+        return None
+    texts.append(rest)
+    return texts, tags
+
+
+def _lexed_parts(texts: list[str], tags: list[tuple[int, str]]) -> tuple[_Part, ...]:
+    """:func:`lex_simple`'s result as template parts (text, and (name, attrs) substitutions)."""
+    parts: list[_Part] = []
+    for i, text in enumerate(texts):
+        if text:
+            parts.append(text)
+        if i < len(tags):
+            name, *attrs = tags[i][1].split(".")
+            parts.append((name, tuple(attrs)))
+    return tuple(parts)
 
 
 def _simple_parts(ast: jinja2.nodes.Template) -> tuple[_Part, ...] | None:
     """The parts of a text-and-substitutions template, or None when it needs Jinja proper."""
+    import jinja2.nodes
+
     if len(ast.body) != 1 or not isinstance(ast.body[0], jinja2.nodes.Output):
         return None if ast.body else ()
     parts: list[_Part] = []
@@ -848,21 +982,29 @@ def compile_template(source: str, *, shell: bool, glob: bool = False) -> Templat
     ``shell`` quotes values for a shell command; ``glob`` escapes glob characters in path
     values for an output pattern.
     """
-    env = SHELL_ENV if shell else GLOB_ENV if glob else TEXT_ENV
+    kind = "shell" if shell else "glob" if glob else "text"
     if shell and ("\x00" in source or "\x01" in source):
         raise TemplateError("the command contains a NUL or \\x01 character")
-    try:
-        parts = _simple_parts(env.parse(source))
-        template = env.from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
+    lexed = lex_simple(source)
+    template = None
+    if lexed is not None:  # text and plain lookups: no Jinja needed
+        parts: tuple[_Part, ...] | None = _lexed_parts(*lexed)
+    else:
+        import jinja2
+
+        env = environment(kind)
+        try:
+            parts = _simple_parts(env.parse(source))
+            template = env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
     slots: tuple[Slot, ...] = ()
     if shell and parts is not None:
         slots = tuple(scan_shell(_texts(parts)))
         for slot, sub in zip(slots, (p for p in parts if not isinstance(p, str)), strict=True):
             if slot.problem:
                 raise TemplateError(f"<< {'.'.join((sub[0], *sub[1]))} >> {slot.problem}")
-    return Template(source, shell, template, parts, slots)
+    return Template(source, shell, template, parts, slots, kind)
 
 
 def _texts(parts: tuple[_Part, ...]) -> list[str]:
@@ -908,7 +1050,11 @@ def check_variables(
     simple = _check_simple(source, known)
     if simple is not None:
         return simple
-    env = SHELL_ENV if shell else TEXT_ENV
+    import jinja2
+    import jinja2.meta
+    import jinja2.nodes
+
+    env = environment("shell" if shell else "text")
     try:
         ast = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -919,6 +1065,8 @@ def check_variables(
         table = env.filters if is_filter else env.tests
         kind = "filter" if is_filter else "test"
         if call.name not in table:
+            import difflib
+
             close = difflib.get_close_matches(call.name, sorted(table), n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(VariableProblem(f"unknown {kind} '{call.name}'{hint}", call.lineno, call.name))
@@ -952,29 +1100,18 @@ def check_variables(
     return problems
 
 
-# ``<< name >>`` and ``<< name.attr.attr >>``: what nearly every template consists of.
-_SIMPLE_TAG = re.compile(r"<<\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*>>")
-# Words the Jinja parser reads as constants or operators, never as variables.
-_JINJA_WORDS = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is",
-                          "if", "else"})
-
-
 def _check_simple(source: str, known: Mapping[str, Collection[str] | None]) -> list[VariableProblem] | None:
     """:func:`check_variables` for a text-and-substitutions template without running Jinja's
     parser and compiler (most of the cost of validating a spec); None for any other template."""
-    if "<%" in source or "<#" in source:
-        return None
-    tags = list(_SIMPLE_TAG.finditer(source))
-    if "<<" in _SIMPLE_TAG.sub("", source):
+    lexed = lex_simple(source)
+    if lexed is None:
         return None
     uses: list[tuple[str, tuple[str, ...], int]] = []
-    for tag in tags:
-        name, *attrs = tag.group(1).split(".")
-        if name in _JINJA_WORDS or any(a in _JINJA_WORDS for a in attrs):
-            return None
-        uses.append((name, tuple(attrs), source.count("\n", 0, tag.start(1)) + 1))
+    for line, expr in lexed[1]:
+        head, *tail = expr.split(".")
+        uses.append((head, tuple(tail), line))
     problems: list[VariableProblem] = []
-    undeclared = {name for name, _, _ in uses if name not in _GLOBALS}
+    undeclared = {name for name, _, _ in uses if name not in JINJA_GLOBALS}
     first_line: dict[str, int] = {}
     for name, _, line in uses:
         first_line.setdefault(name, line)
@@ -1008,6 +1145,8 @@ def _unknown_key(name: str, attr: str, allowed: Collection[str], line: int) -> V
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
     """A "did you mean" hint, or the list of choices when nothing is close."""
+    import difflib
+
     options = sorted(choices)
     close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     if close:
@@ -1016,10 +1155,14 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
 
 
 def _names(ast: jinja2.nodes.Node) -> Iterator[jinja2.nodes.Name]:
+    import jinja2.nodes
+
     return ast.find_all(jinja2.nodes.Name)
 
 
 def _attr_name(node: jinja2.nodes.Node) -> str | None:
+    import jinja2.nodes
+
     if isinstance(node, jinja2.nodes.Getattr):
         return str(node.attr)
     if isinstance(node, jinja2.nodes.Getitem) and isinstance(node.arg, jinja2.nodes.Const):
