@@ -48,16 +48,31 @@ def handle_errors(func: F) -> F:
 
 class _Commands(click.Group):
     """The command group; the emulator's command is imported only when it is used (it pulls in
-    the HTTP server and the storage SDK, which every other command can do without)."""
+    the HTTP server and the storage SDK, which every other command can do without), and
+    ``--help`` lists it by its summary (tests check that it is the command's own)."""
 
-    lazy: ClassVar[dict[str, str]] = {"emulator": "batchspec.emulator.cli:emulator"}
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "emulator": ("batchspec.emulator.cli:emulator",
+                     "Run a local Azure Batch service that runs tasks for real (or simulates them), until Ctrl-C."),
+    }
+    _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module, _, name = self.lazy[cmd_name].partition(":")
+            target, summary = self.lazy[cmd_name]
+            if self._listing:
+                return click.Command(cmd_name, help=summary)
+            module, _, name = target.partition(":")
             command: click.Command = getattr(importlib.import_module(module), name)
             return command
         return super().get_command(ctx, cmd_name)
@@ -269,8 +284,8 @@ def logs(spec: Path, task: str | None, stream: str, attempt: int | None, follow:
       batchspec logs specs/mp4-to-mp3.yaml sample-3 --stream stderr --follow
     """
     from .backends import RunOptions
-    from .engine import make_reporter
     from .engine.observe import logs as show_logs
+    from .engine.reporters import make_reporter
 
     if task is not None and node is not None:
         raise click.UsageError("give TASK or --node, not both")
@@ -360,8 +375,8 @@ def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None,
       batchspec run specs/mp4-to-mp3.yaml --set bitrate=320k
     """
     from .backends import RunOptions
-    from .engine import make_reporter
-    from .engine import run as run_spec
+    from .engine.reporters import make_reporter
+    from .engine.run import run as run_spec
 
     reporter = make_reporter(json_lines)
     options = RunOptions(env=_environment(azure), slots=slots, run_dir=run_dir, force=force, overwrite=overwrite)
@@ -388,7 +403,8 @@ def cleanup(spec: Path, backend: str, overrides: tuple[str, ...], run_dir: Path 
       batchspec cleanup specs/mp4-to-mp3.yaml --backend azure
     """
     from .backends import RunOptions
-    from .engine import make_reporter, remove
+    from .engine.reporters import make_reporter
+    from .engine.run import remove
 
     reporter = make_reporter(False)
     try:
