@@ -233,6 +233,12 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain data (what :meth:`to_json` writes)."""
+        out = self._head()
+        out["tasks"] = [_task_dict(t) for t in self.tasks]
+        return out
+
+    def _head(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the tasks."""
         out: dict[str, Any] = {
             "format": PLAN_FORMAT,
             "spec": self.spec_path,
@@ -253,7 +259,6 @@ class Plan:
             out["timeout_seconds"] = self.timeout_seconds
         out["stages"] = [_stage_dict(s) for s in self.stages]
         out["task_count"] = len(self.tasks)
-        out["tasks"] = [_task_dict(t) for t in self.tasks]
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -268,13 +273,12 @@ class Plan:
         out.writelines(self._json_chunks(2))
 
     def _json_chunks(self, indent: int) -> Iterator[str]:
-        head = self.to_dict()
-        del head["tasks"]
-        text = json.dumps(head, indent=indent, ensure_ascii=False)
+        text = json.dumps(self._head(), indent=indent, ensure_ascii=False)
         pad = " " * indent
         yield text[: text.rfind("}")].rstrip() + f',\n{pad}"tasks": ['
+        first, rest = f"\n{pad}{pad}", f",\n{pad}{pad}"
         for i, task in enumerate(self.tasks):
-            yield ("," if i else "") + f"\n{pad}{pad}" + json.dumps(_task_dict(task), ensure_ascii=False)
+            yield (rest if i else first) + task_json(task)
         yield f"\n{pad}]\n}}" if self.tasks else "]\n}"
 
     @classmethod
@@ -353,9 +357,14 @@ def _stage_from_dict(d: dict[str, Any], tasks: list[PlannedTask]) -> StagePlan:
 
 def _file_dict(f: InputFile) -> dict[str, Any]:
     out: dict[str, Any] = {"source": f.source, "path": f.path}
-    for key in ("container", "mode", "stage", "task"):
-        if getattr(f, key) is not None:
-            out[key] = getattr(f, key)
+    if f.container is not None:
+        out["container"] = f.container
+    if f.mode is not None:
+        out["mode"] = f.mode
+    if f.stage is not None:
+        out["stage"] = f.stage
+    if f.task is not None:
+        out["task"] = f.task
     if f.kind not in ("local", "blob"):  # those two are told apart by `container`
         out["kind"] = f.kind
     return out
@@ -385,6 +394,35 @@ def _task_dict(task: PlannedTask) -> dict[str, Any]:
     if task.origin and task.origin != task.id:
         out["origin"] = task.origin
     return out
+
+
+_text = json.encoder.encode_basestring  # a JSON string, as json.dumps(ensure_ascii=False) writes it
+
+
+def task_json(task: PlannedTask) -> str:
+    """``json.dumps(_task_dict(task), ensure_ascii=False)``, written straight from the task: a
+    large plan prints one of these per task, and a dict per task only to be thrown away costs
+    more than the rest of its line."""
+    inputs = ", ".join([_file_json(f) for f in task.inputs])
+    outputs = ", ".join([_text(o.pattern) if o.when == "success" and o.to is None
+                         else json.dumps(_output_value(o), ensure_ascii=False) for o in task.outputs])
+    line = f'{{"id": {_text(task.id)}, "command": {_text(task.command)}, '
+    if task.stage:
+        line += f'"stage": {_text(task.stage)}, '
+    line += f'"inputs": [{inputs}], "outputs": [{outputs}]'
+    if task.env:
+        line += ', "env": ' + json.dumps(dict(task.env), ensure_ascii=False)
+    if task.depends_on:
+        line += ', "depends_on": ' + json.dumps(list(task.depends_on), ensure_ascii=False)
+    if task.origin and task.origin != task.id:
+        line += f', "origin": {_text(task.origin)}'
+    return line + "}"
+
+
+def _file_json(f: InputFile) -> str:
+    if f.container is None and f.mode is None and f.stage is None and f.task is None and f.kind == "local":
+        return f'{{"source": {_text(f.source)}, "path": {_text(f.path)}}}'
+    return json.dumps(_file_dict(f), ensure_ascii=False)
 
 
 def _task_from_dict(d: dict[str, Any], first: str, limits: dict[str, tuple[int, int | None]]) -> PlannedTask:
