@@ -13,13 +13,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchspecError
 from .redact import redact
+
+if TYPE_CHECKING:
+    from .backends import RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -204,11 +207,19 @@ def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: s
       batchspec plan specs/mp4-to-mp3.yaml --set bitrate=320k --limit 5 --region westeurope
     """
     from .backends import RunOptions
+    from .plan import gc_paused
+
+    options = RunOptions(env=_environment(azure), run_dir=run_dir)
+    with gc_paused():  # the plan is freed before the collector could scan it
+        _show_plan(spec, overrides, fmt, limit, region, offline, backend, options)
+
+
+def _show_plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: str | None, offline: bool,
+               backend: str, options: RunOptions) -> None:
     from .engine.observe import plan_with_estimate
     from .observe.text import estimate_lines
     from .report import console, print_plan
 
-    options = RunOptions(env=_environment(azure), run_dir=run_dir)
     view = plan_with_estimate(spec, overrides, backend, options, offline=offline, region=region,
                               prices=fmt != "json")
     if fmt == "json":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import re
 import shlex
 import sys
@@ -227,8 +228,8 @@ class Template:
     _format: str = field(init=False, repr=False, compare=False)
     _subs: tuple[_Sub, ...] = field(init=False, repr=False, compare=False)
     _finalize: Callable[[Any], str] = field(init=False, repr=False, compare=False)
-    # Shell fast path: each value's quoting, when no value's word can start with another's.
-    _quoters: tuple[Callable[[Any], str], ...] | None = field(init=False, repr=False, compare=False)
+    # The whole render in one call, when every value can be read and quoted on its own.
+    _direct: Callable[[Mapping[str, Any]], str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = self._parts or ()
@@ -236,19 +237,31 @@ class Template:
         object.__setattr__(self, "_format", text)
         object.__setattr__(self, "_subs", tuple(p for p in parts if not isinstance(p, str)))
         object.__setattr__(self, "_finalize", _FINALIZE[self.kind])
-        quoters = None
-        if self.shell and not any(slot.word_start for slot in self._slots):
-            quoters = tuple(_quoter(slot) for slot in self._slots)
-        object.__setattr__(self, "_quoters", quoters)
+        direct = None
+        if self._parts is not None and not (self.shell and any(slot.word_start for slot in self._slots)):
+            finalizers = [_quoter(slot) for slot in self._slots] if self.shell else [self._finalize] * len(self._subs)
+            direct = _direct_render(text, [(_getter(*sub), f) for sub, f in zip(self._subs, finalizers, strict=True)])
+        object.__setattr__(self, "_direct", direct)
 
-    def render(self, variables: dict[str, Any]) -> str:
+    @property
+    def variables(self) -> frozenset[str] | None:
+        """The variables a rendering reads (None when Jinja renders it: not known ahead)."""
+        return None if self._parts is None else frozenset(name for name, _ in self._subs)
+
+    def render(self, variables: Mapping[str, Any]) -> str:
         """Render with ``variables`` (Jinja's globals such as ``range`` are added as needed)."""
+        if self._direct is not None:
+            try:
+                out = self._direct(variables)
+            except Exception:  # rendered again below, to report the error as every path does
+                pass
+            else:
+                if self.shell and "\x00" in out:
+                    raise TemplateError("the rendered command contains a NUL character")
+                return out
         try:
             if self._parts is None:
                 out = self._render_jinja(variables)
-            elif self._quoters is not None:
-                out = self._format.format(*[q(v) for q, v in zip(self._quoters, self._values(variables),
-                                                                   strict=True)])
             elif self.shell:
                 out = self._format.format(*shell_values(self._values(variables), self._slots))
             else:
@@ -265,7 +278,7 @@ class Template:
             raise TemplateError("the rendered command contains a NUL character")
         return out
 
-    def _render_jinja(self, variables: dict[str, Any]) -> str:
+    def _render_jinja(self, variables: Mapping[str, Any]) -> str:
         from jinja2.runtime import Context
 
         template = self._template
@@ -290,22 +303,22 @@ class Template:
         return "".join(itertools.chain.from_iterable(itertools.zip_longest(texts, quoted, fillvalue="")))
 
     def _values(self, variables: Mapping[str, Any]) -> list[Any]:
-        values: list[Any] = []
-        for name, attrs in self._subs:
-            try:
-                value = variables[name]
-            except KeyError:
-                raise TemplateError(f"undefined variable: '{name}' is undefined") from None
-            for attr in attrs:
-                # A Namespace key is user data, never a Python internal: no sandbox check needed.
-                if type(value) is Namespace and attr in value:
-                    value = value[attr]
-                else:  # anything else goes through the sandbox, as in Jinja's own rendering
-                    value = environment(self.kind).getattr(value, attr)
-                    if _is_undefined(value):
-                        value._fail_with_undefined_error()
-            values.append(value)
-        return values
+        return [self._value(name, attrs, variables) for name, attrs in self._subs]
+
+    def _value(self, name: str, attrs: tuple[str, ...], variables: Mapping[str, Any]) -> Any:
+        try:
+            value = variables[name]
+        except KeyError:
+            raise TemplateError(f"undefined variable: '{name}' is undefined") from None
+        for attr in attrs:
+            # A Namespace key is user data, never a Python internal: no sandbox check needed.
+            if type(value) is Namespace and attr in value:
+                value = value[attr]
+            else:  # anything else goes through the sandbox, as in Jinja's own rendering
+                value = environment(self.kind).getattr(value, attr)
+                if _is_undefined(value):
+                    value._fail_with_undefined_error()
+        return value
 
     def bind(self, constants: Mapping[str, Any]) -> Template:
         """This template with the substitutions that read only ``constants`` rendered once.
@@ -329,7 +342,7 @@ class Template:
                 bound: str | None = None
                 if part[0] in constants:
                     with contextlib.suppress(Exception):  # rendered again, and reported, per task
-                        (value,) = replace(self, _parts=(part,))._values(constants)
+                        value = self._value(*part, constants)
                         plain = _text(value)
                         bound = (shell_values([value], (self._slots[index],))[0] if self.shell
                                  else self._finalize(value))
@@ -346,6 +359,43 @@ class Template:
             else:
                 parts.append(text)
         return replace(self, _parts=tuple(parts), _slots=tuple(_renumber(s, fate) for s in slots))
+
+
+class _Indirect(Exception):
+    """A value that needs the sandbox's attribute lookup (see :meth:`Template._values`)."""
+
+
+def _getter(name: str, attrs: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
+    """Reads ``name.attr...`` from the variables when that is a plain lookup: the variable, then
+    Namespace keys (user data, never Python internals); anything else raises."""
+    if not attrs:
+        return operator.itemgetter(name)
+
+    def get(variables: Mapping[str, Any]) -> Any:
+        value = variables[name]
+        for attr in attrs:
+            if type(value) is not Namespace or attr not in value:
+                raise _Indirect
+            value = value[attr]
+        return value
+
+    return get
+
+
+def _direct_render(text: str, subs: list[tuple[Callable[[Mapping[str, Any]], Any], Callable[[Any], str]]]
+                   ) -> Callable[[Mapping[str, Any]], str]:
+    """A template's render as one function: ``text`` (a str.format string) filled with each
+    value read by its getter and made text by its finalizer (quoting, glob escapes)."""
+    fill = text.format
+    if not subs:
+        return lambda variables: fill()
+    if len(subs) == 1:
+        ((get0, fin0),) = subs
+        return lambda variables: fill(fin0(get0(variables)))
+    if len(subs) == 2:
+        (get0, fin0), (get1, fin1) = subs
+        return lambda variables: fill(fin0(get0(variables)), fin1(get1(variables)))
+    return lambda variables: fill(*[fin(get(variables)) for get, fin in subs])
 
 
 def _renumber(slot: Slot, fate: list[int | str]) -> Slot:
@@ -440,8 +490,13 @@ def _quoter(slot: Slot) -> Callable[[Any], str]:
     """:func:`shell_values` for one value whose slot no other value shares a word with."""
     begins_word = slot.word_start is not None
     plain_word = slot.context == WORD and slot.problem is None and not slot.numeric
+    quote = shlex.quote
 
     def quoted(value: Any) -> str:
+        if type(value) is PathValue and plain_word:  # a file name as a shell word: most values
+            if begins_word and (value[:1] == "-" or ":" in value.partition("/")[0]):  # needs_dot_slash
+                return quote("./" + value)
+            return quote(value)
         if isinstance(value, Raw):
             return str.__str__(value)
         text = value if type(value) is str else _text(value)

@@ -9,6 +9,7 @@ by line before it compares their costs.
 Run: ``python benchmarks/plan_baseline.py DIR [BITRATE]`` (bitrate default: 192k).
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -20,9 +21,7 @@ import sys
 def main() -> None:
     folder = sys.argv[1]
     bitrate = sys.argv[2] if len(sys.argv) > 2 else "192k"
-    with os.scandir(os.path.join(folder, "inputs")) as entries:
-        names = sorted(e.name for e in entries if e.name.endswith(".mp4") and not e.name.startswith(".")
-                       and e.is_file())
+    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(folder), "inputs", "*.mp4")))
     unsafe = re.compile(r"[^A-Za-z0-9_-]+")
     out = sys.stdout
     out.write('  "tasks": [')

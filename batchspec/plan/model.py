@@ -11,6 +11,7 @@ asks the planner to expand it then.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import posixpath
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, TypeVar
 
 from ..globs import escape, has_magic, literal_path, split_fixed
 from ..spec.model import Autoscale, Cleanup, Group, Image, Outputs, OutputWhen, Scalar
@@ -26,11 +27,36 @@ from .deps import longest
 
 PLAN_FORMAT = 1
 
+_T = TypeVar("_T")
+
+
+def _quick_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its slot
+    (what the generated one does too, after looking ``object.__setattr__`` up for every field).
+    For the classes a plan makes once per task: half their cost, a tenth of planning's."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {f"_set_{f.name}": cls.__dict__[f.name].__set__ for f in fields}
+    params = []
+    for f in fields:
+        assert f.default_factory is dataclasses.MISSING and f.init, f"{cls.__name__}.{f.name}"
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"\n    _set_{f.name}(self, {f.name})" for f in fields)
+    exec(f"def __init__(self, {', '.join(params)}):{body}", namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
 #: Where an input file comes from: a local path, a blob, every blob under a prefix, an http(s)
 #: URL, or an output of an earlier stage (as the backend keeps it).
 FileKind = Literal["local", "blob", "blobs", "url", "output"]
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class InputFile:
     """One file (or storage folder) a task needs in its working directory.
@@ -51,6 +77,7 @@ class InputFile:
     task: str | None = None
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Output:
     """An output rule of a task: files matching ``pattern`` (relative to the working
@@ -107,6 +134,7 @@ class Output:
         return self.to.rstrip("/") if self.to is not None else fixed
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class PlannedTask:
     id: str
@@ -403,9 +431,9 @@ def task_json(task: PlannedTask) -> str:
     """``json.dumps(_task_dict(task), ensure_ascii=False)``, written straight from the task: a
     large plan prints one of these per task, and a dict per task only to be thrown away costs
     more than the rest of its line."""
-    inputs = ", ".join([_file_json(f) for f in task.inputs])
-    outputs = ", ".join([_text(o.pattern) if o.when == "success" and o.to is None
-                         else json.dumps(_output_value(o), ensure_ascii=False) for o in task.outputs])
+    files, rules = task.inputs, task.outputs
+    inputs = _file_json(files[0]) if len(files) == 1 else ", ".join([_file_json(f) for f in files])
+    outputs = ", ".join([_output_json(o) for o in rules]) if len(rules) != 1 else _output_json(rules[0])
     line = f'{{"id": {_text(task.id)}, "command": {_text(task.command)}, '
     if task.stage:
         line += f'"stage": {_text(task.stage)}, '
@@ -417,6 +445,12 @@ def task_json(task: PlannedTask) -> str:
     if task.origin and task.origin != task.id:
         line += f', "origin": {_text(task.origin)}'
     return line + "}"
+
+
+def _output_json(o: Output) -> str:
+    if o.when == "success" and o.to is None:
+        return _text(o.pattern)
+    return json.dumps(_output_value(o), ensure_ascii=False)
 
 
 def _file_json(f: InputFile) -> str:
