@@ -392,15 +392,16 @@ class Planner:
         keep_origins = len(spec.stages) > 1
         tasks: list[PlannedTask] = []
         ids: dict[str, int] = {}  # casefolded id -> index of the task that has it
-        matrices = [Namespace(combo) for combo in combos]
+        pairs = [(combo, Namespace(combo)) for combo in combos]
         single = len(combos) == 1  # no matrix: the item's variables are the task's, not copied
         uses = None if keep_origins else render.uses
+        shared = base if uses is None else {k: v for k, v in base.items() if k in uses}
         try:
             for item in items:
-                item_vars = _path_variables(base, item, uses)
+                item_vars = _path_variables(shared, item, uses)
                 stem = item_vars["stem"] if "stem" in item_vars else _stem(item) if item.file else "item"
                 inputs = (item.file,) if item.file else ()
-                for combo, matrix in zip(combos, matrices, strict=True):
+                for combo, matrix in pairs:
                     index = len(tasks)
                     variables = item_vars if single else dict(item_vars)
                     variables["matrix"] = matrix

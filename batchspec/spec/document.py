@@ -16,6 +16,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.main import CParser  # type: ignore[attr-defined]  # None without ruamel.yaml.clib
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import Diagnostic
@@ -113,10 +114,51 @@ class _TooBig(Exception):
     pass
 
 
-def _yaml() -> YAML:
+def _yaml(*, pure: bool = True) -> YAML:
     # The "safe" pipeline: no comment bookkeeping (the round-trip loader's scanner costs about
     # twice as much). Duplicate keys and merge keys are handled while converting the nodes.
-    return YAML(typ="safe", pure=True)
+    # ``pure=False`` composes with libyaml's parser (ruamel.yaml.clib, when installed): a
+    # seventh of the time, the same nodes, tags and positions (tests compare both).
+    return YAML(typ="safe", pure=pure)
+
+
+def _compose(text: str) -> tuple[Node | None, Any]:
+    """The node tree of ``text`` and the constructor for its scalars. The C parser's when it
+    reads the text alike; anything it rejects is read again by the pure parser, whose errors
+    (and positions) are the ones reported, and so are the two things the parsers tell apart: a
+    ``%YAML`` directive (the pure parser honours 1.1) and an empty value (placed at the next
+    token by the pure parser, at the end of its key by libyaml)."""
+    if CParser is not None and not _DIRECTIVE.search(text):
+        fast = _yaml(pure=False)
+        try:
+            root = fast.compose(text)
+        except Exception:  # read again below, for the pure parser's message and position
+            root = None
+        if root is not None and not _has_empty_value(root):
+            return root, fast.constructor
+    yaml = _yaml()
+    return yaml.compose(text), yaml.constructor
+
+
+_DIRECTIVE = re.compile(r"^%", re.MULTILINE)
+
+
+def _has_empty_value(root: Node) -> bool:
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            if node.value == "" and not node.style:
+                return True
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, MappingNode):
+            stack.extend(item for pair in node.value for item in pair)
+    return False
 
 
 def read_document(path: Path, display: str | None = None) -> Document | Diagnostic:
@@ -162,9 +204,8 @@ def parse_document(raw: bytes, name: str) -> Document | Diagnostic:
     if (depth := _flow_depth(text)) > MAX_DEPTH:
         # Checked before parsing: the YAML scanner slows down sharply with flow nesting.
         return fail(f"document nests deeper than {MAX_DEPTH} levels ({depth} levels of [ and {{)")
-    yaml = _yaml()
     try:
-        root = yaml.compose(text)
+        root, constructor = _compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -182,7 +223,7 @@ def parse_document(raw: bytes, name: str) -> Document | Diagnostic:
         return fail(f"a spec must be a mapping of keys to values, not {article} {kind} value", 1, 1)
     doc = Document(name, None, lines=text.splitlines())
     try:
-        doc.data = _Converter(doc, yaml.constructor).value(root, (), 0)
+        doc.data = _Converter(doc, constructor).value(root, (), 0)
     except _TooBig as exc:
         return fail(str(exc))
     except _Invalid as exc:
