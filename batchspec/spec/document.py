@@ -16,7 +16,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.main import CParser  # type: ignore[attr-defined]  # None without ruamel.yaml.clib
+from ruamel.yaml.main import CParser  # type: ignore[attr-defined]
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import Diagnostic
@@ -28,6 +28,9 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 JsonPath = tuple[str | int, ...]
+
+#: libyaml's parser is there (ruamel.yaml.clib): specs are read with it.
+LIBYAML = CParser is not None
 
 
 def format_path(path: JsonPath) -> str:
@@ -128,7 +131,7 @@ def _compose(text: str) -> tuple[Node | None, Any]:
     (and positions) are the ones reported, and so are the two things the parsers tell apart: a
     ``%YAML`` directive (the pure parser honours 1.1) and an empty value (placed at the next
     token by the pure parser, at the end of its key by libyaml)."""
-    if CParser is not None and not _DIRECTIVE.search(text):
+    if LIBYAML and not _DIRECTIVE.search(text):
         fast = _yaml(pure=False)
         try:
             root = fast.compose(text)
