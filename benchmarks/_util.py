@@ -52,6 +52,10 @@ cleanup: {{job: delete, pool: keep, inputs: keep}}
 """
 
 
+#: The environment of measured children: they write bytecode, as an installed package has it.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 @dataclass(frozen=True)
 class Measured:
     seconds: float  # wall time of the child, measured by the parent
@@ -65,7 +69,7 @@ def run_child(argv: list[str], cwd: Path | None = None) -> Measured:
     the usage of that one child, not of the parent or other children)."""
     started = time.perf_counter()
     with open(os.devnull, "w") as devnull:
-        process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=devnull, text=True)
+        process = subprocess.Popen(argv, cwd=cwd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=devnull, text=True)
         assert process.stdout is not None
         stdout = process.stdout.read()
         process.stdout.close()

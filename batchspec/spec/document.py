@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.main import CParser  # type: ignore[attr-defined]
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
 
 from ..errors import Diagnostic
 
@@ -117,12 +118,30 @@ class _TooBig(Exception):
     pass
 
 
+class _Resolver12(VersionedResolver):
+    """YAML 1.2's resolver with its table of implicit tags looked up once. libyaml's parser
+    asks the resolver about every scalar, and ruamel finds the YAML version anew each time
+    (through exceptions): a fifth of reading a spec. The C path reads no ``%YAML`` directive
+    (those documents go to the pure parser), so its version is always 1.2."""
+
+    _table: Any = None
+
+    @property
+    def versioned_resolver(self) -> Any:
+        if _Resolver12._table is None:
+            _Resolver12._table = super().versioned_resolver
+        return _Resolver12._table
+
+
 def _yaml(*, pure: bool = True) -> YAML:
     # The "safe" pipeline: no comment bookkeeping (the round-trip loader's scanner costs about
     # twice as much). Duplicate keys and merge keys are handled while converting the nodes.
     # ``pure=False`` composes with libyaml's parser (ruamel.yaml.clib, when installed): a
     # seventh of the time, the same nodes, tags and positions (tests compare both).
-    return YAML(typ="safe", pure=pure)
+    yaml = YAML(typ="safe", pure=pure)
+    if not pure:
+        yaml.Resolver = _Resolver12
+    return yaml
 
 
 def _compose(text: str) -> tuple[Node | None, Any]:
