@@ -42,7 +42,7 @@ def _message(exc: HttpResponseError) -> str:
     return str(text).split("\nRequestId:")[0].splitlines()[0].strip()
 
 
-def resend(call: Callable[[], T], attempts: int = 5, sleep: Callable[[float], None] = time.sleep) -> T:
+def resend(call: Callable[[], T], attempts: int = 5, sleep: Callable[[float], None] | None = None) -> T:
     """Call ``call`` again when the connection drops before an answer arrives.
 
     azure-core retries such failures only for idempotent methods; our POSTs are safe to resend
@@ -54,7 +54,7 @@ def resend(call: Callable[[], T], attempts: int = 5, sleep: Callable[[float], No
         except ServiceResponseError:
             if attempt == attempts:
                 raise
-            sleep(min(8.0, 0.5 * 2**attempt))
+            (sleep or time.sleep)(min(8.0, 0.5 * 2**attempt))
     raise AssertionError("unreachable")
 
 
