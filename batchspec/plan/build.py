@@ -35,6 +35,7 @@ from .inputs import BlobLister, InputItem, PlanError, resolve_inputs
 from .model import InputFile, Output, Plan, PlannedPool, PlannedStartTask, PlannedTask, StagePlan
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_blake2b = hashlib.blake2b
 _MAX_ID = 64
 _HASH_CHARS = 8
 #: A matrix range longer than this is a mistake (a typo in a bound), not a job.
@@ -707,8 +708,7 @@ def _default_id(key: str, stem: str, combo: dict[str, Scalar]) -> str:
     if combo:
         key += "\0" + json.dumps(combo, sort_keys=True, default=str)
     readable = (_ID_UNSAFE.sub("_", stem).strip("_-") or "task")[: _MAX_ID - _HASH_CHARS - 1]
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=_HASH_CHARS // 2).hexdigest()
-    return f"{readable}-{digest}"
+    return f"{readable}-{_blake2b(key.encode('utf-8', 'surrogateescape'), digest_size=_HASH_CHARS // 2).hexdigest()}"
 
 
 def _stage_id(stage: str, readable: str, key: str, group: str) -> str:

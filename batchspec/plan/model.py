@@ -304,10 +304,12 @@ class Plan:
         text = json.dumps(self._head(), indent=indent, ensure_ascii=False)
         pad = " " * indent
         yield text[: text.rfind("}")].rstrip() + f',\n{pad}"tasks": ['
-        first, rest = f"\n{pad}{pad}", f",\n{pad}{pad}"
-        for i, task in enumerate(self.tasks):
-            yield (rest if i else first) + task_json(task)
-        yield f"\n{pad}]\n}}" if self.tasks else "]\n}"
+        tasks = self.tasks
+        between = f",\n{pad}{pad}"
+        for start in range(0, len(tasks), 1000):  # a thousand lines per chunk: fewer, larger writes
+            yield ("\n" + pad + pad if not start else between) + between.join(
+                [task_json(task) for task in tasks[start : start + 1000]])
+        yield f"\n{pad}]\n}}" if tasks else "]\n}"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
