@@ -116,9 +116,27 @@ def glob_files(base: Path, pattern: str, *, follow_links: bool = True) -> Iterat
     recursive = "**" in rest
     depth = rest.count("/") + 1
     dot_ok = any(seg.startswith(".") for seg in rest.split("/"))
+    if depth == 1 and not recursive:  # one directory's files (`inputs/*.mp4`): as _walk, names matched first
+        yield from _matching_files(str(root), regex, dot_ok, follow_links, f"{prefix}/" if prefix else "")
+        return
     for rel in _walk(str(root), "", depth, recursive, dot_ok, follow_links):
         if regex.match(rel):
             yield f"{prefix}/{rel}" if prefix else rel
+
+
+def _matching_files(root: str, regex: re.Pattern[str], dot_ok: bool, follow: bool, head: str) -> Iterator[str]:
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if (dot_ok or name[:1] != ".") and regex.match(name):
+            try:
+                if entry.is_file(follow_symlinks=follow) or (not follow and entry.is_symlink()):
+                    yield head + name
+            except OSError:
+                continue
 
 
 def _real_directories(base: Path, rel: str) -> bool:
