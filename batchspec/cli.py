@@ -97,12 +97,13 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Report format; json prints a list of {file, line, column, path, message}.")
+              help="Report format; json prints a list of {file, line, column, path, message} (warnings "
+                   "also have severity: warning).")
 def validate(paths: tuple[Path, ...], fmt: str) -> None:
     """Validate spec files against the schema and batchspec's rules.
 
     PATHS are files or directories (searched recursively for *.yaml, *.yml and *.json);
-    default: specs/. Exit 0 when every file is valid, 1 when any is invalid.
+    default: specs/. Exit 0 when every file is valid (warnings allowed), 1 when any is invalid.
 
     \b
     Example:
@@ -120,7 +121,7 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
         raise click.UsageError(f"no spec files (*.yaml, *.yml, *.json) under {', '.join(map(str, targets))}")
     results = validate_files(files)
     click.echo(validation_json(results) if fmt == "json" else validation_text(results))
-    sys.exit(EXIT_FAILED if any(diags for _, diags in results) else EXIT_OK)
+    sys.exit(EXIT_FAILED if any(d.is_error for _, diags in results for d in diags) else EXIT_OK)
 
 
 @cli.command()

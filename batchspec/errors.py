@@ -40,19 +40,28 @@ class Diagnostic:
     column: int  # 1-based; 0 when unknown
     path: str  # JSON path such as "$.pool.nodes.spot"
     message: str
+    severity: str = "error"  # or "warning": worth knowing, but the spec is valid
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
 
     def format(self) -> str:
         where = self.file if self.line == 0 else f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.path}: {self.message}"
+        label = "" if self.is_error else f"{self.severity}: "
+        return f"{where}: {self.path}: {label}{self.message}"
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "file": self.file,
             "line": self.line,
             "column": self.column,
             "path": self.path,
             "message": self.message,
         }
+        if not self.is_error:  # errors carry no severity, as before warnings existed
+            out["severity"] = self.severity
+        return out
 
 
 class SpecError(BatchspecError):

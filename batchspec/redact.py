@@ -29,6 +29,17 @@ _PATTERNS = [
 ]
 
 
+#: Secrets read at run time from variables the spec names (container registry passwords).
+_remembered: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Redact ``value`` from now on, wherever it appears (a registry password read from the
+    environment variable a spec names)."""
+    if len(value) >= 4:
+        _remembered.add(value)
+
+
 def redact(text: str, env: Mapping[str, str] | None = None) -> str:
     """``text`` with every secret we know of replaced by ``REDACTED``."""
     for pattern, replacement in _PATTERNS:
@@ -37,6 +48,9 @@ def redact(text: str, env: Mapping[str, str] | None = None) -> str:
     for name in SECRET_ENV:
         value = source.get(name)
         if value and len(value) >= 8 and value in text:
+            text = text.replace(value, "REDACTED")
+    for value in _remembered:
+        if value in text:
             text = text.replace(value, "REDACTED")
     return text
 

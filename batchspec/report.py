@@ -28,21 +28,24 @@ def console() -> Console:
 
 
 def validation_text(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:
-    """One line per problem, then a summary line."""
+    """One line per problem (and warning), then a summary line."""
     lines = [d.format() for _, diags in results for d in diags]
-    bad = sum(1 for _, diags in results if diags)
-    problems = sum(len(diags) for _, diags in results)
+    bad = sum(1 for _, diags in results if any(d.is_error for d in diags))
+    problems = sum(1 for _, diags in results for d in diags if d.is_error)
+    warnings = sum(1 for _, diags in results for d in diags if not d.is_error)
     files = len(results)
     noun = "file" if files == 1 else "files"
+    also = f", and {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
     if bad:
-        lines.append(f"{problems} problem{'s' if problems != 1 else ''} in {bad} of {files} {noun}")
+        lines.append(f"{problems} problem{'s' if problems != 1 else ''} in {bad} of {files} {noun}{also}")
     else:
-        lines.append(f"ok: {files} {noun} valid")
+        lines.append(f"ok: {files} {noun} valid{also}")
     return "\n".join(lines)
 
 
 def validation_json(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:
-    """A JSON list of ``{file, line, column, path, message}``, one per problem."""
+    """A JSON list of ``{file, line, column, path, message}``, one per problem (warnings also
+    have ``"severity": "warning"``)."""
     return json.dumps([d.as_dict() for _, diags in results for d in diags], indent=2, ensure_ascii=False)
 
 
@@ -84,6 +87,23 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def container_text(plan: Plan) -> str:
+    """Which image each stage's tasks run in, and what the pool's nodes pull as they start."""
+    assert plan.pool.container is not None
+    used: dict[str, list[str]] = {}
+    for stage in plan.stages:
+        if stage.container is not None:
+            c = stage.container
+            extra = "".join((f" {c.options}" if c.options else "", ", in the image's WORKDIR" if c.workdir == "image"
+                             else ""))
+            used.setdefault(c.image + extra, []).append(stage.name)
+    parts = [f"{image} ({', '.join(names)})" if len(plan.stages) > 1 else image for image, names in used.items()]
+    text = "tasks run in " + "; ".join(parts) if parts else "no task runs in an image"
+    registries = [r.server for r in plan.pool.container.registries]
+    text += f"; nodes pull {len(plan.pool.container.images)} image(s) as they start"
+    return text + (f", logging in to {', '.join(registries)}" if registries else "")
+
+
 def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -> None:
     """The human summary of a plan: job, pool, stages, task count, the ``cost`` lines (the
     estimate), and the first ``limit`` tasks."""
@@ -103,6 +123,8 @@ def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -
               f"{pool.task_slots_per_node} slot(s) per node, image {escape(image)}")
     if plan.params:
         out.print("[bold]params[/] " + escape(", ".join(f"{k}={v}" for k, v in plan.params.items())))
+    if pool.container is not None:
+        out.print("[bold]images[/] " + escape(container_text(plan)))
     if plan.files:
         out.print("[bold]files[/]  every task gets " + escape(", ".join(_file_text(f) for f in plan.files)))
     if plan.env or plan.timeout_seconds:

@@ -133,6 +133,7 @@ class ProcessResult:
     start: float  # time.time()
     end: float
     error: str | None = None  # why the program could not start
+    failure_code: str | None = None  # Batch's failureInfo code for it, when not CommandProgramNotFound
 
     @property
     def succeeded(self) -> bool:

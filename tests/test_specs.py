@@ -51,6 +51,11 @@ def check_mp3(path: Path) -> None:
     assert streams(path) == [audio(path)]
 
 
+def check_mp3_as_long_as_input(path: Path) -> None:
+    check_mp3(path)
+    assert probe_duration(path) == pytest.approx(SECONDS, abs=0.1)
+
+
 def check_wav(path: Path) -> None:
     description = audio(path)
     assert description.startswith("Audio: pcm_s16le") and "44100 Hz" in description
@@ -104,6 +109,7 @@ SECONDS = 1.5  # each generated input clip
 EXPECTED: dict[str, tuple[list[str], Callable[[str], list[str]], list[str], Callable[[Path], None]]] = {
     "mp4-to-mp3.yaml": ([], lambda s: [f"{s}.mp3"], [], check_mp3),
     "mp4-to-mp3-autoscale.yaml": ([], lambda s: [f"{s}.mp3"], [], check_mp3),
+    "mp4-to-mp3-container.yaml": ([], lambda s: [f"{s}.mp3"], [], check_mp3_as_long_as_input),
     "mp4-to-wav.yaml": ([], lambda s: [f"{s}.wav"], [], check_wav),
     "thumbnails.yaml": (["--set", "every=1"], lambda s: [f"{s}-0001.jpg", f"{s}-0002.jpg"], [], check_thumbnail),
     "h264-720p.yaml": ([], lambda s: [f"{s}-720p.mp4"], [], check_720p),
@@ -143,7 +149,11 @@ def test_spec_plans_over_the_sample_inputs(spec: Path) -> None:
     assert len(first) == len(samples) * (3 if loaded.matrix else 1)
     assert all("ffmpeg -hide_banner -y " in t.command for t in plan.tasks)
     assert plan.requires == ("ffmpeg",)
-    assert plan.pool.start_task is not None and "apt-get install -y ffmpeg" in plan.pool.start_task.command
+    if plan.pool.container is None:  # the node installs ffmpeg
+        assert plan.pool.start_task is not None and "apt-get install -y ffmpeg" in plan.pool.start_task.command
+    else:  # the image has it
+        assert plan.pool.start_task is None and plan.pool.container.images == ("localhost/batchspec-test-ffmpeg:1",)
+        assert all(s.container is not None for s in plan.stages)
     assert loaded.description and loaded.outputs.download == f"out/{loaded.name}"
     assert plan.outputs.container == f"{loaded.name}-output"
 
@@ -162,7 +172,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
-def test_spec_runs_end_to_end(spec: Path, media: Path, tmp_path: Path) -> None:
+def test_spec_runs_end_to_end(spec: Path, media: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if load_spec(spec).pool.container is not None or any(s.task.container for s in load_spec(spec).stages):
+        request.getfixturevalue("container_image")  # built here, and the runtime's options for this machine
     work = tmp_path / "job"
     (work / "inputs").mkdir(parents=True)
     for name in INPUTS:

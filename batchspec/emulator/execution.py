@@ -4,9 +4,11 @@ The state machine (:mod:`batchspec.emulator.scheduler`) decides what runs where 
 exit means; this module only does the work, on a :class:`TaskRun` read from the state, and
 answers with an :class:`Outcome`. A task is launched by a :class:`Launcher`: the default
 :class:`ProcessLauncher` runs the command line as a process through :mod:`batchspec.runner`
-(the local backend's code); another launcher (a container runtime, say) can wrap the same argv,
-paths and environment without touching the state machine. :class:`Simulation` stands in for
-all of it in ``--simulate`` mode: nothing runs, each task takes a drawn duration.
+(the local backend's code); a task with ``containerSettings`` goes to the
+:class:`~batchspec.emulator.containers.ContainerLauncher`, which runs the same argv, paths and
+environment in its image through :mod:`batchspec.containers` (the local backend's code too).
+:class:`Simulation` stands in for all of it in ``--simulate`` mode: nothing runs, each task takes a
+drawn duration.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchspec.containers import PROGRAM_NOT_FOUND
+from batchspec.emulator.containers import ContainerLauncher, ContainerRun, container_failure
 from batchspec.emulator.storage import FileError, download_resource_files, upload_output_files
 from batchspec.emulator.wire import Json, failure_info
 from batchspec.runner import ProcessResult, TaskPaths, TaskProcess, batch_environment, split_command_line
@@ -80,6 +84,7 @@ class TaskRun:
     linux: bool = True
     dedicated: bool = True
     seed_key: str = ""  # names the attempt for reproducible fault and simulation draws
+    container: ContainerRun | None = None  # it has containerSettings: it runs in that image
 
 
 @dataclass(frozen=True)
@@ -106,13 +111,13 @@ class TaskHandle(Protocol):
 class Launcher(Protocol):
     """Turns a command line's argv, a task directory and an environment into a task to run."""
 
-    def launch(self, argv: list[str], paths: TaskPaths, env: Mapping[str, str]) -> TaskHandle: ...
+    def launch(self, run: TaskRun, argv: list[str], paths: TaskPaths, env: Mapping[str, str]) -> TaskHandle: ...
 
 
 class ProcessLauncher:
     """Runs the task as a local process group (:class:`batchspec.runner.TaskProcess`)."""
 
-    def launch(self, argv: list[str], paths: TaskPaths, env: Mapping[str, str]) -> TaskHandle:
+    def launch(self, run: TaskRun, argv: list[str], paths: TaskPaths, env: Mapping[str, str]) -> TaskHandle:
         return TaskProcess(argv, paths, env)
 
 
@@ -125,6 +130,7 @@ class NodeRunner:
     nodes_root: Path
     auto_storage: str | None = None  # connection string of the account's auto-storage account
     launcher: Launcher = field(default_factory=ProcessLauncher)
+    containers: ContainerLauncher = field(default_factory=ContainerLauncher)  # tasks with containerSettings
 
     def node_root(self, node_id: str) -> Path:
         return self.nodes_root / node_id
@@ -177,11 +183,15 @@ class NodeRunner:
             return Outcome(failure=failure_info(
                 "usererror", "CommandLaunchFailed", "Failed to launch the specified command line.", Message=str(exc)
             ))
-        return self.launcher.launch(argv, paths, self.environment(run, paths))
+        launcher: Launcher = self.containers if run.container is not None else self.launcher
+        return launcher.launch(run, argv, paths, self.environment(run, paths))
 
     @staticmethod
-    def finish(result: ProcessResult) -> Outcome:
+    def finish(result: ProcessResult, run: TaskRun | None = None) -> Outcome:
         if result.error is not None:
+            if result.failure_code is not None and result.failure_code != PROGRAM_NOT_FOUND:
+                image = str(run.container.settings.get("imageName") or "") if run and run.container else None
+                return Outcome(failure=container_failure(result.failure_code, result.error, image))
             return Outcome(failure=program_not_found(result.error))
         return Outcome(exit_code=exit_status(result), timed_out=result.timed_out)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from batchspec import __version__
 from batchspec.emulator import autoscaling
+from batchspec.emulator.containers import ContainerRun
 from batchspec.emulator.dependencies import exit_options
 from batchspec.emulator.execution import NodeRunner, Outcome, Simulation, TaskHandle, TaskRun
 from batchspec.emulator.faults import FaultInjector
@@ -45,6 +46,7 @@ from batchspec.emulator.store import (
     requeue_body,
 )
 from batchspec.emulator.wire import (
+    TICKS_PER_SECOND,
     Json,
     duration_seconds,
     execution_info,
@@ -390,6 +392,15 @@ class Engine:
         node.body["certificateReferences"] = []
         node.body["nodeAgentInfo"] = {"lastUpdateTime": iso(ticks), "version": f"batchspec-emulator-{__version__}"}
         node.body.pop("startTaskInfo", None)
+        node.body.pop("errors", None)
+        if pool.containers is not None and self.simulation is None:
+            # A container pool's node gets its images before its start task or any task runs.
+            node.ready = False
+            launches.append((self._prefetch, (pool.id, node.id)))
+            return
+        self._booted(pool, node, launches)
+
+    def _booted(self, pool: Pool, node: Node, launches: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
         start = pool.body.get("startTask")
         if start and self.simulation is None:
             wait = start.get("waitForSuccess", True)
@@ -400,6 +411,30 @@ class Engine:
         else:
             node.ready = True
             self._set_node_state(node, "idle")
+
+    def _prefetch(self, pool_id: str, node_id: str) -> None:
+        """Pull a container pool's images onto a node that just booted (worker thread); a node
+        that cannot get them becomes unusable, with the error, as on the service."""
+        with self.state.lock:
+            pool = self.state.pools.get(pool_id.lower())
+            node = pool.nodes.get(node_id) if pool else None
+            if pool is None or node is None or pool.containers is None:
+                return
+            images = [str(i) for i in pool.containers.get("containerImageNames") or []]
+            logins = pool.logins
+        problem = self.runner.containers.prefetch(images, logins)
+        launches: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        with self.state.lock:
+            if node_id not in pool.nodes or node.body["state"] != "starting" or node.boot_at is not None:
+                return  # removed, or rebooting, meanwhile
+            if problem is not None:
+                node.body["errors"] = [problem]
+                self._set_node_state(node, "unusable")
+                self.state.touch()
+                return
+            self._booted(pool, node, launches)
+        for target, args in launches:
+            self._spawn(target, *args)
 
     def delete_pool(self, pool: Pool) -> None:
         ticks = self.clock.ticks()
@@ -691,7 +726,8 @@ class Engine:
 
     def _assign(self, job: Job, task: Task, node: Node, pool: Pool, now: float) -> Attempt:
         ticks = self.clock.ticks()
-        attempt = Attempt(node_id=node.id, job_id=job.key, task_id=task.key, slots=task.slots, started_at=now)
+        attempt = Attempt(node_id=node.id, job_id=job.key, task_id=task.key, slots=task.slots, started_at=now,
+                          start_ticks=ticks)
         task.attempt = attempt
         task.node_id = node.id
         node.used_slots += task.slots
@@ -752,6 +788,15 @@ class Engine:
         pool = self.state.pools.get(node.pool_id.lower())
         body = task.body
         info = body.get("executionInfo") or {}
+        container = None
+        if body.get("containerSettings"):
+            own = self.state.logins.get((job.key, task.key))
+            container = ContainerRun(
+                settings=body["containerSettings"],
+                pool_has_containers=pool is not None and pool.containers is not None,
+                node_root=self.runner.node_root(node.id),
+                logins=((own,) if own else ()) + (pool.logins if pool else ()),
+                on_container=lambda cid, state: self._container_info(attempt, cid, state))
         return TaskRun(
             job_id=job.id,
             task_id=task.id,
@@ -768,7 +813,20 @@ class Engine:
             linux=pool is None or not pool.windows,
             dedicated=node.dedicated,
             seed_key=f"{job.key}/{task.key}/{info.get('requeueCount', 0)}/{info.get('retryCount', 0)}",
+            container=container,
         )
+
+    def _container_info(self, attempt: Attempt, container_id: str, state: str) -> None:
+        """``executionInfo.containerInfo`` of the attempt's task as its container comes and goes."""
+        with self.state.lock:
+            job = self.state.jobs.get(attempt.job_id)
+            task = job.tasks.get(attempt.task_id) if job else None
+            if task is None or task.attempt is not attempt:
+                return
+            info = dict(task.body.get("executionInfo") or {})
+            info["containerInfo"] = {"containerId": container_id, "state": state}
+            task.body["executionInfo"] = execution_info(**info)
+            self.state.touch()
 
     # ---- a real attempt (worker thread)
 
@@ -817,7 +875,7 @@ class Engine:
             # A drawn preemption always happens: a task quicker than its draw is preempted as it
             # ends, before its completion reaches the service (it is requeued).
             self.preempt_node(attempt.node_id, attempt)
-        return self.runner.finish(result)
+        return self.runner.finish(result, run)
 
     # ---- a simulated attempt (engine thread)
 
@@ -838,6 +896,8 @@ class Engine:
             event: Callable[[], None] = lambda: self._interrupt(attempt, preempted=interruption == preempt)  # noqa: E731
             self._push(now + interruption, event)
             return
+
+        attempt.end_ticks = attempt.start_ticks + int((end - now) * TICKS_PER_SECOND)
 
         def finish() -> None:
             if self._exited(attempt, outcome):
@@ -917,8 +977,9 @@ class Engine:
         succeeded = failure is None and outcome.exit_code == 0
         task.body["executionInfo"] = execution_info(
             startTime=info.get("startTime"),
-            endTime=iso(ticks),
+            endTime=iso(ticks if attempt.end_ticks is None else attempt.end_ticks),
             exitCode=outcome.exit_code,
+            containerInfo=info.get("containerInfo"),
             failureInfo=failure,
             result="success" if succeeded else "failure",
             retryCount=info.get("retryCount", 0),

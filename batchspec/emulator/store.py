@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batchspec.containers import Credentials
 from batchspec.emulator.dependencies import Dependencies, exit_options
 from batchspec.emulator.wire import Clock, Json, execution_info, iso
 from batchspec.redact import redact
@@ -52,6 +53,10 @@ class Attempt:
     process: TaskHandle | None = None
     stop_reason: str | None = None  # requeue | terminate | delete | shutdown
     started_at: float = 0.0  # service seconds
+    start_ticks: int = 0  # the startTime it reports
+    # A simulated attempt's drawn end: its endTime is exactly startTime + the drawn duration,
+    # however late the engine thread gets to the event on a loaded machine.
+    end_ticks: int | None = None
     released: bool = False  # its slots were freed: nothing more happens to it
 
     def stopped(self) -> bool:
@@ -191,6 +196,15 @@ class Pool:
     auto_for_job: str | None = None
     autoscale_at: float | None = None  # service time of the next formula evaluation
     deallocation: str = "requeue"  # what a shrink does to running tasks
+    #: Its container registries' logins: kept in memory only (the body and snapshots never hold passwords).
+    logins: tuple[Credentials, ...] = ()
+
+    @property
+    def containers(self) -> Json | None:
+        """Its ``containerConfiguration``: its nodes run container tasks."""
+        vm = self.body.get("virtualMachineConfiguration") or {}
+        configuration = vm.get("containerConfiguration")
+        return configuration if isinstance(configuration, dict) else None
 
     @property
     def id(self) -> str:
@@ -222,6 +236,8 @@ class State:
         self.base_url = ""  # the endpoint entity URLs are built on (rebased when restored)
         self.version = 0  # bumped on every change, for the persister
         self.additions: Counter[str] = Counter()  # successful task adds per "job/task" (reliability checks)
+        #: Logins of tasks' own container registries, by (job key, task key): in memory only.
+        self.logins: dict[tuple[str, str], Credentials] = {}
         self._changed = threading.Condition(self.lock)
 
     # ---- bookkeeping
@@ -276,6 +292,7 @@ class State:
         job.counts.add(str(task.body["state"]), result, -1)
         job.slot_counts.add(str(task.body["state"]), result, -task.slots)
         job.tasks.pop(task.key, None)
+        self.logins.pop((job.key, task.key), None)
         job._sorted = None
         if job.uses_dependencies:
             job.pending.extend(job.deps.removed(task.key))
@@ -303,6 +320,8 @@ class State:
 
     def remove_job(self, job: Job) -> None:
         self.jobs.pop(job.key, None)
+        for login in [k for k in self.logins if k[0] == job.key]:
+            del self.logins[login]
         self.touch()
 
     # ---- persistence

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from batchspec import autoscale
+from batchspec.containers import Credentials
 from batchspec.emulator.dependencies import depends_on_problem
 from batchspec.emulator.errors import error, invalid_body, invalid_property, missing_property
 from batchspec.emulator.wire import (
@@ -272,10 +273,87 @@ def start_task(spec: object) -> Json:
     out["waitForSuccess"] = bool_("waitForSuccess", spec.get("waitForSuccess"), True)
     return out
 
+CONTAINER_TYPES = {"dockercompatible": "dockerCompatible", "cricompatible": "criCompatible"}
+WORKING_DIRECTORIES = {"taskworkingdirectory": "taskWorkingDirectory", "containerimagedefault": "containerImageDefault"}
+BIND_MOUNT_SOURCES = {s.lower(): s for s in ("Shared", "Startup", "VfsMounts", "Task", "JobPrep", "Applications")}
+
+
+def registry(spec: object, name: str = "registry") -> tuple[Json, Credentials | None]:
+    """A container registry as the service keeps it (never its password), and its login."""
+    if not isinstance(spec, dict):
+        raise invalid_property(name, spec, "The value must be an object.")
+    server = str(spec.get("registryServer") or "docker.io")
+    if spec.get("identityReference") is None and bool(spec.get("username")) != bool(spec.get("password")):
+        raise missing_property("password" if spec.get("username") else "username")
+    out = {k: v for k, v in spec.items() if k != "password"}  # passwords are never returned
+    login = Credentials(server, str(spec["username"]), str(spec["password"])) if spec.get("password") else None
+    return out, login
+
+
+def container_configuration(spec: object) -> tuple[Json, tuple[Credentials, ...]]:
+    """A pool's ``containerConfiguration`` as kept (registries without passwords), and its logins."""
+    if not isinstance(spec, dict):
+        raise invalid_property("containerConfiguration", spec, "The value must be an object.")
+    if not spec.get("type"):
+        raise missing_property("type")
+    kind = CONTAINER_TYPES.get(str(spec["type"]).lower())
+    if kind is None:
+        raise invalid_property("type", spec["type"], "The value must be dockerCompatible or criCompatible.")
+    out: Json = {"type": kind}
+    if spec.get("containerImageNames") is not None:
+        images = list_("containerImageNames", spec["containerImageNames"])
+        if not all(isinstance(i, str) and i.strip() for i in images):
+            raise invalid_property("containerImageNames", images, "Each image name must be a non-empty string.")
+        out["containerImageNames"] = images
+    logins: list[Credentials] = []
+    if spec.get("containerRegistries") is not None:
+        registries = []
+        for item in list_("containerRegistries", spec["containerRegistries"]):
+            kept, login = registry(item, "containerRegistries")
+            registries.append(kept)
+            logins += [login] if login else []
+        out["containerRegistries"] = registries
+    return out, tuple(logins)
+
+
+def container_settings(spec: object) -> tuple[Json, Credentials | None]:
+    """A task's ``containerSettings`` with the service's defaults (``workingDirectory``), and the
+    login of its own registry, if it names one."""
+    if not isinstance(spec, dict):
+        raise invalid_property("containerSettings", spec, "The value must be an object.")
+    if not spec.get("imageName"):
+        raise missing_property("imageName")
+    out: Json = {"imageName": spec["imageName"]}
+    if spec.get("containerRunOptions") is not None:
+        out["containerRunOptions"] = spec["containerRunOptions"]
+    login = None
+    if spec.get("registry") is not None:
+        out["registry"], login = registry(spec["registry"])
+    workdir = spec.get("workingDirectory") or "taskWorkingDirectory"
+    if str(workdir).lower() not in WORKING_DIRECTORIES:
+        raise invalid_property("workingDirectory", workdir,
+                               "The value must be taskWorkingDirectory or containerImageDefault.")
+    out["workingDirectory"] = WORKING_DIRECTORIES[str(workdir).lower()]
+    if spec.get("containerHostBatchBindMounts") is not None:
+        mounts = []
+        for entry in list_("containerHostBatchBindMounts", spec["containerHostBatchBindMounts"]):
+            source = str((entry or {}).get("source") or "") if isinstance(entry, dict) else ""
+            if source.lower() not in BIND_MOUNT_SOURCES:
+                raise invalid_property("source", source, "The value must be one of " +
+                                       ", ".join(BIND_MOUNT_SOURCES.values()) + ".")
+            mounts.append({**entry, "source": BIND_MOUNT_SOURCES[source.lower()]})
+        out["containerHostBatchBindMounts"] = mounts
+    for name, value in spec.items():
+        out.setdefault(name, value)
+    return out, login
+
+
 def vm_config(vm: object) -> Json:
     if not isinstance(vm, dict):
         raise missing_property("virtualMachineConfiguration")
     out = dict(vm)
+    if out.get("containerConfiguration") is not None:
+        out["containerConfiguration"] = container_configuration(out["containerConfiguration"])[0]
     image = out.get("imageReference")
     if isinstance(image, dict) and image.get("virtualMachineImageId"):
         image_id = str(image["virtualMachineImageId"])

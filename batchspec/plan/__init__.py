@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from .build import OutputIndex, Planner, build_plan, gc_paused, parse_overrides, resolve_params
 from .inputs import BlobLister, EmptyInputError, PlanError
-from .model import InputFile, Output, Plan, PlannedPool, PlannedStartTask, PlannedTask, StagePlan
+from .model import (
+    InputFile,
+    Output,
+    Plan,
+    PlannedContainer,
+    PlannedPool,
+    PlannedPoolContainers,
+    PlannedStartTask,
+    PlannedTask,
+    StagePlan,
+)
 
 __all__ = [
     "BlobLister",
@@ -20,7 +30,9 @@ __all__ = [
     "OutputIndex",
     "Plan",
     "PlanError",
+    "PlannedContainer",
     "PlannedPool",
+    "PlannedPoolContainers",
     "PlannedStartTask",
     "PlannedTask",
     "Planner",

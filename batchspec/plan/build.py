@@ -29,10 +29,20 @@ from ruamel.yaml.error import YAMLError
 from ..globs import compile_glob, has_magic, literal_head, normalize
 from ..spec.model import Axis, FileSource, Inputs, Param, Scalar, Spec, Stage, TaskBody
 from ..spec.validate import output_pattern_problem, param_value_problem, parse_range, relative_path_problem
-from ..spec.values import batch_id_problem, container_problem
+from ..spec.values import batch_id_problem, container_pool_warning, container_problem, image_problem
 from ..templating import Namespace, PathValue, Template, TemplateError, compile_template
 from .inputs import BlobLister, InputItem, PlanError, resolve_inputs
-from .model import InputFile, Output, Plan, PlannedPool, PlannedStartTask, PlannedTask, StagePlan
+from .model import (
+    InputFile,
+    Output,
+    Plan,
+    PlannedContainer,
+    PlannedPool,
+    PlannedPoolContainers,
+    PlannedStartTask,
+    PlannedTask,
+    StagePlan,
+)
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _blake2b = hashlib.blake2b
@@ -168,7 +178,7 @@ class Planner:
             files=self._files("$.files", spec.files, self.constants, "the job"),
             env=tuple((k, self._text(f"$.job.env.{k}", v)) for k, v in spec.job.env.items()),
             timeout_seconds=spec.job.timeout_seconds,
-            warnings=tuple(warnings),
+            warnings=tuple(warnings) + self._pool_warnings(),
         )
         self.plan = self.expand(plan, {})
 
@@ -212,11 +222,43 @@ class Planner:
             dedicated=self._count("$.pool.nodes.dedicated", pool.dedicated),
             spot=self._count("$.pool.nodes.spot", pool.spot),
             autoscale=pool.autoscale, task_slots_per_node=pool.task_slots_per_node, start_task=start,
+            container=self._pool_containers(),
         )
         if planned.autoscale is None and planned.dedicated + planned.spot == 0:
             raise PlanError(f"{self.spec.where('$.pool.nodes')}: the pool has no nodes with these params: "
                             "set nodes.dedicated or nodes.spot to at least 1")
         return planned
+
+    def _image(self, field: str, source: str) -> str:
+        image = self._text(field, source).strip()
+        if problem := image_problem(image):
+            raise PlanError(f"{self.spec.where(field)}: {field} renders to an invalid image: {problem}")
+        return image
+
+    def _stage_container(self, stage: Stage) -> PlannedContainer | None:
+        container = stage.task.container
+        if container is None:
+            return None
+        field = f"{stage.json_path}.container" + (".image" if f"{stage.json_path}.container.image" in self.spec.lines
+                                                   else "")
+        return PlannedContainer(self._image(field, container.image), container.options, container.workdir)
+
+    def _pool_containers(self) -> PlannedPoolContainers | None:
+        """The pool's container configuration: when tasks run in images (or the spec sets one)."""
+        wanted = self.spec.pool.container
+        images = [c.image for s in self.spec.stages if (c := self._stage_container(s)) is not None]
+        if wanted is None and not images:
+            return None
+        if wanted is not None:
+            images += [self._image(f"$.pool.container.prefetch[{i}]", image) for i, image in enumerate(wanted.prefetch)]
+        return PlannedPoolContainers(tuple(dict.fromkeys(images)), wanted.registries if wanted else ())
+
+    def _pool_warnings(self) -> tuple[str, ...]:
+        image = self.spec.pool.image
+        if self._pool_containers() is None:
+            return ()
+        warning = container_pool_warning(image.publisher, image.offer, image.sku)
+        return (f"{self.spec.where('$.pool.image')}: $.pool.image: {warning}",) if warning else ()
 
     def _inputs(self, inputs: Inputs) -> Inputs:
         def each(key: str, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -282,6 +324,10 @@ class Planner:
         model = {k: v for k, v in asdict(spec).items() if k not in ("path", "lines")}
         for stage in model["stages"]:  # only for cost estimates, not part of what the job does
             del stage["task"]["expected_seconds"]
+            if stage["task"]["container"] is None:  # absent: the same id as before containers existed
+                del stage["task"]["container"]
+        if model["pool"]["container"] is None:
+            del model["pool"]["container"]
         model["params"] = self.params
         digest.update(json.dumps(model, sort_keys=True, default=str).encode())
         digest.update("".join(["\0" + item.key for item in items]).encode("utf-8", "surrogateescape"))
@@ -330,7 +376,8 @@ class Planner:
         consumed = any(s.source == stage.name for s in self.spec.stages)
         body = stage.task
         return StagePlan(stage.name, stage.source, stage.group, stage.match, stage.publish, consumed, body.retries,
-                         body.timeout_seconds, body.command, tuple(o.path for o in body.outputs), tasks)
+                         body.timeout_seconds, body.command, tuple(o.path for o in body.outputs), tasks,
+                         self._stage_container(stage))
 
     def expand(self, plan: Plan, listings: Mapping[str, Sequence[str]]) -> Plan:
         """``plan`` with every stage expanded whose input files are now known: named in advance

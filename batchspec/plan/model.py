@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO, TypeVar
 
 from ..globs import escape, has_magic, literal_path, split_fixed
-from ..spec.model import Autoscale, Cleanup, Group, Image, Outputs, OutputWhen, Scalar
+from ..spec.model import Autoscale, Cleanup, Group, Image, Outputs, OutputWhen, Registry, Scalar, Workdir
 from .deps import longest
 
 PLAN_FORMAT = 1
@@ -160,6 +160,24 @@ class PlannedStartTask:
 
 
 @dataclass(frozen=True)
+class PlannedContainer:
+    """The image a stage's tasks run in (its template rendered), with its run options."""
+
+    image: str
+    options: str = ""  # Batch containerRunOptions, as written
+    workdir: Workdir = "task"  # task: the task's working directory; image: the image's WORKDIR
+
+
+@dataclass(frozen=True)
+class PlannedPoolContainers:
+    """The pool's container configuration: every image its nodes pull as they start (the tasks'
+    and ``pool.container.prefetch``), and the registries to log in to."""
+
+    images: tuple[str, ...]
+    registries: tuple[Registry, ...] = ()
+
+
+@dataclass(frozen=True)
 class PlannedPool:
     """The pool with its templates (VM size, node counts) rendered."""
 
@@ -172,6 +190,7 @@ class PlannedPool:
     autoscale: Autoscale | None
     task_slots_per_node: int
     start_task: PlannedStartTask | None
+    container: PlannedPoolContainers | None = None  # set when tasks run in images
 
     @property
     def slots(self) -> int:
@@ -193,6 +212,7 @@ class StagePlan:
     command: str  # the command template, shown while the tasks are not known
     outputs: tuple[str, ...]  # the output pattern templates
     tasks: tuple[PlannedTask, ...] | None  # None until `source` has finished
+    container: PlannedContainer | None = None  # the image its tasks run in
 
     @property
     def known(self) -> bool:
@@ -318,6 +338,10 @@ class Plan:
         pool_d = dict(d["pool"])
         pool_d["image"] = Image(**pool_d["image"])
         pool_d["autoscale"] = Autoscale(**pool_d["autoscale"]) if pool_d.get("autoscale") else None
+        containers = pool_d.get("container")
+        pool_d["container"] = PlannedPoolContainers(
+            tuple(containers["images"]), tuple(Registry(**r) for r in containers["registries"])
+        ) if containers else None
         start = pool_d.get("start_task")
         pool_d["start_task"] = (
             PlannedStartTask(**{**start, "files": tuple(_file_from_dict(f) for f in start["files"])})
@@ -356,6 +380,8 @@ def _pool_dict(pool: PlannedPool) -> dict[str, Any]:
     out = asdict(pool)
     if pool.start_task is not None:
         out["start_task"]["files"] = [_file_dict(f) for f in pool.start_task.files]
+    if pool.container is None:
+        del out["container"]  # absent, as before containers
     return out
 
 
@@ -373,6 +399,7 @@ def _stage_dict(stage: StagePlan) -> dict[str, Any]:
         "command": stage.command,
         "outputs": list(stage.outputs),
         "task_count": None if stage.tasks is None else len(stage.tasks),
+        **({"container": asdict(stage.container)} if stage.container is not None else {}),
         # How its tasks wait on Azure Batch (derived: shown for review, not read back).
         "dependencies": None if waits is None else {"form": waits.form, "count": waits.count,
                                                     "characters": waits.chars, "gates": len(waits.gates)},
@@ -382,7 +409,8 @@ def _stage_dict(stage: StagePlan) -> dict[str, Any]:
 def _stage_from_dict(d: dict[str, Any], tasks: list[PlannedTask]) -> StagePlan:
     return StagePlan(d["name"], d["from"], d["group"], tuple(d["match"]), d["publish"], d["consumed"], d["retries"],
                      d["timeout_seconds"], d["command"], tuple(d["outputs"]),
-                     None if d["task_count"] is None else tuple(tasks))
+                     None if d["task_count"] is None else tuple(tasks),
+                     PlannedContainer(**d["container"]) if d.get("container") else None)
 
 
 def _file_dict(f: InputFile) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .model import (
     Autoscale,
     Axis,
     Cleanup,
+    Container,
     FileSource,
     Image,
     Inputs,
@@ -25,6 +26,8 @@ from .model import (
     Param,
     ParamType,
     Pool,
+    PoolContainers,
+    Registry,
     Scalar,
     Spec,
     Stage,
@@ -84,7 +87,25 @@ def _body(d: dict[str, Any]) -> TaskBody:
     )
     expected = d.get("expected_duration")
     return TaskBody(d["command"], outputs, d.get("id"), d["retries"], _seconds(d.get("timeout")),
-                    parse_duration(expected) if expected else None, dict(d["env"]), _files(d["files"]))
+                    parse_duration(expected) if expected else None, dict(d["env"]), _files(d["files"]),
+                    _container(d.get("container")))
+
+
+def _container(raw: Any) -> Container | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):  # the short form: just the image, with the mapping's defaults
+        form = schema()["$defs"]["task"]["properties"]["container"]["properties"]
+        raw = {"image": raw, "workdir": form["workdir"]["default"]}
+    return Container(raw["image"], raw.get("options", ""), raw["workdir"])
+
+
+def _pool_containers(raw: Any) -> PoolContainers | None:
+    if raw is None:
+        return None
+    registries = tuple(Registry(r["server"], r.get("username_env"), r.get("password_env"), r.get("identity"))
+                       for r in raw["registries"])
+    return PoolContainers(tuple(raw["prefetch"]), registries)
 
 
 def _axis(raw: Any) -> Axis:
@@ -130,6 +151,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
                       dict(start_d["env"]), _files(start_d["files"]))
             if start_d else None
         ),
+        container=_pool_containers(pool_d.get("container")),
     )
     inputs_d = d.get("inputs")
     inputs = Inputs(

@@ -65,9 +65,9 @@ class Document:
             probe = probe[:-1]
         return (1, 1)
 
-    def diagnostic(self, path: JsonPath, message: str, *, key: bool = False) -> Diagnostic:
+    def diagnostic(self, path: JsonPath, message: str, *, key: bool = False, severity: str = "error") -> Diagnostic:
         line, col = self.position(path, key=key)
-        return Diagnostic(self.file, line, col, format_path(path), message)
+        return Diagnostic(self.file, line, col, format_path(path), message, severity)
 
     def template_line(self, path: JsonPath, template_line: int) -> int:
         """The file line of line ``template_line`` (1-based) of the template at ``path``."""

@@ -17,6 +17,7 @@ CleanupAction = Literal["delete", "keep"]
 ParamType = Literal["string", "integer", "number", "boolean"]
 OutputWhen = Literal["success", "failure", "always"]
 Group = Literal["file", "input", "all"]
+Workdir = Literal["task", "image"]
 #: A count that may be a template over params (``spot: <<params.nodes>>``).
 Count = int | str
 
@@ -74,6 +75,24 @@ class StartTask:
 
 
 @dataclass(frozen=True)
+class Registry:
+    """A private container registry; credentials are read from the environment, never the spec."""
+
+    server: str
+    username_env: str | None
+    password_env: str | None
+    identity: str | None  # ARM resource id of a user-assigned managed identity (Azure only)
+
+
+@dataclass(frozen=True)
+class PoolContainers:
+    """``pool.container``: images every node pulls as it starts, and registries."""
+
+    prefetch: tuple[str, ...]  # templates over params
+    registries: tuple[Registry, ...]
+
+
+@dataclass(frozen=True)
 class Pool:
     id: str
     vm_size: str  # template over params
@@ -84,6 +103,7 @@ class Pool:
     autoscale: Autoscale | None
     task_slots_per_node: int
     start_task: StartTask | None
+    container: PoolContainers | None
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,15 @@ class OutputRule:
 
 
 @dataclass(frozen=True)
+class Container:
+    """``task.container``: the image a task runs in."""
+
+    image: str  # template over params
+    options: str  # Batch containerRunOptions, as written
+    workdir: Workdir
+
+
+@dataclass(frozen=True)
 class TaskBody:
     """What a task runs: shared by ``task``, ``merge`` and each stage."""
 
@@ -128,6 +157,7 @@ class TaskBody:
     expected_seconds: float | None = field(compare=False)
     env: dict[str, str]
     files: tuple[FileSource, ...]
+    container: Container | None
 
 
 @dataclass(frozen=True)

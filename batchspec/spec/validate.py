@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -20,9 +21,9 @@ from ..errors import Diagnostic, SpecError
 from ..globs import has_magic
 from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template
 from .defaults import resolve_ref
-from .document import Document, JsonPath, read_document
+from .document import Document, JsonPath, format_path, read_document
 from .schemacheck import Check, Unsupported, compile_schema
-from .values import batch_id_problem, container_problem, parse_duration
+from .values import batch_id_problem, container_pool_warning, container_problem, image_problem, parse_duration
 
 if TYPE_CHECKING:
     import jsonschema
@@ -189,6 +190,7 @@ def _semantic_diagnostics(doc: Document) -> Iterator[Diagnostic]:
     for files_path, _ in _file_lists(data):
         yield from _check_files(doc, files_path)
     yield from _check_durations(doc)
+    yield from _check_containers(doc)
     yield from _check_templates(doc)
     yield from _check_outputs(doc)
 
@@ -495,6 +497,90 @@ def _check_files(doc: Document, path: JsonPath) -> Iterator[Diagnostic]:
                     yield doc.diagnostic((*where, key), problem)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Run options batchspec sets itself for every task's container.
+_OWN_OPTIONS = ("--name", "--rm", "--init")
+
+
+def _check_containers(doc: Document) -> Iterator[Diagnostic]:
+    """Images and run options of ``task.container``, ``pool.container``, and the rule that a
+    container pool runs every task in a container (as Batch requires of tasks on such a pool)."""
+    data = doc.data
+    bodies = list(task_bodies(data))
+    pool = _get(data, "pool", "container")
+    used = [where for where, body, _ in bodies if body.get("container") is not None]
+    for where, body, _ in bodies:
+        container = body.get("container")
+        if container is None:
+            if used or pool is not None:
+                because = "pool.container is set" if not used else f"{format_path((*used[0], 'container'))} is set"
+                yield doc.diagnostic(
+                    where, f"this task runs no container image, but {because}: on Azure Batch every task of a "
+                    "container pool runs in a container; give it a container too (e.g. the same image)", key=True)
+            continue
+        image_path: JsonPath = (*where, "container") if isinstance(container, str) else (*where, "container", "image")
+        image = _get(data, *image_path)
+        if isinstance(image, str) and not is_template(image) and (problem := image_problem(image)):
+            yield doc.diagnostic(image_path, problem)
+        options = _get(container, "options")
+        if isinstance(options, str):
+            yield from _check_run_options(doc, (*where, "container", "options"), options)
+    for i, image in enumerate(_get(pool, "prefetch") or []):
+        if isinstance(image, str) and not is_template(image) and (problem := image_problem(image)):
+            yield doc.diagnostic(("pool", "container", "prefetch", i), problem)
+    servers: set[str] = set()
+    for i, registry in enumerate(_get(pool, "registries") or []):
+        if isinstance(registry, dict):
+            yield from _check_registry(doc, ("pool", "container", "registries", i), registry, servers)
+    image_d = _get(data, "pool", "image")
+    if (used or pool is not None) and isinstance(image_d, dict):
+        names = [str(image_d.get(k)) for k in ("publisher", "offer", "sku")]
+        if warning := container_pool_warning(*names):
+            yield doc.diagnostic(("pool", "image"), warning, key=True, severity="warning")
+
+
+def _check_run_options(doc: Document, path: JsonPath, options: str) -> Iterator[Diagnostic]:
+    try:
+        words = shlex.split(options)
+    except ValueError as exc:
+        yield doc.diagnostic(path, f"run options are not valid shell words: {exc}")
+        return
+    for word in words:
+        flag = word.split("=", 1)[0]
+        if flag in _OWN_OPTIONS:
+            yield doc.diagnostic(path, f"'{flag}' is set by batchspec for every task's container; leave it out")
+
+
+def _check_registry(doc: Document, where: JsonPath, registry: dict[str, Any],
+                    servers: set[str]) -> Iterator[Diagnostic]:
+    server = registry.get("server")
+    if isinstance(server, str):
+        if "://" in server or "/" in server.strip("/") or not server.strip():
+            yield doc.diagnostic((*where, "server"), f"'{server}' is not a registry host: write e.g. "
+                                                     "myregistry.azurecr.io (no scheme, no path)")
+        elif server.lower() in servers:
+            yield doc.diagnostic((*where, "server"), f"registry '{server}' is listed twice")
+        servers.add(server.lower())
+    login = [k for k in ("username_env", "password_env") if k in registry]
+    if "identity" in registry and login:
+        yield doc.diagnostic(where, "give either 'identity' or 'username_env' and 'password_env', not both", key=True)
+    elif "identity" not in registry and len(login) != 2:
+        missing = "password_env" if login == ["username_env"] else "username_env"
+        what = f"'{missing}' is missing" if login else "how to log in is missing"
+        yield doc.diagnostic(where, f"{what}: give 'username_env' and 'password_env' (names of environment "
+                                    "variables), or 'identity' (a managed identity)", key=True)
+    for key in login:
+        name = registry[key]
+        if isinstance(name, str) and not _ENV_NAME.match(name):
+            yield doc.diagnostic((*where, key), f"'{name}' is not an environment variable name: it names the "
+                                                "variable holding the value, never the value itself")
+    identity = registry.get("identity")
+    if isinstance(identity, str) and not identity.lower().startswith("/subscriptions/"):
+        yield doc.diagnostic((*where, "identity"), "'identity' is the ARM resource id of a user-assigned managed "
+                                                   "identity: /subscriptions/<id>/resourceGroups/<group>/providers/"
+                                                   "Microsoft.ManagedIdentity/userAssignedIdentities/<name>")
+
+
 def _check_durations(doc: Document) -> Iterator[Diagnostic]:
     paths: list[tuple[JsonPath, float]] = [(("pool", "autoscale", "interval"), 300.0), (("job", "timeout"), 1.0)]
     for where, _, _ in task_bodies(doc.data):
@@ -552,6 +638,14 @@ def templated_fields(data: Any) -> Iterator[tuple[JsonPath, str, bool, tuple[str
             for key, value in env.items():
                 if isinstance(value, str):
                     yield (*where, "env", key), value, False, variables
+        container = body.get("container")
+        if isinstance(container, str):
+            yield (*where, "container"), container, False, PARAM_VARIABLES
+        elif isinstance(image := _get(container, "image"), str):
+            yield (*where, "container", "image"), image, False, PARAM_VARIABLES
+    for i, image in enumerate(_get(data, "pool", "container", "prefetch") or []):
+        if isinstance(image, str):
+            yield ("pool", "container", "prefetch", i), image, False, PARAM_VARIABLES
     for path, variables in _file_lists(data):
         files = _get(data, *path)
         for i, item in enumerate(files if isinstance(files, list) else []):
@@ -629,8 +723,9 @@ def _foreign_syntax(source: str, names: Sequence[str]) -> list[VariableProblem]:
 _TEMPLATE_TAG = re.compile(r"<<.*?>>|<%.*?%>", re.DOTALL)
 #: Where a value is data for templates, not a spec setting: text there is never checked.
 _DATA_KEYS = {("params",), ("matrix",), ("description",), ("inputs", "list")}
-TEMPLATED = ("a task's command, outputs, id, env and files; pool.start_task.command, pool.vm_size and the "
-             "node counts; inputs; matrix ranges; files; outputs.container and .download; job.id and job.env")
+TEMPLATED = ("a task's command, outputs, id, env, files and container image; pool.start_task.command, "
+             "pool.vm_size, the node counts and pool.container.prefetch; inputs; matrix ranges; files; "
+             "outputs.container and .download; job.id and job.env")
 
 
 def _untemplated(doc: Document, data: Any, path: JsonPath, templated: set[JsonPath],
@@ -737,8 +832,10 @@ def discover(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_document(path: Path) -> Document:
-    """Read and validate ``path``; raise :class:`SpecError` with every problem found."""
-    doc, problems = validate_file(path)
+    """Read and validate ``path``; raise :class:`SpecError` with every problem found (warnings
+    do not stop it)."""
+    doc, found = validate_file(path)
+    problems = [d for d in found if d.is_error]
     if problems or doc is None:
         raise SpecError(problems, hint=f"run `batchspec validate {path}` after fixing it")
     return doc

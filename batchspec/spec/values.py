@@ -75,3 +75,69 @@ def format_duration(seconds: float) -> str:
         if n:
             parts.append(f"{n}{unit}")
     return "".join(parts)
+
+
+# An image reference as `docker pull` takes it (the distribution reference grammar): an optional
+# registry host[:port], lower-case path components, then :tag and/or @digest.
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?)"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_RE = re.compile(
+    rf"^(?P<name>(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*)(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+MAX_IMAGE_NAME = 255
+
+
+def image_problem(value: str, what: str = "image") -> str | None:
+    """Why ``value`` is not an image reference `docker pull` accepts, or None."""
+    if not value.strip():
+        return f"{what} must not be empty"
+    match = IMAGE_RE.match(value)
+    if match and len(match.group("name")) <= MAX_IMAGE_NAME:
+        return None
+    if match:
+        reason = f"its name is longer than {MAX_IMAGE_NAME} characters"
+    elif any(c.isspace() for c in value) or value.startswith("-"):
+        reason = "it must not contain spaces or start with '-'"
+    elif "://" in value:
+        reason = "write it without a scheme, e.g. myregistry.azurecr.io/ffmpeg:7.1"
+    elif _repository(value) != _repository(value).lower():
+        reason = "repository names are lower case (only a registry host may have capitals)"
+    else:
+        reason = "write [registry/]name[:tag][@digest], e.g. myregistry.azurecr.io/tools/ffmpeg:7.1"
+    return f"{what} '{value}' is not a valid image reference: {reason}"
+
+
+def _repository(image: str) -> str:
+    """The repository path of an image reference: without its registry host, tag and digest."""
+    name = image.split("@", maxsplit=1)[0]
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+    return name.split(":", maxsplit=1)[0]
+
+
+def runs_containers(publisher: str, offer: str, sku: str) -> bool:
+    """Whether a Marketplace image is one Azure Batch documents for container pools (with a
+    Docker-compatible runtime installed): Microsoft's HPC images (microsoft-dsvm ubuntu-hpc,
+    almalinux *-hpc), the Batch container images (microsoft-azure-batch *-container*), and Windows
+    Server SKUs "with-containers". Other images need a container runtime of their own."""
+    publisher, offer, sku = publisher.lower(), offer.lower(), sku.lower()
+    if publisher == "microsoft-dsvm":
+        return offer.startswith("ubuntu-hpc")
+    if publisher == "almalinux":
+        return "hpc" in offer
+    if publisher == "microsoft-azure-batch":
+        return "container" in offer
+    if publisher == "microsoftwindowsserver":
+        return "with-containers" in sku
+    return False
+
+
+def container_pool_warning(publisher: str, offer: str, sku: str) -> str | None:
+    """The warning for a pool whose tasks run in images but whose VM image may not run them."""
+    if runs_containers(publisher, offer, sku):
+        return None
+    return (f"pool image {publisher}/{offer}/{sku} is not one Azure Batch documents for containers (it may have "
+            "no container runtime, and its nodes then become unusable): use e.g. microsoft-dsvm/ubuntu-hpc/2204 "
+            "with node_agent_sku 'batch.node.ubuntu 22.04', or an image with Docker installed")

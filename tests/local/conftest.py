@@ -34,7 +34,7 @@ def write_spec(tmp_path: Path) -> SpecWriter:
             "outputs": {"download": "out"},
         }
         for key, value in extra.items():
-            if key in ("retries", "timeout", "env", "id"):
+            if key in ("retries", "timeout", "env", "id", "container"):
                 spec["task"][key] = value
             else:
                 spec[key] = value

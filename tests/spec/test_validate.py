@@ -39,7 +39,8 @@ CASES: list[tuple[str, str, list[tuple[int, int, str, str]]]] = [
         "unknown-key-without-close-match",
         edit(VALID, "  timeout: 30m\n", "  timeout: 30m\n  priority: 5\n"),
         [(17, 3, "$.task.priority",
-          "unknown key 'priority' (allowed: command, outputs, id, retries, timeout, expected_duration, env, files)")],
+          "unknown key 'priority' (allowed: command, outputs, id, retries, timeout, expected_duration, env, files, "
+          "container)")],
     ),
     (
         "missing-section",

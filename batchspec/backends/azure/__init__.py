@@ -20,7 +20,6 @@ stages.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import posixpath
 import time
@@ -106,6 +105,7 @@ class AzureBackend(Backend):
         self._sas: dict[tuple[str, str], str] = {}  # (container, permissions) -> SAS token
         self._expiry: datetime | None = None
         self.wave: _WaveWatch | None = None
+        self.registries: list[models.ContainerRegistryReference] = []  # the pool's logins, from the environment
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -138,8 +138,16 @@ class AzureBackend(Backend):
             # Entra ID signs SAS URLs with a user delegation key: get it now, not after the pool.
             expiry = datetime.now(timezone.utc) + timedelta(hours=1)
             self.storage.container_sas(plan.outputs.container, ContainerSasPermissions(read=True), expiry)
-        with self._errors("checking access to Azure Batch"), contextlib.suppress(ResourceNotFoundError):
-            self.client.get_pool(plan.pool.id, select=["id"])  # not found is fine: reached, and let in
+        self.registries = _registry_references(plan, self.options.env)  # their variables are set
+        identities = [r.identity for r in (plan.pool.container.registries if plan.pool.container else ())
+                      if r.identity]
+        with self._errors("checking access to Azure Batch"):
+            try:
+                existing = self.client.get_pool(plan.pool.id, select=None if identities else ["id"])
+            except ResourceNotFoundError:  # reached, and let in
+                existing = None
+        if identities:
+            _check_identities(plan, existing, identities)
         ctx.info(f"Azure Batch account {self.config.batch_account} and storage account {self.storage.account_name} "
                  "reached")
 
@@ -153,7 +161,7 @@ class AzureBackend(Backend):
             self.stage_inputs(plan, ctx)  # the start task's files need their URLs before the pool exists
         with self._errors(f"creating pool '{pool.id}'"):
             try:
-                options = pool_options(plan, self._urls(plan))
+                options = pool_options(plan, self._urls(plan), self.registries)
                 resend(lambda: self.client.create_pool(options))
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
                         else f"{pool.dedicated} dedicated + {pool.spot} spot")
@@ -170,6 +178,7 @@ class AzureBackend(Backend):
         if (existing.vm_size or "").lower() != plan.pool.vm_size.lower():
             ctx.warn(f"pool {plan.pool.id} has VM size {existing.vm_size}, the spec asks for {plan.pool.vm_size}")
         vm = existing.virtual_machine_configuration
+        _check_containers(plan, vm, ctx)
         image = vm.image_reference if vm else None
         wanted = plan.pool.image
         if image is not None and (
@@ -464,7 +473,8 @@ class AzureBackend(Backend):
             return task_options(plan, item, self.urls, self.fingerprints[item.id])
         if isinstance(item, tuple):
             return task_options(plan, item[0], self.urls, self.fingerprints[item[0].id], item[1])
-        return gate_options(item)
+        # Gates wait for a merge's inputs; on a container pool they run in its image.
+        return gate_options(item, next((s.container for s in reversed(plan.stages) if s.container), None))
 
     def _dependencies(self, missing: Sequence[PlannedTask], ids: set[str],
                       in_job: Mapping[str, _JobTask]) -> tuple[list[list[_Item]], _WaveWatch]:
@@ -672,7 +682,7 @@ class AzureBackend(Backend):
             reported.add(task.id)
             info = task.execution_info
             failure = info.failure_info if info else None
-            reason = redact(f"{failure.code}: {failure.message}") if failure and failure.code else None
+            reason = redact(_failure_text(failure)) if failure and failure.code else None
             yield TaskFinished(
                 task.id, "failed", info.exit_code if info else None, None,
                 (info.retry_count or 0) + 1 if info else 1, reason, self._tail(plan.job_id, task.id),
@@ -713,7 +723,16 @@ class AzureBackend(Backend):
             if node.state == "starttaskfailed" and f"node:{node.id}" not in warned:
                 warned.add(f"node:{node.id}")
                 ctx.warn(self._start_task_failure(pool_id, node))
+            if node.state == "unusable" and node.errors and f"node:{node.id}" not in warned:
+                warned.add(f"node:{node.id}")
+                ctx.warn(f"node {node.id} is unusable: {_node_errors(node)}")
         broken = states.get("starttaskfailed", 0) + states.get("unusable", 0)
+        unusable = [n for n in nodes if n.state == "unusable" and n.errors]
+        if nodes and len(unusable) == len(nodes):
+            raise BackendError(f"every node of pool {pool_id} is unusable: {_node_errors(unusable[0])}",
+                               "for a container pool: check the images (pool.container, task.container) and the "
+                               "registry logins; then delete the pool (batchspec cleanup SPEC) and run again",
+                               exit_code=EXIT_FAILED)
         if nodes and broken == len(nodes):
             raise BackendError(f"the start task failed on every node of pool {pool_id}; no task can run",
                                "fix pool.start_task (its stderr is shown above), then delete the pool "
@@ -853,7 +872,61 @@ class AzureBackend(Backend):
         self.client.close()
 
 
-def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
+def _registry_references(plan: Plan, env: Mapping[str, str]) -> list[models.ContainerRegistryReference]:
+    """The pool's container registries, with logins read from the environment (BackendError when a
+    variable the spec names is not set: before anything is created)."""
+    if plan.pool.container is None or not plan.pool.container.registries:
+        return []
+    from ..registries import login  # only for specs with registries
+
+    references = []
+    for registry in plan.pool.container.registries:
+        credentials = login(registry, env)
+        identity = models.BatchNodeIdentityReference(resource_id=registry.identity) if registry.identity else None
+        references.append(models.ContainerRegistryReference(
+            registry_server=registry.server, identity_reference=identity,
+            username=credentials.username if credentials else None,
+            password=credentials.password if credentials else None))
+    return references
+
+
+def _check_identities(plan: Plan, existing: models.BatchPool | None, identities: Sequence[str]) -> None:
+    """Registries that log in with a managed identity need a pool that has it: a pool gets one only
+    when created through Azure Resource Manager (the Batch API cannot give it one), so it must
+    exist, with the identity, before the run."""
+    how = (f"create pool '{plan.pool.id}' through Azure Resource Manager (portal, az, Bicep) with that "
+           "user-assigned identity and a container configuration; batchspec then reuses it")
+    if existing is None:
+        raise BackendError(f"registry login through managed identity {identities[0]} needs pool "
+                           f"'{plan.pool.id}' to exist with it, and it does not exist", how)
+    attached = {(i.resource_id or "").lower() for i in (existing.identity.user_assigned_identities or [])
+                } if existing.identity else set()
+    missing = [i for i in identities if i.lower() not in attached]
+    if missing:
+        raise BackendError(f"pool '{plan.pool.id}' does not have managed identity {missing[0]}, which "
+                           "pool.container.registries logs in with", how)
+
+
+def _check_containers(plan: Plan, vm: models.VirtualMachineConfiguration | None, ctx: RunContext) -> None:
+    """A reused pool must run containers when the tasks do (a pool's container configuration is
+    fixed when it is created); images it does not prefetch are pulled by the first task on each node."""
+    configuration = vm.container_configuration if vm else None
+    if plan.pool.container is None:
+        if configuration is not None:
+            ctx.warn(f"pool {plan.pool.id} is a container pool and the tasks run in no image: Batch expects "
+                     "containerSettings on every task of a container pool (give task.container, or another pool.id)")
+        return
+    if configuration is None:
+        raise BackendError(f"pool '{plan.pool.id}' exists without a container configuration, and the tasks run in "
+                           "container images", "delete the pool (batchspec cleanup SPEC, with cleanup.pool: delete) "
+                           "or give the spec another pool.id; batchspec then creates it for containers")
+    missing = [i for i in plan.pool.container.images if i not in (configuration.container_image_names or [])]
+    if missing:
+        ctx.info(f"pool {plan.pool.id} does not prefetch {', '.join(missing)}: the first task on each node pulls it")
+
+
+def pool_options(plan: Plan, urls: Urls,
+                 registries: Sequence[models.ContainerRegistryReference] = ()) -> models.BatchPoolCreateOptions:
     pool = plan.pool
     start = None
     if pool.start_task is not None:
@@ -876,6 +949,10 @@ def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
                 publisher=pool.image.publisher, offer=pool.image.offer, sku=pool.image.sku, version=pool.image.version
             ),
             node_agent_sku_id=pool.node_agent_sku,
+            container_configuration=models.BatchContainerConfiguration(
+                type="dockerCompatible", container_image_names=list(pool.container.images) or None,
+                container_registries=list(registries) or None,
+            ) if pool.container is not None else None,
         ),
         target_dedicated_nodes=None if autoscale else pool.dedicated,
         target_low_priority_nodes=None if autoscale else pool.spot,
@@ -885,6 +962,23 @@ def pool_options(plan: Plan, urls: Urls) -> models.BatchPoolCreateOptions:
         task_slots_per_node=pool.task_slots_per_node,
         start_task=start,
     )
+
+
+def _failure_text(failure: models.BatchTaskFailureInfo) -> str:
+    """A task's failureInfo: code and message, and the details that say more (the image and the
+    runtime's words for a container task, say)."""
+    details = "; ".join(f"{d.name}: {d.value}" for d in failure.details or []
+                        if d.name and d.value and d.value != failure.message)
+    return f"{failure.code}: {failure.message}" + (f" ({details})" if details else "")
+
+
+def _node_errors(node: models.BatchNode) -> str:
+    """A node's errors as the service reports them: code, message and details."""
+    texts = []
+    for error in node.errors or []:
+        details = "; ".join(f"{d.name}: {d.value}" for d in error.error_details or [] if d.name)
+        texts.append(f"{error.code}: {error.message or ''}" + (f" ({details})" if details else ""))
+    return redact("; ".join(texts))
 
 
 def _log_tail(download: Callable[[], Iterable[bytes]], lines: int = STDERR_TAIL) -> tuple[str, ...]:

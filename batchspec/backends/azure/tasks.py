@@ -17,7 +17,7 @@ from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError
 
 from ...errors import BackendError
-from ...plan import InputFile, Plan, PlannedTask
+from ...plan import InputFile, Plan, PlannedContainer, PlannedTask
 from ...plan.deps import GATE_COMMAND, Dependencies, Gate
 from ...redact import redact
 from ...runner import node_command_line
@@ -127,6 +127,19 @@ def task_output_files(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: st
     return out
 
 
+_WORKDIRS = {"task": "taskWorkingDirectory", "image": "containerImageDefault"}
+
+
+def container_settings(container: PlannedContainer | None) -> models.BatchTaskContainerSettings | None:
+    """Batch ``containerSettings`` for a task that runs in an image (its registry's login is the
+    pool's: see ``pool_options``)."""
+    if container is None:
+        return None
+    return models.BatchTaskContainerSettings(image_name=container.image,
+                                             container_run_options=container.options or None,
+                                             working_directory=_WORKDIRS[container.workdir])
+
+
 def task_options(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str,
                  depends: Dependencies | None = None) -> models.BatchTaskCreateOptions:
     """The Batch task for a planned task: the same command line the local backend runs."""
@@ -143,6 +156,7 @@ def task_options(plan: Plan, task: PlannedTask, urls: Urls, fingerprint: str,
         environment_settings=[models.EnvironmentSetting(name=k, value=v) for k, v in task.env] or None,
         constraints=constraints,
         depends_on=depends_on(depends) if depends is not None else None,
+        container_settings=container_settings(plan.stage_of(task).container),
     )
 
 
@@ -153,11 +167,13 @@ def depends_on(depends: Dependencies) -> models.BatchTaskDependencies:
     )
 
 
-def gate_options(gate: Gate) -> models.BatchTaskCreateOptions:
-    """A gate: it waits for its slice of a long dependency list, and does nothing."""
+def gate_options(gate: Gate, container: PlannedContainer | None = None) -> models.BatchTaskCreateOptions:
+    """A gate: it waits for its slice of a long dependency list, and does nothing (on a container
+    pool in a container too, as every task there must: ``container``, the image of what waits)."""
     return models.BatchTaskCreateOptions(
         id=gate.id, command_line=node_command_line(GATE_COMMAND),
         depends_on=models.BatchTaskDependencies(task_ids=list(gate.task_ids)),
+        container_settings=container_settings(container),
     )
 
 

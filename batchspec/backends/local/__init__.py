@@ -6,7 +6,10 @@ shared inode a task could write through); it runs through :mod:`batchspec.runner
 node runs the Azure backend's command line, with the environment a node gives (``AZ_BATCH_*``,
 the job's and the task's ``env``, none of the runner's secrets), watched so that it dies with the
 runner and its exit status survives a runner killed at any moment. A task starts once the tasks it
-depends on have succeeded, as Batch task dependencies do.
+depends on have succeeded, as Batch task dependencies do. A task with a container image runs in it
+through :mod:`batchspec.containers` (podman or docker): its task directory and the node's shared
+directory mounted at the same paths, its input files read-only, only the Batch variables and its
+own settings in its environment.
 
 Outputs of a stage that later stages read are kept in the job's store
 (``<job dir>/stages/<stage>/``), where those stages take them from; published outputs go to the
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import BackendError, BatchspecError
 from ...events import Event, Progress, TaskFinished
@@ -51,6 +55,7 @@ from ...runner import (
     split_command_line,
     tail_lines,
 )
+from ...spec.model import Registry
 from ...spec.values import format_duration
 from ...supervisor import wait_for_lock
 from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave, note_reruns
@@ -58,6 +63,9 @@ from ..download import Ledger, copy_file
 from .records import AttemptEvent, AttemptLog, file_bytes, log_sizes, log_slice, read_record, run_in_progress
 from .state import RunState
 from .tools import resolve_tools
+
+if TYPE_CHECKING:
+    from ...containers import ContainerProcess, Runtime
 
 NODE_ID = "local"
 URL_TIMEOUT = 120.0
@@ -95,7 +103,7 @@ class LocalBackend(Backend):
         self.attempt_log: AttemptLog | None = None
         self.stop_event = threading.Event()
         self.expired = threading.Event()  # the job's wall-clock limit passed
-        self.running: dict[str, TaskProcess] = {}
+        self.running: dict[str, TaskProcess | ContainerProcess] = {}
         self.running_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.changed = 0
@@ -110,6 +118,8 @@ class LocalBackend(Backend):
         self.forced = False  # --force has cleared earlier runs' records
         self.waiting: dict[str, set[str]] = {}  # task id -> tasks of the wave it still waits for
         self.dependents: dict[str, list[PlannedTask]] = {}
+        self.runtime: Runtime | None = None  # the container runtime, when tasks run in images
+        self.image_ids: dict[str, str] = {}  # image reference -> its id here (part of fingerprints)
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -125,6 +135,41 @@ class LocalBackend(Backend):
 
     # --- before the tasks ----------------------------------------------------------------------
 
+    def check(self, plan: Plan, ctx: RunContext) -> None:
+        """Tasks in images: a container runtime here, every image present (pulled when missing)
+        and starting, with the tools the spec requires."""
+        images = list(dict.fromkeys(s.container.image for s in plan.stages if s.container is not None))
+        if not images:
+            return
+        # Container code is imported only by runs whose tasks use images.
+        from ...containers import ContainerError, find_runtime
+        from ..registries import login, registry_for
+
+        try:
+            self.runtime = runtime = find_runtime(self.options.env)
+        except ContainerError as exc:
+            raise BackendError(f"the tasks run in container images, and {exc.message}",
+                               "install podman (Debian/Ubuntu: apt-get install podman) or docker, or name one with "
+                               "BATCHSPEC_CONTAINER_RUNTIME") from None
+        ctx.info(f"container runtime: {runtime.describe()}")
+        registries = plan.pool.container.registries if plan.pool.container else ()
+        for image in images:
+            registry = registry_for(image, registries)
+            try:
+                found = runtime.image_id(image)
+                if found is None:
+                    ctx.info(f"pulling {image} (it is not on this machine)")
+                    credentials = login(registry, self.options.env) if registry is not None else None
+                    found = runtime.ensure_image(image, pull=True, credentials=credentials)
+                missing = runtime.probe(image, plan.requires)
+            except ContainerError as exc:
+                raise BackendError(f"image {image}: {exc.message}", _image_hint(exc.code, image, registry)) from None
+            if missing:
+                raise BackendError(f"image {image} has no {', '.join(missing)} (the spec lists "
+                                   f"{'them' if len(missing) > 1 else 'it'} under requires:)",
+                                   "use an image that has the tools, or build one (see README: container images)")
+            self.image_ids[image] = found
+
     def prepare(self, plan: Plan, ctx: RunContext) -> None:
         start = plan.pool.start_task
         if start is not None:
@@ -134,9 +179,10 @@ class LocalBackend(Backend):
         if blobs:
             raise BackendError(f"files from a storage container need the azure backend: {', '.join(blobs[:3])}",
                                "run with --backend azure, or use local paths or URLs in `files`")
-        self.task_path, notes = resolve_tools(plan.requires, self.task_path, self.run_dir(plan) / "bin")
-        for note in notes:
-            ctx.info(note)
+        if self.runtime is None:  # tasks in images have their tools there (checked by check())
+            self.task_path, notes = resolve_tools(plan.requires, self.task_path, self.run_dir(plan) / "bin")
+            for note in notes:
+                ctx.info(note)
         (self.run_dir(plan) / "shared").mkdir(parents=True, exist_ok=True)  # exists on every node
         self.state = RunState(self.job_dir(plan))
         if left := self.state.mark_interrupted():
@@ -200,7 +246,7 @@ class LocalBackend(Backend):
         if self.ledger is None:
             self.ledger = self.options.ledger(plan)
         ledger = self.ledger
-        fingerprint = Fingerprinter(plan, _local_content(plan))
+        fingerprint = Fingerprinter(plan, _local_content(plan), lambda image: self.image_ids.get(image, ""))
         for task in tasks:  # producers come before the tasks that read their outputs
             self.fingerprints[task.id] = fingerprint(task, [self.fingerprints[u] for u in _upstream(task)
                                                              if u in self.fingerprints])
@@ -518,6 +564,7 @@ class LocalBackend(Backend):
         argv = split_command_line(node_command_line(task.command))
         assert self.supervisor is not None
         watch = Watch(self.supervisor, paths.status, fp)
+        new_process = self._launcher(plan, task, argv, paths, env, watch)
         began = time.monotonic()
         attempts = 0
         result: ProcessResult | None = None
@@ -528,7 +575,7 @@ class LocalBackend(Backend):
             timeout = None
             if task.timeout_seconds is not None:  # measured from the task's first start, as on Batch
                 timeout = max(0.0, task.timeout_seconds - (time.monotonic() - began))
-            process = TaskProcess(argv, paths, env, watch)
+            process = new_process()
             out_from, err_from = log_sizes(paths)
             start = AttemptEvent(task.id, attempts, slot, time.time(), out_from, err_from, in_bytes)
 
@@ -568,6 +615,25 @@ class LocalBackend(Backend):
         return _Done(task.id, "succeeded", result.exit_code, attempts, seconds, outputs=outputs,
                      output_bytes=file_bytes(first / o for o in outputs), fingerprint=fp)
 
+    def _launcher(self, plan: Plan, task: PlannedTask, argv: list[str], paths: TaskPaths, env: dict[str, str],
+                  watch: Watch) -> Callable[[], TaskProcess | ContainerProcess]:
+        """What starts an attempt of ``task``: a process, or a container of its stage's image
+        (the task directory and the shared directory at the same paths, inputs read-only, only
+        the Batch variables and the spec's own settings inside)."""
+        container = plan.stage_of(task).container
+        if container is None:
+            return lambda: TaskProcess(argv, paths, env, watch)
+        from ...containers import ContainerProcess, Mount, container_environment
+
+        assert self.runtime is not None
+        runtime = self.runtime
+        mounts = [Mount(paths.root), Mount(self.run_dir(plan) / "shared")]
+        mounts += [Mount(paths.wd / item.path, read_only=True) for item in (*plan.files, *task.inputs)]
+        inside = container_environment(env, [*(k for k, _ in plan.env), *(k for k, _ in task.env)])
+        workdir = str(paths.wd) if container.workdir == "task" else None
+        return lambda: ContainerProcess(runtime, image=container.image, argv=argv, paths=paths, env=inside,
+                                        mounts=mounts, workdir=workdir, run_options=container.options, watch=watch)
+
     def _keep(self, plan: Plan, task: PlannedTask, wd: Path, succeeded: bool, fp: str, *,
               adopting: bool = False) -> list[str]:
         """Keep the task's outputs for this outcome: for later stages in the stage's store, for
@@ -584,6 +650,26 @@ class LocalBackend(Backend):
         if any(o.applies(False) for o in task.outputs):
             with contextlib.suppress(_MissingOutput, BatchspecError, OSError):
                 self._keep(plan, task, wd, False, fp)
+
+
+def _image_hint(code: str, image: str, registry: Registry | None) -> str:
+    from ...containers import INVALID_REGISTRY, MISC_ERROR, NO_RUNTIME, PROGRAM_NOT_FOUND
+
+    if code == PROGRAM_NOT_FOUND:
+        return "batchspec runs task commands with /bin/bash -c: use an image that has bash"
+    if code == NO_RUNTIME:
+        return ("start the runtime's daemon (e.g. systemctl start docker), or use podman: "
+                "BATCHSPEC_CONTAINER_RUNTIME=podman")
+    if code == MISC_ERROR:
+        return ("the runtime could not start a container; where a sandbox refuses its defaults, set options for "
+                "every container, e.g. BATCHSPEC_CONTAINER_OPTIONS='--runtime runc --ulimit nofile=1024:1024 "
+                "--ulimit nproc=1024:1024'")
+    if registry is not None and registry.identity is not None:
+        return (f"registry {registry.server} logs in with a managed identity, which only Azure nodes have: log in here "
+                f"first (az acr login --name {registry.server.split('.')[0]}, or podman login / docker login)")
+    if code == INVALID_REGISTRY or registry is not None:
+        return "check the registry login (pool.container.registries) or log in with `podman login` / `docker login`"
+    return f"build it here, or pull it first (podman pull {image}); a private registry needs pool.container.registries"
 
 
 def _upstream(task: PlannedTask) -> list[str]:

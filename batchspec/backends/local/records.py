@@ -161,6 +161,9 @@ def _connect(job_dir: Path) -> sqlite3.Connection | None:
         return None
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
     db.execute("PRAGMA query_only = ON")
+    if not _has_table(db, "tasks"):  # a run that is starting has created the file, not its tables yet
+        db.close()
+        return None
     return db
 
 

@@ -58,7 +58,10 @@ class Pools(Resource):
             "currentLowPriorityNodes": 0,
             **parts,
         }
-        pool = Pool(body=ordered(body, POOL_ORDER), seq=self.state.next_seq(), auto_for_job=auto_for_job)
+        configuration = (spec.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
+        logins = validation.container_configuration(configuration)[1] if configuration is not None else ()
+        pool = Pool(body=ordered(body, POOL_ORDER), seq=self.state.next_seq(), auto_for_job=auto_for_job,
+                    logins=logins)
         self.state.pools[pool.key] = pool
         self.state.touch()
         self.engine.new_pool(pool)

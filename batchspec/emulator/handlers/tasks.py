@@ -34,7 +34,8 @@ class Tasks(Resource):
         if not isinstance(spec, dict):
             raise invalid_body("Each task must be a JSON object.")
         task_id = validation.check_id("id", spec.get("id"))
-        if not spec.get("commandLine"):
+        # A container task may leave it empty: the image's ENTRYPOINT runs.
+        if spec.get("commandLine") is None or (not spec["commandLine"] and not spec.get("containerSettings")):
             raise missing_property("commandLine")
         stamp = iso(ticks)
         body: Json = {"id": task_id}
@@ -49,16 +50,10 @@ class Tasks(Resource):
             "stateTransitionTime": stamp,
             "commandLine": spec["commandLine"],
         }
-        if isinstance(spec.get("containerSettings"), dict):
-            settings = spec["containerSettings"]
-            container: Json = {"imageName": settings.get("imageName")}
-            for name in ("containerRunOptions", "registry"):
-                if settings.get(name) is not None:
-                    container[name] = settings[name]
-            container["workingDirectory"] = settings.get("workingDirectory") or "taskWorkingDirectory"
-            for name, value in settings.items():
-                container.setdefault(name, value)
-            body["containerSettings"] = container
+        if spec.get("containerSettings") is not None:
+            body["containerSettings"], login = validation.container_settings(spec["containerSettings"])
+            if login is not None:
+                self.state.logins[(job.key, key(task_id))] = login
         if spec.get("resourceFiles") is not None:
             body["resourceFiles"] = validation.resource_files(spec["resourceFiles"])
         if spec.get("outputFiles") is not None:
