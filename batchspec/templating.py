@@ -240,7 +240,8 @@ class Template:
         direct = None
         if self._parts is not None and not (self.shell and any(slot.word_start for slot in self._slots)):
             finalizers = [_quoter(slot) for slot in self._slots] if self.shell else [self._finalize] * len(self._subs)
-            direct = _direct_render(text, [(_getter(*sub), f) for sub, f in zip(self._subs, finalizers, strict=True)])
+            direct = _direct_render(_texts(self._parts),
+                                    [(_getter(*sub), f) for sub, f in zip(self._subs, finalizers, strict=True)])
         object.__setattr__(self, "_direct", direct)
 
     @property
@@ -382,20 +383,31 @@ def _getter(name: str, attrs: tuple[str, ...]) -> Callable[[Mapping[str, Any]], 
     return get
 
 
-def _direct_render(text: str, subs: list[tuple[Callable[[Mapping[str, Any]], Any], Callable[[Any], str]]]
+def _direct_render(texts: list[str], subs: list[tuple[Callable[[Mapping[str, Any]], Any], Callable[[Any], str]]]
                    ) -> Callable[[Mapping[str, Any]], str]:
-    """A template's render as one function: ``text`` (a str.format string) filled with each
-    value read by its getter and made text by its finalizer (quoting, glob escapes)."""
-    fill = text.format
+    """A template's render as one function: the literal ``texts`` with, between each two, a
+    value read by its getter and made text by its finalizer (quoting, glob escapes). Joined,
+    not str.format'ed: format parses its template anew on every call."""
+    join = "".join
     if not subs:
-        return lambda variables: fill()
+        (text,) = texts
+        return lambda variables: text
     if len(subs) == 1:
         ((get0, fin0),) = subs
-        return lambda variables: fill(fin0(get0(variables)))
+        t0, t1 = texts
+        return lambda variables: join((t0, fin0(get0(variables)), t1))
     if len(subs) == 2:
         (get0, fin0), (get1, fin1) = subs
-        return lambda variables: fill(fin0(get0(variables)), fin1(get1(variables)))
-    return lambda variables: fill(*[fin(get(variables)) for get, fin in subs])
+        t0, t1, t2 = texts
+        return lambda variables: join((t0, fin0(get0(variables)), t1, fin1(get1(variables)), t2))
+
+    def render(variables: Mapping[str, Any]) -> str:
+        out = [texts[0]]
+        for (get, fin), text in zip(subs, texts[1:], strict=True):
+            out += (fin(get(variables)), text)
+        return join(out)
+
+    return render
 
 
 def _renumber(slot: Slot, fate: list[int | str]) -> Slot:
