@@ -257,9 +257,7 @@ class Template:
             except Exception:  # rendered again below, to report the error as every path does
                 pass
             else:
-                if self.shell and "\x00" in out:
-                    raise TemplateError("the rendered command contains a NUL character")
-                return out
+                return self._checked(out)
         try:
             if self._parts is None:
                 out = self._render_jinja(variables)
@@ -275,6 +273,10 @@ class Template:
             if error is None:
                 raise
             raise error from None
+        return self._checked(out)
+
+    def _checked(self, out: str) -> str:
+        """A rendered text, refused where no text may go (on every path of :meth:`render`)."""
         if self.shell and "\x00" in out:
             raise TemplateError("the rendered command contains a NUL character")
         return out
@@ -989,7 +991,7 @@ def lex_simple(source: str) -> tuple[list[str], list[tuple[int, str]]] | None:
         source = "\n".join(lines)
     texts: list[str] = []
     tags: list[tuple[int, str]] = []
-    end = 0
+    end, line = 0, 1
     for tag in _SIMPLE_TAG.finditer(source):
         text = source[end : tag.start()]
         # Jinja starts a tag at the first "<<": "<<<x>>" is not text "<" and << x >>.
@@ -998,8 +1000,10 @@ def lex_simple(source: str) -> tuple[list[str], list[tuple[int, str]]] | None:
         expr = tag.group(1)
         if any(word in _JINJA_WORDS for word in expr.split(".")):
             return None
+        line += text.count("\n")  # lines counted tag by tag: linear, however many tags
         texts.append(text)
-        tags.append((source.count("\n", 0, tag.start()) + 1, expr))
+        tags.append((line, expr))
+        line += tag.group(0).count("\n")
         end = tag.end()
     rest = source[end:]
     if "<<" in rest:
