@@ -580,11 +580,11 @@ class _BodyRenderer:
              depends_on: tuple[str, ...] = ()) -> PlannedTask:
         self.field = self.command_field
         command = self.command.render(variables)
-        outputs: list[Output] = []
+        outputs: tuple[Output, ...] = ()
         for field, when, pattern_t, to_t in self.outputs:
             self.field = field
-            outputs.append(self._output(field, when, pattern_t.render(variables),
-                                        to_t.render(variables) if to_t is not None else None, task_id))
+            outputs += (self._output(field, when, pattern_t.render(variables),
+                                     to_t.render(variables) if to_t is not None else None, task_id),)
         env: tuple[tuple[str, str], ...] = ()
         if self.env:
             for key, field, template in self.env:
@@ -593,7 +593,7 @@ class _BodyRenderer:
         if self.files:
             self.field = f"{self.stage.json_path}.files"
             inputs = inputs + self.planner._files(self.field, self.files, variables, f"task '{task_id}'")
-        return PlannedTask(task_id, command, inputs, tuple(outputs), env, self.stage_name, depends_on, origin,
+        return PlannedTask(task_id, command, inputs, outputs, env, self.stage_name, depends_on, origin,
                            self.retries, self.timeout)
 
     def _output(self, field: str, when: Any, rendered: str, to: str | None, task_id: str) -> Output:
