@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import click
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BatchspecError
+from .display import printable
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNNING, EXIT_USAGE, BatchspecError
 from .redact import redact
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -99,16 +100,21 @@ def cli() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Report format; json prints a list of {file, line, column, path, message} (warnings "
                    "also have severity: warning).")
-def validate(paths: tuple[Path, ...], fmt: str) -> None:
+@click.option("--inputs", "with_inputs", is_flag=True,
+              help="Also plan each valid spec against the input files present (clashing names, the task limit).")
+def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
     """Validate spec files against the schema and batchspec's rules.
 
     PATHS are files or directories (searched recursively for *.yaml, *.yml and *.json);
-    default: specs/. Exit 0 when every file is valid (warnings allowed), 1 when any is invalid.
+    default: specs/. Exit 0 when every file is valid (warnings allowed), 1 when any is invalid,
+    2 for a usage error (such as a path that does not exist).
 
     \b
     Example:
       batchspec validate specs/ --format json
+      batchspec validate specs/mp4-to-mp3.yaml --inputs
     """
+    from .plan.check import plan_problems
     from .report import validation_json, validation_text
     from .spec.validate import discover, validate_files
 
@@ -120,6 +126,8 @@ def validate(paths: tuple[Path, ...], fmt: str) -> None:
     if not files:
         raise click.UsageError(f"no spec files (*.yaml, *.yml, *.json) under {', '.join(map(str, targets))}")
     results = validate_files(files)
+    if with_inputs:
+        results = [(name, diags or plan_problems(Path(name), name)) for name, diags in results]
     click.echo(validation_json(results) if fmt == "json" else validation_text(results))
     sys.exit(EXIT_FAILED if any(d.is_error for _, diags in results for d in diags) else EXIT_OK)
 
@@ -230,9 +238,6 @@ def _show_plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, reg
     print_plan(view.plan, limit, console(), estimate_lines(view.estimate, view.price) if view.plan.tasks else ())
 
 
-#: ``batchspec status`` exit codes beyond EXIT_OK (all succeeded) and EXIT_FAILED (failed or stopped).
-EXIT_RUNNING = 3
-EXIT_NO_RUN = 4
 
 
 @cli.command()
@@ -249,7 +254,7 @@ def status(spec: Path, overrides: tuple[str, ...], fmt: str, run_dir: Path | Non
     pool and nodes (Azure), ETA. Works from any terminal, while a run goes on or after it.
 
     Exit 0 when every task succeeded, 1 when tasks failed or the run stopped with work
-    left, 3 while it is running, 4 when SPEC has not been run.
+    left, 2 when SPEC has not been run (or cannot be read), 3 while it is running.
 
     \b
     Example:
@@ -266,9 +271,9 @@ def status(spec: Path, overrides: tuple[str, ...], fmt: str, run_dir: Path | Non
             click.echo(json.dumps({"verdict": "not found"}))
         else:
             click.echo("no run of this spec found (batchspec run SPEC starts one)")
-        sys.exit(EXIT_NO_RUN)
-    click.echo(dumps(record) if fmt == "json" else redact(status_text(record)))
-    codes = {"succeeded": EXIT_OK, "running": EXIT_RUNNING, "not started": EXIT_NO_RUN}
+        sys.exit(EXIT_USAGE)
+    click.echo(dumps(record) if fmt == "json" else printable(redact(status_text(record))))
+    codes = {"succeeded": EXIT_OK, "running": EXIT_RUNNING, "not started": EXIT_USAGE}
     sys.exit(codes.get(verdict(record), EXIT_FAILED))
 
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Exit codes shared by every command.
+#: Exit codes, one rule for every command (README, "Exit codes"): 0 the answer is yes (valid,
+#: every task succeeded); 1 the answer is no (invalid, tasks failed, outputs not all placed);
+#: 2 batchspec could not do what was asked (usage, a spec it cannot run, no inputs, missing
+#: tools, configuration, credentials, the service, nothing to report on); 3 not finished yet
+#: (status of a run that is going on); 130 interrupted.
 EXIT_OK = 0
-EXIT_FAILED = 1  # invalid spec (validate), failed tasks (run)
-EXIT_USAGE = 2  # bad spec or usage for commands that need a valid spec
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_RUNNING = 3
 EXIT_INTERRUPTED = 130
 
 

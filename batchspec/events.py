@@ -124,6 +124,7 @@ class RunFinished(Event):
     logs: str = ""  # where task logs live
     report: str = ""  # the HTML report's path
     changed: int = 0  # of the tasks run: those whose command, environment, inputs or settings changed
+    forced: bool = False  # run with --force (a plain rerun resumes; the same command would start again)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

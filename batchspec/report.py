@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .display import json_safe, one_line, printable
 from .errors import Diagnostic
 from .spec.values import format_duration
 
@@ -46,7 +47,7 @@ def validation_text(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:
 def validation_json(results: Sequence[tuple[str, list[Diagnostic]]]) -> str:
     """A JSON list of ``{file, line, column, path, message}``, one per problem (warnings also
     have ``"severity": "warning"``)."""
-    return json.dumps([d.as_dict() for _, diags in results for d in diags], indent=2, ensure_ascii=False)
+    return json_safe(json.dumps([d.as_dict() for _, diags in results for d in diags], indent=2, ensure_ascii=False))
 
 
 def _param_dict(param: Param) -> dict[str, object]:
@@ -118,11 +119,11 @@ def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -
         nodes = f"{pool.dedicated} dedicated + {pool.spot} spot"
     image = f"{pool.image.publisher}/{pool.image.offer}/{pool.image.sku}/{pool.image.version}"
     about = f"  ({plan.description})" if plan.description else ""
-    out.print(f"[bold]job[/]    {escape(plan.job_id + about)}")
+    out.print(f"[bold]job[/]    {escape(printable(plan.job_id + about))}")
     out.print(f"[bold]pool[/]   {escape(pool.id)}: {escape(pool.vm_size)}, {nodes} nodes, "
               f"{pool.task_slots_per_node} slot(s) per node, image {escape(image)}")
     if plan.params:
-        out.print("[bold]params[/] " + escape(", ".join(f"{k}={v}" for k, v in plan.params.items())))
+        out.print("[bold]params[/] " + escape(one_line(", ".join(f"{k}={v}" for k, v in plan.params.items()))))
     if pool.container is not None:
         out.print("[bold]images[/] " + escape(container_text(plan)))
     if plan.files:
@@ -144,7 +145,7 @@ def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -
     for line in cost:
         out.print(line, markup=False)
     for warning in plan.warnings:
-        out.print(f"[yellow]warning:[/] {escape(warning)}")
+        out.print(f"[yellow]warning:[/] {escape(printable(warning))}")
     if not plan.tasks:
         return
     table = Table(show_lines=False, pad_edge=False, expand=False)
@@ -152,11 +153,11 @@ def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -
     for column in ("task id", *(("stage",) if staged else ()), "command", "inputs", "outputs"):
         table.add_column(column, overflow="fold")
     for task in plan.tasks[:limit]:
-        inputs = "\n".join(_file_text(f) for f in task.inputs)
-        outputs = "\n".join(o.pattern + (f" ({o.when})" if o.when != "success" else "")
-                            + (f" -> {o.to}" if o.to else "") for o in task.outputs)
+        inputs = "\n".join(one_line(_file_text(f)) for f in task.inputs)
+        outputs = "\n".join(one_line(o.pattern) + (f" ({o.when})" if o.when != "success" else "")
+                            + (f" -> {one_line(o.to)}" if o.to else "") for o in task.outputs)
         stage_cell = (plan.stage_of(task).name,) if staged else ()
-        table.add_row(*(Text(cell) for cell in (task.id, *stage_cell, task.command, inputs, outputs)))
+        table.add_row(*(Text(cell) for cell in (task.id, *stage_cell, one_line(task.command), inputs, outputs)))
     out.print(table)
     if len(plan.tasks) > limit:
         out.print(f"... and {len(plan.tasks) - limit} more")

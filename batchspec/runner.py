@@ -369,13 +369,14 @@ def _kill_if_running(proc: subprocess.Popen[bytes] | _Supervised) -> None:
         _signal_group(proc.pid, signal.SIGKILL)
 
 
-def tail_lines(path: Path, count: int = 20, max_bytes: int = 64 * 1024) -> tuple[str, ...]:
-    """The last ``count`` lines of a text file (reading at most its last ``max_bytes``)."""
+def tail_lines(path: Path, count: int = 20, max_bytes: int = 64 * 1024, start: int = 0) -> tuple[str, ...]:
+    """The last ``count`` lines of a text file from byte ``start`` on (one attempt's part of a
+    log every attempt appends to), reading at most its last ``max_bytes``."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - max_bytes))
+            f.seek(max(start, size - max_bytes))
             data = f.read()
     except OSError:
         return ()

@@ -19,9 +19,10 @@ with shell syntax (``${VAR}``, ``{a,b}``) or YAML. Three environments exist:
 A value must be text, a number or a path: a method (``<< input.encode >>``), a mapping or a
 list is an error, never its Python repr.
 
-All are :class:`jinja2.sandbox.ImmutableSandboxedEnvironment` with ``StrictUndefined``: an
-unknown variable, an attempt to reach Python internals, or to change shared values (one task's
-render must not alter the next's ``params``) is an error, never a crash or an escape.
+All are :class:`batchspec.sandbox.BoundedEnvironment` (Jinja's immutable sandbox with bounded
+work and sizes) with ``StrictUndefined``: an unknown variable, an attempt to reach Python
+internals, to change shared values (one task's render must not alter the next's ``params``) or
+to go past a limit (see :mod:`batchspec.sandbox`) is an error, never a crash, a hang or an escape.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .globs import escape as escape_glob
+from .sandbox import (
+    MAX_TEXT,
+    BoundedEnvironment,
+    LimitError,
+    budget,
+    constant_problems,
+    is_callable_name,
+    need,
+    parse_guard,
+)
 
 if TYPE_CHECKING:
     import jinja2
@@ -147,11 +158,12 @@ def _shell_quote(value: Any) -> Raw:
     return Raw(shlex.quote(_text(value)))
 
 
-def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
+def _make_env(finalize: Callable[[Any], Any]) -> BoundedEnvironment:
     import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(
+    from .sandbox import BoundedEnvironment
+
+    env = BoundedEnvironment(
         variable_start_string="<<",
         variable_end_string=">>",
         block_start_string="<%",
@@ -163,8 +175,8 @@ def _make_env(finalize: Callable[[Any], Any]) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=False,
         finalize=finalize,
     )
-    env.filters["raw"] = _raw
-    env.filters["quote"] = _shell_quote
+    env.add_filter("raw", _raw)
+    env.add_filter("quote", _shell_quote)
     return env
 
 
@@ -269,7 +281,7 @@ class Template:
         except TemplateError:
             raise
         except Exception as exc:
-            error = _template_error(exc)
+            error = _template_error(exc, self._template)
             if error is None:
                 raise
             raise error from None
@@ -277,6 +289,9 @@ class Template:
 
     def _checked(self, out: str) -> str:
         """A rendered text, refused where no text may go (on every path of :meth:`render`)."""
+        if len(out) > MAX_TEXT:
+            raise TemplateError(f"renders to {len(out):,} characters, more than the limit of {MAX_TEXT:,} (128 KiB, "
+                                "what Linux passes as one argument: bash -c gets the command as one)")
         if self.shell and "\x00" in out:
             raise TemplateError("the rendered command contains a NUL character")
         return out
@@ -291,13 +306,13 @@ class Template:
         # into fresh dicts and sets on every call.
         context = Context(env, {**env.globals, **variables}, template.name, template.blocks)
         if not self.shell:
-            return "".join(template.root_render_func(context))
+            return _bounded_render(template, context)
         # Values come out as placeholders; once the whole command is known, each is quoted for
         # the shell context it landed in (blocks and | raw text can open or close quotes).
         values: list[Any] = []
         _pending.values = values
         try:
-            out = "".join(template.root_render_func(context))
+            out = _bounded_render(template, context)
         finally:
             _pending.values = None
         pieces = _MARK.split(out)
@@ -410,6 +425,29 @@ def _direct_render(texts: list[str], subs: list[tuple[Callable[[Mapping[str, Any
         return join(out)
 
     return render
+
+
+def _bounded_render(template: jinja2.Template, context: Context) -> str:
+    """The template's text, within the sandbox's work budget and length limit."""
+    pieces: list[str] = []
+    total = 0
+    with budget():
+        for piece in template.root_render_func(context):
+            total += len(piece)
+            need(total, "the rendered template")
+            pieces.append(piece)
+    return "".join(pieces)
+
+
+def _template_line(template: jinja2.Template) -> int | None:
+    """The template line being rendered when the current exception was raised, if known."""
+    tb = sys.exc_info()[2]
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = template.get_corresponding_lineno(tb.tb_lineno)
+        tb = tb.tb_next
+    return line
 
 
 def _renumber(slot: Slot, fate: list[int | str]) -> Slot:
@@ -535,27 +573,97 @@ def _program(word: str) -> str:
     return "python" if re.fullmatch(r"python[0-9.]*", name) else name
 
 
-def _code_runner(words: list[str]) -> str | None:
-    """The program that would run the next word of a simple command as code, if any.
+_FREE, _ARGUMENT, _DASHES = "free", "argument", "dashes"  # where awk's option parsing stands
 
-    ``words`` are the words before it (quotes removed): ``bash -c`` (and other shells), ``eval``,
-    ``watch``, ``trap``, interpreters' inline-code options (``python -c``, ``perl -e``), awk
-    programs. A later argument (``bash -c '…' _ <<x>>``, read as ``$1``) is data, so it is fine.
+
+def _awk_step(state: str, word: str) -> str | None:
+    """awk's option parsing after one more word; None once the program text has been read."""
+    if state == _ARGUMENT:  # the value of -F or -v
+        return _FREE
+    if state == _DASHES or word[:1] != "-" or word == "-" or word.startswith("-f"):
+        return None  # the program (or -f FILE instead of one)
+    return _DASHES if word == "--" else _ARGUMENT if word in ("-F", "-v") else _FREE
+
+
+class _Words:
+    """The words of a simple command so far, and what would run the next one as code.
+
+    Each word is looked at once, so a command with thousands of values is checked in linear
+    time: the shell (``bash -c``) and interpreter (``python -c``) that could take the next word
+    as code can only be the last word before the trailing options, and awk's option parsing is
+    followed as a state per awk word.
     """
-    for j, word in enumerate(words):
-        name, rest = _program(word), words[j + 1 :]
-        if name in _EVALS or (name == "trap" and not rest):
-            return name
-        if name in _SHELLS and all(w[:1] in "-+" and w[:2] != "--" for w in rest) and any(
-                w[:1] == "-" and "c" in w for w in rest):
-            return f"{name} -c"
-        letters = _CODE_OPTIONS.get(name)
-        if (letters and rest and all(w[:1] == "-" for w in rest) and rest[-1][:2] != "--"
-                and rest[-1][-1] in letters):
-            return f"{name} {rest[-1]}"
-        if name in _AWKS and _awk_program(rest) == len(rest):
-            return name
-    return None
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.eval_at = -1  # the first eval or watch
+        self.shell_at = -1  # the last word that is not a short option (-x or +x)
+        self.shell_c = False  # ... followed by an option with c in it (-c, -ec, -lc)
+        self.code_at = -1  # the last word that does not start with -
+        self.awks: dict[str, int] = {}  # awk's parse state -> the earliest awk word in it
+        self.first = -1  # the first shell, interpreter or awk (for a here-document's reader)
+        self.operand: str | None = None  # ... its first operand
+        self.dash_s = False  # ... and whether -s follows it
+
+    def __bool__(self) -> bool:
+        return bool(self.words)
+
+    def append(self, word: str) -> None:
+        j = len(self.words)
+        self.words.append(word)
+        name = _program(word)
+        if self.eval_at < 0 and name in _EVALS:
+            self.eval_at = j
+        if word[:1] in "-+" and word[:2] != "--":
+            self.shell_c = self.shell_c or (word[:1] == "-" and "c" in word)
+        else:
+            self.shell_at, self.shell_c = j, False
+        if word[:1] != "-":
+            self.code_at = j
+        awks: dict[str, int] = {}
+        for state, at in self.awks.items():
+            after = _awk_step(state, word)
+            if after is not None:
+                awks[after] = min(at, awks.get(after, at))
+        if name in _AWKS:
+            awks.setdefault(_FREE, j)
+        self.awks = awks
+        if self.first >= 0:
+            if self.operand is None and (word[:1] != "-" or word == "-"):
+                self.operand = word
+            self.dash_s = self.dash_s or word == "-s"
+        elif name in _SHELLS or name in _CODE_OPTIONS or name in _AWKS:
+            self.first = j
+
+    def runner(self) -> str | None:
+        """The program that would run the next word as code, if any: ``bash -c`` (and other
+        shells), ``eval``, ``watch``, ``trap``, interpreters' inline-code options (``python -c``,
+        ``perl -e``), awk programs. A later argument (``bash -c '…' _ <<x>>``, read as ``$1``) is
+        data, so it is fine."""
+        words, last = self.words, len(self.words) - 1
+        found: list[tuple[int, str]] = []
+        if self.eval_at >= 0:
+            found.append((self.eval_at, _program(words[self.eval_at])))
+        if last >= 0 and _program(words[last]) == "trap":
+            found.append((last, "trap"))
+        if self.shell_at >= 0 and self.shell_c and _program(words[self.shell_at]) in _SHELLS:
+            found.append((self.shell_at, f"{_program(words[self.shell_at])} -c"))
+        if 0 <= self.code_at < last:
+            name, option = _program(words[self.code_at]), words[last]
+            letters = _CODE_OPTIONS.get(name)
+            if letters and option[:2] != "--" and option[-1] in letters:
+                found.append((self.code_at, f"{name} {option}"))
+        found += [(at, _program(words[at])) for state, at in self.awks.items() if state != _ARGUMENT]
+        return min(found)[1] if found else None
+
+    def reads_code(self) -> str | None:
+        """The shell or interpreter that reads its standard input as code, when these words
+        start it (it has no operand, or ``-``, or ``-s``)."""
+        if self.first < 0:
+            return None
+        if self.operand is None or self.operand == "-" or self.dash_s:
+            return _program(self.words[self.first])
+        return None
 
 
 def _fix(runner: str) -> str:
@@ -570,37 +678,13 @@ def _fix(runner: str) -> str:
     return f"run the command directly instead of through {name}"
 
 
-def _awk_program(args: list[str]) -> int:
-    """Index of the program text among awk's arguments (-1 when ``-f`` gives a file instead)."""
-    i = 0
-    while i < len(args) and args[i][:1] == "-" and args[i] != "-":
-        if args[i] == "--":
-            return i + 1
-        if args[i].startswith("-f"):
-            return -1
-        i += 2 if args[i] in ("-F", "-v") else 1
-    return i
-
-
-def _reads_code(words: list[str]) -> str | None:
-    """The shell or interpreter that reads its standard input as code, when ``words`` start it."""
-    for j, word in enumerate(words):
-        name = _program(word)
-        if name in _SHELLS or name in _CODE_OPTIONS or name in _AWKS:
-            operands = [w for w in words[j + 1 :] if w[:1] != "-" or w == "-"]
-            if not operands or operands[0] == "-" or "-s" in words[j + 1 :]:
-                return name
-            return None
-    return None
-
-
 @dataclass
 class _Command:
     """Bash's top level, or the inside of $( … ), <( … ) or [[ … ]]: words and commands."""
 
     closer: str | None = None  # ")" or "]]"; None at the top level
     depth: int = 0  # open "(" within it
-    words: list[str] = field(default_factory=list)  # finished words of the current simple command
+    words: _Words = field(default_factory=_Words)  # finished words of the current simple command
     word: list[str] = field(default_factory=list)  # the current word, quotes removed, a value as NUL
     in_word: bool = False
     literal: bool = False  # the current word has text of its own (not only quotes and values)
@@ -671,7 +755,7 @@ class _Scanner:
 
     def end_command(self, command: _Command) -> None:
         self.end_word(command)
-        command.words = []
+        command.words = _Words()
 
     def push(self, frame: _Command | _Region) -> None:
         command = self.command()
@@ -712,7 +796,7 @@ class _Scanner:
                 SINGLE if isinstance(frame, _Region) else WORD)
         if command is not None:
             word_start = None if command.literal else tuple(command.values)
-            runner = _code_runner(command.words)
+            runner = command.words.runner()
             if runner and problem is None:
                 problem = f"is part of the code that `{runner}` runs, so the value would run as code; {_fix(runner)}"
             command.values.append(len(self.slots))
@@ -844,7 +928,7 @@ class _Scanner:
                 delimiter.append(c)
                 i += 1
         if delimiter:
-            cmd.heredocs.append(_Heredoc("".join(delimiter), quoted, strip_tabs, _reads_code(cmd.words)))
+            cmd.heredocs.append(_Heredoc("".join(delimiter), quoted, strip_tabs, cmd.words.reads_code()))
         return i
 
     def heredoc_char(self, doc: _Heredoc, text: str, i: int) -> int:
@@ -998,8 +1082,9 @@ def lex_simple(source: str) -> tuple[list[str], list[tuple[int, str]]] | None:
         if "<<" in text or text.endswith("<"):
             return None
         expr = tag.group(1)
-        if any(word in _JINJA_WORDS for word in expr.split(".")):
-            return None
+        names = expr.split(".")
+        if len(names) > 33 or any(word in _JINJA_WORDS for word in names):
+            return None  # (a chain that long is left to the compiler, which may find it too deep)
         line += text.count("\n")  # lines counted tag by tag: linear, however many tags
         texts.append(text)
         tags.append((line, expr))
@@ -1089,6 +1174,18 @@ def _texts(parts: tuple[_Part, ...]) -> list[str]:
     return texts
 
 
+@cache
+def variables_used(source: str) -> frozenset[str]:
+    """The variables a template reads (empty when it does not parse: that is reported apart)."""
+    if not is_template(source):
+        return frozenset()
+    try:
+        with parse_guard():
+            return frozenset(jinja2.meta.find_undeclared_variables(TEXT_ENV.parse(source)))
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
+
+
 def is_template(source: str) -> bool:
     return "<<" in source or "<%" in source or "<#" in source
 
@@ -1138,15 +1235,28 @@ def check_variables(
         if call.name not in table:
             import difflib
 
-            close = difflib.get_close_matches(call.name, sorted(table), n=1, cutoff=0.6)
+            names = sorted(n for n in table if not n.startswith("_"))
+            close = difflib.get_close_matches(call.name, names, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(VariableProblem(f"unknown {kind} '{call.name}'{hint}", call.lineno, call.name))
         elif is_filter and call.name == "attr" and call.args and isinstance(call.args[0], jinja2.nodes.Const):
             attr = call.args[0].value
             if isinstance(attr, str) and attr.startswith("_"):
                 problems.append(VariableProblem(f"template may not access '{attr}' (sandboxed)", call.lineno, attr))
+    problems += [VariableProblem(message, line) for line, message in constant_problems(env, ast)]
+    for other in ast.find_all((jinja2.nodes.Include, jinja2.nodes.Extends, jinja2.nodes.Import,
+                               jinja2.nodes.FromImport)):
+        problems.append(VariableProblem("a spec template cannot include, extend or import other templates",
+                                        other.lineno))
+    for method in ast.find_all(jinja2.nodes.Call):
+        target = method.node
+        if (isinstance(target, jinja2.nodes.Getattr) and not is_callable_name(target.attr)
+                and not (isinstance(target.node, jinja2.nodes.Name) and target.node.name in ("self", "loop"))):
+            problems.append(VariableProblem(f"the method '{target.attr}' cannot be called in a template",
+                                            method.lineno, target.attr))
     try:
-        undeclared = jinja2.meta.find_undeclared_variables(ast)
+        with parse_guard():
+            undeclared = jinja2.meta.find_undeclared_variables(ast)
     except jinja2.TemplateSyntaxError as exc:  # TemplateAssertionError: found while compiling
         return problems or [VariableProblem(f"template error: {exc.message}", exc.lineno or 1)]
     for name in sorted(undeclared - set(known)):

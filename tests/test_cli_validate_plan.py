@@ -112,7 +112,7 @@ def test_validate_several_paths(project: Path) -> None:
         (b"\x00\x01binary", "specs/bad.yaml: $: not a text file (it contains binary data)"),
         (b"name: caf\xe9\n", "specs/bad.yaml:1:1: $: not UTF-8 text (byte 0xe9 at offset 9)"),
         (ALIAS_BOMB,
-         "specs/bad.yaml: $: too many YAML nodes (over 100,000 after expanding aliases)"),
+         "specs/bad.yaml: $: too many YAML nodes (over 25,000 after expanding aliases)"),
     ],
     ids=["empty", "binary", "not-utf8", "alias-bomb"],
 )
@@ -235,12 +235,13 @@ def test_plan_unknown_parameter_lists_the_known_ones(project: Path) -> None:
     assert result.stdout == ""
 
 
-def test_plan_empty_inputs_exit_1(project: Path) -> None:
+def test_plan_empty_inputs_exit_2(project: Path) -> None:
     write(project / "specs" / "none.yaml", SPEC.replace("inputs/*.mp4", "nothing/*.mp4"))
     result = run("plan", "specs/none.yaml")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # nothing to run: batchspec cannot do what was asked
     assert result.stdout == ""
-    assert result.stderr.startswith("error: no inputs: patterns 'nothing/*.mp4' (relative to specs) matched nothing")
+    assert re.match(r"error: specs/none\.yaml:[0-9]+: no inputs: patterns 'nothing/\*\.mp4' \(relative to specs\) "
+                    "matched nothing", result.stderr), result.stderr
     assert "Traceback" not in result.output
 
 
@@ -270,7 +271,7 @@ def test_plan_invalid_spec_exit_2(project: Path) -> None:
         (["plan"], 2, "Missing argument 'SPEC'"),
         (["plan", "specs/demo.yaml", "--format", "yaml"], 2, "'yaml' is not one of 'table', 'json'"),
         (["plan", "specs/demo.yaml", "--set", "bitrate"], 2, "error: --set expects KEY=VALUE, got 'bitrate'"),
-        (["plan", "specs/missing.yaml"], 2, "missing.yaml: $: no such file"),
+        (["plan", "specs/missing.yaml"], 2, "no such spec file: specs/missing.yaml"),
         (["plan", "specs"], 2, "is a directory"),
     ],
 )
@@ -285,9 +286,8 @@ def test_plan_container_inputs_on_the_local_backend(project: Path) -> None:
     write(project / "specs" / "blobs.yaml", SPEC.replace("  path: inputs/*.mp4", "  container: raw-videos"))
     result = run("plan", "specs/blobs.yaml", "--backend", "local")
     assert result.exit_code == 2
-    assert result.output.startswith(
-        "error: inputs.container 'raw-videos' lists blobs in Azure Storage, which this backend cannot read"
-    )
+    assert re.match(r"error: specs/blobs\.yaml:[0-9]+: inputs\.container 'raw-videos' lists blobs in Azure Storage, "
+                    "which this backend cannot read", result.output), result.output
 
 
 def test_plan_template_error_names_field_and_line(project: Path) -> None:

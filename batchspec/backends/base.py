@@ -163,8 +163,10 @@ class Backend(ABC):
         """Bring outputs to ``plan.download_dir``."""
 
     @abstractmethod
-    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
-        """Delete what ``plan.cleanup`` asks for (the job only when every task ``succeeded``)."""
+    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool, error: bool = False) -> None:
+        """Delete what ``plan.cleanup`` asks for (the job only when every task ``succeeded``).
+        After an ``error`` that stopped the run, a pool this run created is deleted too, unless
+        the spec says ``cleanup.pool: keep`` itself."""
 
     @abstractmethod
     def remove(self, plan: Plan, ctx: RunContext) -> None:

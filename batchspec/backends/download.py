@@ -102,11 +102,18 @@ def ledger_file(state_dir: Path, root: Path) -> Path:
     return state_dir / "downloads" / f"{label}-{digest}.jsonl"
 
 
+def part_path(dest: Path) -> Path:
+    """The temporary file ``dest`` is written as, beside it: a short name of its own (the final
+    name may already be as long as a file name can be)."""
+    digest = hashlib.blake2b(os.fsencode(dest.name), digest_size=8).hexdigest()
+    return dest.with_name(f".{digest}{PART}")
+
+
 def safe_destination(root: Path, name: str) -> Path | None:
     """Where ``name`` (a relative POSIX path) lands under ``root``, or None when it would leave
     ``root`` (``..``, an absolute path, a symlinked directory pointing out)."""
-    if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
-        return None
+    if not name or name.startswith("/") or "\x00" in name or ("\\" in name and os.sep == "\\"):
+        return None  # (a backslash is a name's character on POSIX, a separator on Windows)
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts) or (len(parts[0]) > 1 and parts[0][1] == ":"):
         return None
@@ -228,7 +235,7 @@ class Ledger:
         Raises :class:`OutputConflict` when that would replace a file batchspec did not write.
         """
         dest = self._ready(name)
-        part = dest.with_name(dest.name + PART)
+        part = part_path(dest)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)  # a killed run's
         writer(part)

@@ -135,6 +135,15 @@ class NodeRunner:
     def node_root(self, node_id: str) -> Path:
         return self.nodes_root / node_id
 
+    def remove_work(self, job_id: str, task_id: str | None = None) -> None:
+        """Delete a job's (or one task's) directories on every node, as the service does when the
+        job or task is deleted: a task added again under the same id starts in an empty directory."""
+        if not self.nodes_root.is_dir():
+            return
+        for node in self.nodes_root.iterdir():
+            where = node / "workitems" / job_id
+            shutil.rmtree(where / "job-1" / task_id if task_id is not None else where, ignore_errors=True)
+
     def make_node(self, node_id: str) -> None:
         root = self.node_root(node_id)
         for name in NODE_DIRS:

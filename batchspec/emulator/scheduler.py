@@ -549,6 +549,7 @@ class Engine:
             if job.running == 0 and job.delete_at is not None and now >= job.delete_at:
                 self._finish_job(job)
                 self.state.remove_job(job)
+                self.runner.remove_work(job.id)
             return
         if state == "terminating":
             if job.running == 0:
@@ -639,6 +640,7 @@ class Engine:
         if task.attempt is not None:
             self._stop_attempt(task.attempt, "delete")
         self.state.remove_task(job, task)
+        self.runner.remove_work(job.id, task.id)
 
     def terminate_task(self, job: Job, task: Task) -> None:
         if task.attempt is not None:

@@ -176,9 +176,17 @@ def _expand(pattern: str, env: Mapping[str, str]) -> str:
 
 def _matches(pattern: str, wd: Path) -> tuple[list[Path], Path]:
     """Files matching ``pattern`` (relative to ``wd``, or absolute) and the directory that
-    wildcard matches' blob names are made relative to: the pattern's fixed leading part."""
+    wildcard matches' blob names are made relative to: the pattern's fixed leading part.
+
+    As on a node, what is uploaded is what the pattern matches in the task's directory: a
+    symbolic link is followed only to a file inside it, never out of it (a task's
+    ``ln -s /etc x`` uploads nothing of /etc)."""
     prefix, _ = split_fixed(normalize(pattern))
-    return sorted(wd / rel for rel in glob_files(wd, pattern)), wd / prefix
+    task_dir = os.path.realpath(wd.parent)
+    relative = not pattern.startswith("/")
+    found = [wd / rel for rel in glob_files(wd, pattern, follow_links=not relative)]
+    inside = [p for p in found if os.path.commonpath([os.path.realpath(p), task_dir]) == task_dir and p.is_file()]
+    return sorted(inside), wd / prefix
 
 
 def upload_output_files(

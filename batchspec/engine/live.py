@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bar
 
+from ..display import printable
 from ..events import (
     BackendChosen,
     Event,
@@ -50,7 +51,7 @@ class RichReporter(Reporter):
         return self.bar
 
     def print(self, text: str) -> None:
-        (self.bar.console if self.bar else self.console).print(text, highlight=False)
+        (self.bar.console if self.bar else self.console).print(printable(text), highlight=False)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, BackendChosen):
@@ -81,7 +82,8 @@ class RichReporter(Reporter):
         elif isinstance(event, RunFinished):
             self.close()
             text = summary_text(event)
-            self.console.print(escape(text), end="", style="red" if event.failed else None, highlight=False)
+            self.console.print(escape(printable(text)), end="", style="red" if event.failed else None,
+                               highlight=False)
 
     def close(self) -> None:
         if self.bar is not None:

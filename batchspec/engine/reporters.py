@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TextIO
 
+from ..display import json_safe, printable
 from ..events import (
     BackendChosen,
     Event,
@@ -41,7 +42,7 @@ class JsonReporter(Reporter):
         self.out = out or sys.stdout
 
     def __call__(self, event: Event) -> None:
-        self.out.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
+        self.out.write(json_safe(json.dumps(event.to_dict(), ensure_ascii=False)) + "\n")
         self.out.flush()
 
 
@@ -79,7 +80,7 @@ class PlainReporter(Reporter):
         self.unshown: Progress | None = None  # a change held back by the interval
 
     def line(self, text: str) -> None:
-        self.out.write(text + "\n")
+        self.out.write(printable(text) + "\n")
         self.out.flush()
 
     def __call__(self, event: Event) -> None:
@@ -104,7 +105,7 @@ class PlainReporter(Reporter):
         elif isinstance(event, RunFinished):
             if self.unshown is not None:
                 self._print_progress(self.unshown)
-            self.out.write(summary_text(event))
+            self.out.write(printable(summary_text(event)))
             self.out.flush()
 
 
@@ -157,7 +158,9 @@ def summary_text(event: RunFinished) -> str:
     """The end-of-run summary: counts, time, outputs, and each failure with its stderr tail."""
     lines = [""]
     if event.interrupted:
-        lines.append(f"interrupted after {format_duration(event.seconds)}; rerun the same command to resume")
+        again = ("run it again without --force to resume (with --force it starts over)" if event.forced
+                 else "rerun the same command to resume")
+        lines.append(f"interrupted after {format_duration(event.seconds)}; {again}")
     verdict = "FAILED" if event.failed or event.blocked or event.not_run else (
         "INTERRUPTED" if event.interrupted else "OK")
     lines.append(
@@ -171,7 +174,7 @@ def summary_text(event: RunFinished) -> str:
     if event.changed:
         lines.append(f"{event.changed} task(s) ran again because their command, environment, inputs or settings "
                      "changed since they last succeeded; their outputs were replaced")
-    if event.succeeded or event.skipped:
+    if (event.succeeded or event.skipped) and event.outputs:
         lines.append(f"outputs: {event.outputs}")
     if event.usage:
         lines.append(event.usage)

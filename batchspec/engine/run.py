@@ -125,17 +125,29 @@ def run(spec_path: Path, overrides: Iterable[str], backend_name: str, options: R
         failed=counts.failed,
         skipped=counts.skipped,
         seconds=round(time.monotonic() - started, 3),
-        outputs=str(plan.download_dir),
+        outputs=str(plan.download_dir) if _produced(plan) else "",
         exit_code=exit_code,
         interrupted=interrupted,
         failures=tuple(tally.failures),
         blocked=counts.blocked,
         not_run=not_run,
         changed=tally.changed,
+        forced=options.force,
         **after,
     )
     emit(summary)
     return summary
+
+
+def _produced(plan: Plan) -> bool:
+    """Did the run leave anything in the download directory (a spec may have no outputs)?"""
+    if not any(t.outputs for t in plan.tasks):
+        return False
+    try:
+        with os.scandir(plan.download_dir) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def remove(spec_path: Path, overrides: Iterable[str], backend_name: str, options: RunOptions, emit: Emit) -> None:
@@ -173,7 +185,7 @@ def _run_plan(backend: Backend, planner: Planner, plan: Plan, ctx: RunContext,
     except BatchspecError:
         # The run stops here: what it made that costs money goes as the spec's cleanup says.
         try:
-            backend.cleanup(plan, ctx, succeeded=False)
+            backend.cleanup(plan, ctx, succeeded=False, error=True)
         except BatchspecError as exc:
             ctx.warn(f"cleaning up after the error failed too: {exc.message}")
         raise

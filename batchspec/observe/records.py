@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..display import json_safe
+
 #: What became of one attempt. ``retried``: it failed and the task ran again; ``requeued``: it was
 #: stopped from outside (a spot node preempted or removed) and the task went back to the queue.
 OUTCOMES = ("succeeded", "failed", "retried", "requeued", "running", "interrupted")
@@ -308,7 +310,7 @@ def from_dict(data: dict[str, Any]) -> RunRecord:
 
 
 def dumps(record: RunRecord) -> str:
-    return json.dumps(to_dict(record), ensure_ascii=False)
+    return json_safe(json.dumps(to_dict(record), ensure_ascii=False))
 
 
 def loads(text: str) -> RunRecord:

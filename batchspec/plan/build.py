@@ -15,8 +15,8 @@ import gc
 import hashlib
 import itertools
 import json
+import math
 import posixpath
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -26,11 +26,14 @@ from urllib.parse import unquote, urlparse
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from ..globs import compile_glob, has_magic, literal_head, normalize
+from ..globs import Glob, compile_glob, has_magic, literal_head, normalize
+from ..limits import MAX_TASKS
+from ..sandbox import plan_budget
 from ..spec.model import Axis, FileSource, Inputs, Param, Scalar, Spec, Stage, TaskBody
 from ..spec.validate import output_pattern_problem, param_value_problem, parse_range, relative_path_problem
 from ..spec.values import batch_id_problem, container_pool_warning, container_problem, image_problem
 from ..templating import Namespace, PathValue, Template, TemplateError, compile_template
+from .ids import HASH_CHARS, MAX_ID, TaskIds
 from .inputs import BlobLister, InputItem, PlanError, resolve_inputs
 from .model import (
     InputFile,
@@ -44,12 +47,10 @@ from .model import (
     StagePlan,
 )
 
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_blake2b = hashlib.blake2b
-_MAX_ID = 64
-_HASH_CHARS = 8
+_MAX_ID = MAX_ID
+_HASH_CHARS = HASH_CHARS
 #: A matrix range longer than this is a mistake (a typo in a bound), not a job.
-MAX_AXIS_VALUES = 1_000_000
+MAX_AXIS_VALUES = MAX_TASKS
 
 
 def parse_overrides(pairs: Iterable[str], params: Mapping[str, object]) -> dict[str, Scalar]:
@@ -148,13 +149,18 @@ class Planner:
         self.constants: dict[str, Any] = {"params": Namespace(self.params), "name": spec.name}
         self.origins: dict[str, Namespace] = {}  # first-stage task id -> its variables, for `source`
         self.origin_files: dict[str, InputFile] = {}  # first-stage task id -> its input file
-        with gc_paused():
+        self.ids = TaskIds()  # every stage's task ids, each handed out once
+        with gc_paused(), plan_budget():
             warnings: list[str] = []
             if spec.inputs is None:  # a sweep (or a single task): one item, no file
                 items = [InputItem("", None, None)]
             else:
-                items, warnings = resolve_inputs(self._inputs(spec.inputs), spec.base_dir, blob_lister)
-            combos = self._combinations()
+                try:
+                    items, warnings = resolve_inputs(self._inputs(spec.inputs), spec.base_dir, blob_lister)
+                except PlanError as exc:  # located at the spec's inputs
+                    raise type(exc)(f"{spec.where('$.inputs')}: {exc.message}", exc.hint,
+                                    exit_code=exc.exit_code) from None
+            combos = self._combinations(len(items))
             self.job_id = self._job_id(items, combos)
             self.constants["job_id"] = self.job_id
             first = self._expand_first(items, combos)
@@ -223,6 +229,7 @@ class Planner:
             spot=self._count("$.pool.nodes.spot", pool.spot),
             autoscale=pool.autoscale, task_slots_per_node=pool.task_slots_per_node, start_task=start,
             container=self._pool_containers(),
+            ready_timeout_seconds=pool.ready_timeout_seconds,
         )
         if planned.autoscale is None and planned.dedicated + planned.spot == 0:
             raise PlanError(f"{self.spec.where('$.pool.nodes')}: the pool has no nodes with these params: "
@@ -273,8 +280,9 @@ class Planner:
             prefix=self._text("$.inputs.prefix", inputs.prefix),
         )
 
-    def _combinations(self) -> list[dict[str, Scalar]]:
+    def _combinations(self, inputs: int) -> list[dict[str, Scalar]]:
         matrix = {name: self._axis(name, axis) for name, axis in self.spec.matrix.items()}
+        check_task_count(self.spec, inputs, math.prod(len(values) for values in matrix.values()))
         if not matrix:
             return [{}]
         names = list(matrix)
@@ -322,6 +330,9 @@ class Planner:
         # Same spec, inputs and params -> same id (a rerun resumes); any change -> a new id.
         digest = hashlib.sha256()
         model = {k: v for k, v in asdict(spec).items() if k not in ("path", "lines")}
+        # Settings that do not shape what the job does keep its id (an older version's runs resume).
+        model["pool"].pop("ready_timeout_seconds", None)
+        model["cleanup"].pop("pool_given", None)
         for stage in model["stages"]:  # only for cost estimates, not part of what the job does
             del stage["task"]["expected_seconds"]
             if stage["task"]["container"] is None:  # absent: the same id as before containers existed
@@ -384,7 +395,8 @@ class Planner:
         by the tasks of the stage it reads, or listed in ``listings`` (the outputs the backend
         holds for a finished stage, by stage name)."""
         stages = list(plan.stages)
-        ids: set[str] | None = None  # every task's id, casefolded: made when a stage is expanded
+        for task in plan.tasks:
+            self.ids.claim(task.id)
         for i, stage in enumerate(stages):
             if stage.known or stage.source is None:
                 continue
@@ -401,10 +413,8 @@ class Planner:
             matchers = [compile_glob(normalize(m)) for m in spec_stage.match]
             if matchers:
                 files = [(t, n) for t, n in files if any(rx.match(n) for rx in matchers)]
-            if ids is None:
-                ids = {t.id.casefold() for t in plan.tasks}
-            with gc_paused():
-                tasks = self._expand_later(spec_stage, source.tasks, files, ids)
+            with gc_paused(), plan_budget():
+                tasks = self._expand_later(spec_stage, source.tasks, files)
             stages[i] = replace(stage, tasks=tuple(tasks))
         return plan.with_stages(tuple(stages)) if stages != list(plan.stages) else plan
 
@@ -439,7 +449,7 @@ class Planner:
         render = _BodyRenderer(self, stage, base)
         keep_origins = len(spec.stages) > 1
         tasks: list[PlannedTask] = []
-        ids: dict[str, int] = {}  # casefolded id -> index of the task that has it
+        owners: dict[str, int] = {}  # casefolded task.id -> index of the task that has it
         pairs = [(combo, Namespace(combo)) for combo in combos]
         single = len(combos) == 1  # no matrix: the item's variables are the task's, not copied
         uses = None if keep_origins else render.uses
@@ -455,15 +465,18 @@ class Planner:
                     variables["matrix"] = matrix
                     variables["index"] = index
                     readable = stem if item.file or not combo else "-".join(str(v) for v in combo.values())
-                    task_id = (render.task_id(variables) if render.id is not None else None) or _default_id(
-                        item.key, readable, combo)
-                    previous = ids.setdefault(task_id.casefold(), index)
-                    if previous != index:
+                    task_id = render.task_id(variables) if render.id is not None else None
+                    if task_id is None:
+                        task_id = self.ids.default(readable, _task_key(item.key, combo))
+                    elif self.ids.claim(task_id) is not None:
+                        previous = owners[task_id.casefold()]
                         raise PlanError(
                             f"task id '{task_id}' is used twice (ids are compared ignoring case): "
                             f"by {_where(items, combos, previous)} and {_where(items, combos, index)}",
                             "make task.id unique, e.g. include << index >> or a matrix value",
                         )
+                    else:
+                        owners[task_id.casefold()] = index
                     variables["task_id"] = task_id
                     tasks.append(render.task(task_id, variables, inputs, origin=task_id))
                     if keep_origins:
@@ -477,10 +490,10 @@ class Planner:
             raise PlanError(f"{spec.where(render.field)}: {render.field} for {where}: {exc.message}") from None
         return tasks
 
-    def _expand_later(self, stage: Stage, producers: Sequence[PlannedTask], files: list[tuple[PlannedTask, str]],
-                      ids: set[str]) -> list[PlannedTask]:
-        """The tasks of a later stage over ``files`` (each with the task that produced it);
-        ``ids`` are the (casefolded) ids already taken, and get this stage's added."""
+    def _expand_later(self, stage: Stage, producers: Sequence[PlannedTask],
+                      files: list[tuple[PlannedTask, str]]) -> list[PlannedTask]:
+        """The tasks of a later stage over ``files`` (each with the task that produced it); their
+        ids are taken from :attr:`ids`, unique with every stage's."""
         groups: list[tuple[str, list[tuple[PlannedTask, str]], tuple[str, ...]]] = []
         if stage.group == "file":
             groups = [(pair[0].origin, [pair], (pair[0].id,)) for pair in files]
@@ -517,11 +530,14 @@ class Planner:
                 else:
                     variables["inputs"] = [PathValue(name) for _, name in pairs]
                     readable, key = str(self.origins[origin].get("stem", "")) if origin in self.origins else "", origin
-                task_id = render.task_id(variables) or _stage_id(stage.name, readable, key, stage.group)
-                if task_id.casefold() in ids:
-                    raise PlanError(f"task id '{task_id}' of stage '{stage.name}' is used twice (ids are compared "
-                                    "ignoring case)", "give the stage's task an id template that makes it unique")
-                ids.add(task_id.casefold())
+                task_id = render.task_id(variables)
+                if task_id is None and stage.group != "all":
+                    task_id = self.ids.default(readable, key, prefix=f"{stage.name}-")
+                elif self.ids.claim(task_id or stage.name) is not None:
+                    raise PlanError(f"task id '{task_id or stage.name}' of stage '{stage.name}' is used twice (ids are "
+                                    "compared ignoring case)", "give the stage's task an id template that makes it "
+                                    "unique")
+                task_id = task_id or stage.name
                 variables["task_id"] = task_id
                 task = render.task(task_id, variables, inputs, origin=origin, depends_on=depends)
                 self._claim(stage, task)
@@ -629,7 +645,7 @@ class OutputIndex:
     def __init__(self, tasks: Iterable[PlannedTask], *, succeeded: bool | None = None,
                  keep: Callable[[PlannedTask, Output], bool] | None = None) -> None:
         self.names: dict[str, PlannedTask] = {}
-        self.heads: dict[str, list[tuple[re.Pattern[str], PlannedTask]]] = {}
+        self.heads: dict[str, list[tuple[Glob, PlannedTask]]] = {}
         for task in tasks:
             for output in task.outputs:
                 if succeeded is not None and not output.applies(succeeded):
@@ -742,28 +758,20 @@ def split_ext(name: str) -> tuple[str, str]:
     return name, ""
 
 
-def _short_hash(key: str) -> str:
-    return hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=_HASH_CHARS // 2).hexdigest()
+def _task_key(key: str, combo: dict[str, Scalar]) -> str:
+    """What makes a first-stage task unique, for its default id: its input's key and matrix values."""
+    return key if not combo else key + "\0" + json.dumps(combo, sort_keys=True, default=str)
 
 
-def _readable(text: str, room: int) -> str:
-    return (_ID_UNSAFE.sub("_", text).strip("_-") or "task")[:room]
-
-
-def _default_id(key: str, stem: str, combo: dict[str, Scalar]) -> str:
-    """Sanitised stem plus a short hash of the input key (and matrix combination)."""
-    if combo:
-        key += "\0" + json.dumps(combo, sort_keys=True, default=str)
-    readable = (_ID_UNSAFE.sub("_", stem).strip("_-") or "task")[: _MAX_ID - _HASH_CHARS - 1]
-    return f"{readable}-{_blake2b(key.encode('utf-8', 'surrogateescape'), digest_size=_HASH_CHARS // 2).hexdigest()}"
-
-
-def _stage_id(stage: str, readable: str, key: str, group: str) -> str:
-    """A later stage's task id: the stage name, then what it works on and a short hash of it."""
-    if group == "all":
-        return stage
-    room = _MAX_ID - len(stage) - _HASH_CHARS - 2
-    return f"{stage}-{_readable(readable, room)}-{_short_hash(key)}" if room > 0 else f"{stage[:55]}-{_short_hash(key)}"
+def check_task_count(spec: Spec, inputs: int, combinations: int) -> None:
+    """Refuse a plan of more than :data:`MAX_TASKS` tasks from the counts, before expanding it."""
+    if inputs * combinations > MAX_TASKS:
+        what = f"{inputs:,} inputs x {combinations:,} matrix combinations" if spec.matrix else f"{inputs:,} inputs"
+        where = spec.where("$.matrix" if spec.matrix else "$.inputs")
+        raise PlanError(f"{where}: the plan would have {inputs * combinations:,} tasks ({what}), more than the limit "
+                        f"of {MAX_TASKS:,} tasks in one plan",
+                        "split the work into several specs or runs (e.g. with inputs.exclude or a narrower pattern), "
+                        "or make each task handle several files")
 
 
 def _compile(spec: Spec, field: str, source: str, *, shell: bool, glob: bool = False) -> Template:

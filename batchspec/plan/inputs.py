@@ -7,12 +7,14 @@ pattern names them).
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import EXIT_FAILED, BatchspecError
+from ..errors import BatchspecError
 from ..globs import compile_glob, glob_files, normalize, split_fixed
+from ..limits import MAX_TASKS
 from ..spec.model import Inputs
 from .model import InputFile
 
@@ -25,7 +27,7 @@ class PlanError(BatchspecError):
 
 
 class EmptyInputError(PlanError):
-    exit_code = EXIT_FAILED
+    """No inputs: nothing to run (exit 2, as for any spec that cannot run)."""
 
 
 class InputItem(NamedTuple):
@@ -43,9 +45,8 @@ def resolve_inputs(
 ) -> tuple[list[InputItem], list[str]]:
     """The input items and any warnings (patterns that matched nothing)."""
     if inputs.container is not None:
-        items = _blob_items(inputs.container, inputs.prefix, blob_lister)
+        items, warnings = _blob_items(inputs.container, inputs.prefix, blob_lister)
         empty_what = f"container '{inputs.container}'" + (f" with prefix '{inputs.prefix}'" if inputs.prefix else "")
-        warnings: list[str] = []
     elif inputs.items is not None:
         items = _list_items(inputs.items, base_dir)
         empty_what = "inputs.list"
@@ -62,6 +63,18 @@ def resolve_inputs(
     return items, warnings
 
 
+def valid_name(path: str) -> str:
+    """``path`` as valid Unicode: each byte of a file name that is not UTF-8 (kept by Python as
+    a lone surrogate) written as ``%XX``. A task's working directory, a blob and a Batch request
+    can only name files in Unicode; on this machine the file keeps its own name."""
+    if path.isascii():
+        return path
+    return _SURROGATE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", path)
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 # --- local globs -----------------------------------------------------------------------------
 
 
@@ -70,6 +83,7 @@ def _glob_items(
 ) -> tuple[list[InputItem], list[str]]:
     excluded = [compile_glob(normalize(p)) for p in exclude]
     found: dict[str, str] = {}  # path relative to the spec -> where it goes in the working directory
+    placed: dict[str, str] = {}  # working-directory path -> the input that goes there
     unmatched: list[str] = []
     for pattern in patterns:
         prefix, rest = split_fixed(normalize(pattern))
@@ -80,7 +94,15 @@ def _glob_items(
             any_match = True
             if rel in found or (excluded and any(rx.match(rel) for rx in excluded)):
                 continue
-            found[rel] = rel[cut:] if rest else posixpath.basename(rel)
+            wd = found[rel] = valid_name(rel[cut:] if rest else posixpath.basename(rel))
+            if (other := placed.setdefault(wd, rel)) != rel:
+                raise PlanError(f"inputs '{other}' and '{rel}' would both be '{wd}' in a task's "
+                                "working directory (a byte that is not UTF-8 is written %XX there)",
+                                "rename one of them, or leave one out with inputs.exclude")
+            if len(found) > MAX_TASKS:
+                raise PlanError(f"input patterns match more than {MAX_TASKS:,} files, more than the limit of "
+                                f"{MAX_TASKS:,} tasks in one plan",
+                                "narrow the patterns (or use inputs.exclude), or split the work into several specs")
         if not any_match:
             unmatched.append(pattern)
     items = [InputItem(rel, InputFile(rel, found[rel]), rel) for rel in sorted(found)]
@@ -100,7 +122,7 @@ def _list_items(values: Sequence[str | dict[str, Any]], base_dir: Path) -> list[
             rel = normalize(path)
             if not (base_dir / rel).is_file():
                 missing.append(path)
-            file = InputFile(rel, posixpath.basename(rel))
+            file = InputFile(rel, valid_name(posixpath.basename(rel)))
         described = sorted(value.items()) if isinstance(value, dict) else value
         key = path if isinstance(path, str) else f"list[{index}]:{described}"
         items.append(InputItem(key, file, value))
@@ -110,7 +132,7 @@ def _list_items(values: Sequence[str | dict[str, Any]], base_dir: Path) -> list[
     return items
 
 
-def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> list[InputItem]:
+def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> tuple[list[InputItem], list[str]]:
     if lister is None:
         raise PlanError(
             f"inputs.container '{container}' lists blobs in Azure Storage, which this backend cannot read",
@@ -121,11 +143,14 @@ def _blob_items(container: str, prefix: str, lister: BlobLister | None) -> list[
     names = sorted(n for n in lister(container, prefix) if not n.endswith("/"))
     # A blob name is any text; staged under it, '..' or a leading '/' would leave the working directory.
     unsafe = [n for n in names if n[len(strip):].startswith("/") or ".." in n[len(strip):].split("/")]
-    if unsafe:
+    warnings: list[str] = []
+    if unsafe:  # one odd name does not stop the others: those are left out, and named
         shown = ", ".join(f"'{n}'" for n in unsafe[:5]) + (f" and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
-        raise PlanError(
-            f"inputs.container '{container}' has blobs whose names cannot be staged in a task's working "
-            f"directory (a '..' segment or a leading '/'): {shown}",
-            "rename them, or choose a prefix that leaves them out",
-        )
-    return [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container, "blob"), n) for n in names]
+        warnings.append(f"inputs.container '{container}': left out {len(unsafe)} blob(s) whose names cannot be "
+                        f"staged in a task's working directory (a '..' segment or a leading '/'): {shown}")
+        names = [n for n in names if n not in set(unsafe)]
+    if len(names) > MAX_TASKS:
+        raise PlanError(f"inputs.container '{container}' has {len(names):,} blobs, more than the limit of "
+                        f"{MAX_TASKS:,} tasks in one plan", "choose a narrower inputs.prefix")
+    items = [InputItem(f"{container}/{n}", InputFile(n, n[len(strip):], container, "blob"), n) for n in names]
+    return items, warnings

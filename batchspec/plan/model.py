@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TextIO, TypeVar
 
+from ..display import json_safe
 from ..globs import escape, has_magic, literal_path, split_fixed
 from ..spec.model import Autoscale, Cleanup, Group, Image, Outputs, OutputWhen, Registry, Scalar, Workdir
 from .deps import longest
@@ -191,6 +192,7 @@ class PlannedPool:
     task_slots_per_node: int
     start_task: PlannedStartTask | None
     container: PlannedPoolContainers | None = None  # set when tasks run in images
+    ready_timeout_seconds: float = 1800.0  # pool.ready_timeout
 
     @property
     def slots(self) -> int:
@@ -321,14 +323,14 @@ class Plan:
         out.writelines(self._json_chunks(2))
 
     def _json_chunks(self, indent: int) -> Iterator[str]:
-        text = json.dumps(self._head(), indent=indent, ensure_ascii=False)
+        text = json_safe(json.dumps(self._head(), indent=indent, ensure_ascii=False))
         pad = " " * indent
         yield text[: text.rfind("}")].rstrip() + f',\n{pad}"tasks": ['
         tasks = self.tasks
         between = f",\n{pad}{pad}"
         for start in range(0, len(tasks), 1000):  # a thousand lines per chunk: fewer, larger writes
-            yield ("\n" + pad + pad if not start else between) + between.join(
-                [task_json(task) for task in tasks[start : start + 1000]])
+            yield json_safe(("\n" + pad + pad if not start else between) + between.join(
+                [task_json(task) for task in tasks[start : start + 1000]]))
         yield f"\n{pad}]\n}}" if tasks else "]\n}"
 
     @classmethod

@@ -146,6 +146,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
         autoscale=(Autoscale(autoscale_d["formula"], int(parse_duration(autoscale_d["interval"])))
                    if autoscale_d else None),
         task_slots_per_node=pool_d["task_slots_per_node"],
+        ready_timeout_seconds=parse_duration(pool_d["ready_timeout"]),
         start_task=(
             StartTask(start_d["command"], start_d["elevated"], start_d["wait_for_success"], start_d["retries"],
                       dict(start_d["env"]), _files(start_d["files"]))
@@ -170,6 +171,7 @@ def build_spec(doc: Document, path: Path) -> Spec:
     )
     job_d = d["job"]
     lines = {format_path(p): doc.template_line(p, 1) for p, *_ in templated_fields(doc.data)}
+    lines |= {format_path(p): doc.position(p)[0] for p in (("inputs",), ("matrix",))}
     return Spec(
         path=path,
         name=name,
@@ -183,6 +185,6 @@ def build_spec(doc: Document, path: Path) -> Spec:
         stages=_stages(d),
         job=Job(job_d.get("id"), dict(job_d["env"]), _seconds(job_d.get("timeout"))),
         outputs=outputs,
-        cleanup=Cleanup(**d["cleanup"]),
+        cleanup=Cleanup(**d["cleanup"], pool_given="pool" in doc.data.get("cleanup", {})),
         lines=lines,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.main import CParser  # type: ignore[attr-defined]
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -24,8 +25,9 @@ from ..errors import Diagnostic
 
 #: Specs are small; anything bigger is a mistake (a video passed as the spec, say).
 MAX_SPEC_BYTES = 1024 * 1024
-#: Nodes after expanding YAML aliases; guards against "billion laughs" documents.
-MAX_NODES = 100_000
+#: YAML nodes, also after expanding aliases (against "billion laughs" documents). Counted while
+#: parsing, which stops at the limit: a spec of the largest size is refused in about a second.
+MAX_NODES = 25_000
 MAX_DEPTH = 64
 
 JsonPath = tuple[str | int, ...]
@@ -139,9 +141,25 @@ def _yaml(*, pure: bool = True) -> YAML:
     # ``pure=False`` composes with libyaml's parser (ruamel.yaml.clib, when installed): a
     # seventh of the time, the same nodes, tags and positions (tests compare both).
     yaml = YAML(typ="safe", pure=pure)
-    if not pure:
+    if pure:
+        yaml.Composer = _CountingComposer
+    else:
         yaml.Resolver = _Resolver12
     return yaml
+
+
+class _CountingComposer(Composer):
+    """Stops parsing at :data:`MAX_NODES` nodes, instead of parsing all of a huge document first."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.count = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooBig(f"too many YAML nodes (over {MAX_NODES:,})")
+        return super().compose_node(parent, index)
 
 
 def _compose(text: str) -> tuple[Node | None, Any]:
@@ -149,8 +167,10 @@ def _compose(text: str) -> tuple[Node | None, Any]:
     reads the text alike; anything it rejects is read again by the pure parser, whose errors
     (and positions) are the ones reported, and so are the two things the parsers tell apart: a
     ``%YAML`` directive (the pure parser honours 1.1) and an empty value (placed at the next
-    token by the pure parser, at the end of its key by libyaml)."""
-    if LIBYAML and not _DIRECTIVE.search(text):
+    token by the pure parser, at the end of its key by libyaml). libyaml composes a whole
+    document before it can be counted, so only a text too short to hold :data:`MAX_NODES`
+    nodes (one per character at most) is given to it; longer ones are counted as they are read."""
+    if LIBYAML and len(text) <= MAX_NODES // 2 and not _DIRECTIVE.search(text):
         fast = _yaml(pure=False)
         try:
             root = fast.compose(text)
@@ -237,6 +257,8 @@ def parse_document(raw: bytes, name: str) -> Document | Diagnostic:
         return fail(f"invalid YAML/JSON: {exc}")
     except RecursionError:
         return fail(f"document nests deeper than {MAX_DEPTH} levels")
+    except _TooBig as exc:
+        return fail(f"{exc}; a spec may have at most {MAX_NODES:,}")
     if not isinstance(root, MappingNode):
         kind = "list" if isinstance(root, SequenceNode) else "empty" if root is None else "scalar"
         if isinstance(root, ScalarNode) and root.tag == _NULL_TAG:

@@ -104,6 +104,7 @@ class Pool:
     task_slots_per_node: int
     start_task: StartTask | None
     container: PoolContainers | None
+    ready_timeout_seconds: float  # waiting for a node that can run tasks, when none runs any
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ class Cleanup:
     job: CleanupAction
     pool: CleanupAction
     inputs: CleanupAction
+    pool_given: bool  # the spec says cleanup.pool (a run's error then keeps a pool it made only if so)
 
 
 @dataclass(frozen=True)

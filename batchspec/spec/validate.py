@@ -7,6 +7,7 @@ the :class:`~batchspec.spec.model.Spec` model or raises :class:`~batchspec.error
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import json
 import os
@@ -17,9 +18,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Diagnostic, SpecError
+from ..errors import BatchspecError, Diagnostic, SpecError
 from ..globs import has_magic
-from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template
+from ..limits import MAX_TASKS
+from ..sandbox import MAX_TEXT, budget
+from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template, variables_used
 from .defaults import resolve_ref
 from .document import Document, JsonPath, format_path, read_document
 from .schemacheck import Check, Unsupported, compile_schema
@@ -193,6 +196,79 @@ def _semantic_diagnostics(doc: Document) -> Iterator[Diagnostic]:
     yield from _check_containers(doc)
     yield from _check_templates(doc)
     yield from _check_outputs(doc)
+    yield from _check_counts(doc)
+    yield from _check_combinations(doc)
+
+
+#: Variables whose value differs between the matrix combinations of one input.
+_PER_COMBINATION = frozenset({"matrix", "index", "task_id"})
+
+
+def _check_combinations(doc: Document) -> Iterator[Diagnostic]:
+    """With a matrix, each input has several tasks: an output name or a task id that does not
+    depend on the combination would be the same for all of them, which planning would refuse
+    for any input (so it is known without the input files)."""
+    matrix = _get(doc.data, "matrix")
+    if not isinstance(matrix, dict) or _combination_count(matrix) < 2:
+        return
+    example = next(iter(matrix), "NAME")
+    first = next(task_bodies(doc.data), None)
+    if first is None:
+        return
+    where, body, _ = first
+    outputs = body.get("outputs")
+    for i, output in enumerate(outputs if isinstance(outputs, list) else []):
+        pattern = output if isinstance(output, str) else output.get("to") or output.get("path") if isinstance(
+            output, dict) else None
+        if isinstance(pattern, str) and not variables_used(pattern) & _PER_COMBINATION:
+            yield doc.diagnostic((*where, "outputs", i), f"every matrix combination of an input would produce the "
+                                                         f"same '{pattern}': put << matrix.{example} >> in it")
+    task_id = body.get("id")
+    if isinstance(task_id, str) and not variables_used(task_id) & _PER_COMBINATION:
+        yield doc.diagnostic((*where, "id"), f"every matrix combination of an input would get the same task id: "
+                                             f"put << matrix.{example} >> or << index >> in it")
+
+
+def _combination_count(matrix: dict[str, Any]) -> int:
+    """Matrix combinations, as far as the spec alone tells (a range over params counts as one)."""
+    count = 1
+    for axis in matrix.values():
+        if isinstance(axis, list):
+            count *= len(axis)
+        elif isinstance(axis, dict):
+            count *= _range_size(axis)
+    return count
+
+
+def _range_size(axis: dict[str, Any]) -> int:
+    if "range" in axis and ("start" in axis or "stop" in axis):
+        return 1  # reported as such; its size is unknown
+    try:
+        if isinstance(axis.get("range"), str) and not is_template(axis["range"]):
+            start, stop, step = parse_range(axis["range"])
+        elif all(isinstance(axis.get(k, 1), int) for k in ("start", "stop", "step")) and "start" in axis:
+            start, stop, step = axis["start"], axis.get("stop", axis["start"]), axis.get("step", 1)
+        else:
+            return 1
+    except ValueError:
+        return 1
+    return len(range(start, stop + (1 if step > 0 else -1), step)) if step else 1
+
+
+def _check_counts(doc: Document) -> Iterator[Diagnostic]:
+    """A plan's task count, as far as the spec alone tells it (matrix combinations, listed
+    inputs), against the limit, so a spec that validates cannot be refused for its size later."""
+    matrix = _get(doc.data, "matrix")
+    combos = _combination_count(matrix) if isinstance(matrix, dict) else 1
+    listed = _get(doc.data, "inputs", "list")
+    inputs = len(listed) if isinstance(listed, list) and listed else 1
+    if combos > MAX_TASKS:
+        yield doc.diagnostic(("matrix",), f"the matrix has {combos:,} combinations, more than the limit of "
+                                          f"{MAX_TASKS:,} tasks in one plan", key=True)
+    elif inputs * combos > MAX_TASKS:
+        yield doc.diagnostic(("inputs", "list"), f"{inputs:,} listed inputs x {combos:,} matrix combinations make "
+                                                 f"{inputs * combos:,} tasks, more than the limit of "
+                                                 f"{MAX_TASKS:,} tasks in one plan", key=True)
 
 
 def task_bodies(data: Any) -> Iterator[tuple[JsonPath, dict[str, Any], tuple[str, ...]]]:
@@ -582,7 +658,8 @@ def _check_registry(doc: Document, where: JsonPath, registry: dict[str, Any],
 
 
 def _check_durations(doc: Document) -> Iterator[Diagnostic]:
-    paths: list[tuple[JsonPath, float]] = [(("pool", "autoscale", "interval"), 300.0), (("job", "timeout"), 1.0)]
+    paths: list[tuple[JsonPath, float]] = [(("pool", "autoscale", "interval"), 300.0), (("job", "timeout"), 1.0),
+                                           (("pool", "ready_timeout"), 1.0)]
     for where, _, _ in task_bodies(doc.data):
         paths += [((*where, "timeout"), 1.0), ((*where, "expected_duration"), 1.0)]
     for path, minimum in paths:
@@ -683,44 +760,63 @@ def _check_templates(doc: Document) -> Iterator[Diagnostic]:
     }
     sweep = isinstance(doc.data, dict) and "inputs" not in doc.data
     templated: set[JsonPath] = set()
-    for path, source, shell, names in templated_fields(doc.data):
-        templated.add(path)
-        known = {name: attrs.get(name) for name in names}
-        problems = check_variables(source, known, shell=shell) + _foreign_syntax(source, names)
-        if shell:
-            problems += check_shell(source)
-        for problem in problems:
-            message = problem.message
-            if sweep and names is SWEEP_VARIABLES and problem.token in INPUT_VARIABLES:
-                message = (f"'{problem.token}' is a variable of a task over an input, and the spec has no 'inputs' "
-                           "(its tasks are one per matrix combination)")
-            yield doc.template_diagnostic(path, problem.line, problem.token, message)
+    with budget():  # one work budget for all the spec's templates' constant parts
+        for path, source, shell, names in templated_fields(doc.data):
+            templated.add(path)
+            if len(source) > MAX_TEXT:
+                yield doc.diagnostic(path, f"the template is {len(source):,} characters long, more than the limit of "
+                                           f"{MAX_TEXT:,} (128 KiB) for a template")
+                continue
+            yield from _template_problems(doc, path, source, shell, names, attrs, sweep)
     yield from _untemplated(doc, doc.data, (), templated, schema())
 
 
+def _template_problems(doc: Document, path: JsonPath, source: str, shell: bool, names: tuple[str, ...],
+                       attrs: dict[str, frozenset[str] | None], sweep: bool) -> Iterator[Diagnostic]:
+    known = {name: attrs.get(name) for name in names}
+    problems = check_variables(source, known, shell=shell) + _foreign_syntax(source, names)
+    if shell:
+        problems += check_shell(source)
+    for problem in problems:
+        message = problem.message
+        if sweep and names is SWEEP_VARIABLES and problem.token in INPUT_VARIABLES:
+            message = (f"'{problem.token}' is a variable of a task over an input, and the spec has no 'inputs' "
+                       "(its tasks are one per matrix combination)")
+        yield doc.template_diagnostic(path, problem.line, problem.token, message)
+
+
 # Jinja's usual delimiters, which batchspec does not use (a shell command has its own braces).
-_JINJA_VARIABLE = re.compile(r"\{\{-?\s*([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*)*)[^{}]*?-?\}\}")
-_JINJA_BLOCK = re.compile(r"\{%-?\s*(if|elif|else|endif|for|endfor|set|raw|endraw|macro|filter|with)\b[^%]*%\}")
+# (Bounded repetitions: matching stays linear in the text, whatever it holds.)
+_JINJA_VARIABLE = re.compile(
+    r"\{\{-?\s{0,80}([A-Za-z_][A-Za-z0-9_]{0,80})((?:\.[A-Za-z_][A-Za-z0-9_]{0,80}){0,8})[^{}\n]{0,200}?-?\}\}")
+_JINJA_BLOCK = re.compile(
+    r"\{%-?\s{0,80}(if|elif|else|endif|for|endfor|set|raw|endraw|macro|filter|with)\b[^%\n]{0,200}%\}")
 
 
 def _foreign_syntax(source: str, names: Sequence[str]) -> list[VariableProblem]:
     """``{{ input }}`` and ``{% if %}`` in a template: Jinja's usual syntax, left as text here."""
-    problems = []
+    problems: list[VariableProblem] = []
+    if "{{" not in source and "{%" not in source:
+        return problems
+    starts = [0] + [m.end() for m in re.finditer("\n", source)]  # where each line starts
+
+    def line(offset: int) -> int:
+        return bisect.bisect_right(starts, offset)
+
     for match in _JINJA_VARIABLE.finditer(source):
         if match.group(1) in names:
             expr = match.group(1) + match.group(2)
             problems.append(VariableProblem(
                 f"'{match.group(0)}' is not replaced: batchspec templates write values as << {expr} >>",
-                source.count("\n", 0, match.start()) + 1, match.group(0)))
+                line(match.start()), match.group(0)))
     for match in _JINJA_BLOCK.finditer(source):
         body = match.group(0)[2:-2].strip("- ")
         problems.append(VariableProblem(
             f"'{match.group(0)}' is not a block here: batchspec templates write blocks as <% {body} %>",
-            source.count("\n", 0, match.start()) + 1, match.group(0)))
+            line(match.start()), match.group(0)))
     return problems
 
 
-_TEMPLATE_TAG = re.compile(r"<<.*?>>|<%.*?%>", re.DOTALL)
 #: Where a value is data for templates, not a spec setting: text there is never checked.
 _DATA_KEYS = {("params",), ("matrix",), ("description",), ("inputs", "list")}
 TEMPLATED = ("a task's command, outputs, id, env, files and container image; pool.start_task.command, "
@@ -750,10 +846,21 @@ def _untemplated(doc: Document, data: Any, path: JsonPath, templated: set[JsonPa
             items = _branch(node, "items", data)[0]
         for i, value in enumerate(data):
             yield from _untemplated(doc, value, (*path, i), templated, items)
-    elif isinstance(data, str) and (match := _TEMPLATE_TAG.search(data)):
+    elif isinstance(data, str) and (tag := _first_tag(data)):
         field = "$." + ".".join(str(p) for p in path)
-        yield doc.diagnostic(path, f"'{match.group(0)}' is not replaced in {field}, which is not a template "
+        yield doc.diagnostic(path, f"'{tag}' is not replaced in {field}, which is not a template "
                                    f"(only {TEMPLATED} are); write the value itself")
+
+
+def _first_tag(text: str) -> str | None:
+    """The first ``<< … >>`` or ``<% … %>`` in ``text`` (found in linear time), or None."""
+    found: list[tuple[int, str]] = []
+    for opener, closer in (("<<", ">>"), ("<%", "%>")):
+        start = text.find(opener)
+        end = text.find(closer, start + 2) if start >= 0 else -1
+        if end >= 0:
+            found.append((start, text[start : end + 2]))
+    return min(found)[1] if found else None
 
 
 def _branch(node: dict[str, Any], keyword: str, data: Any) -> tuple[Any, Any]:
@@ -834,6 +941,9 @@ def discover(paths: Iterable[Path]) -> list[Path]:
 def load_document(path: Path) -> Document:
     """Read and validate ``path``; raise :class:`SpecError` with every problem found (warnings
     do not stop it)."""
+    if not path.exists():  # not a spec with problems: no spec at all
+        raise BatchspecError(f"no such spec file: {path}", f"check the path (from {Path.cwd()}); "
+                             "`batchspec validate DIR` lists the specs a directory holds")
     doc, found = validate_file(path)
     problems = [d for d in found if d.is_error]
     if problems or doc is None:

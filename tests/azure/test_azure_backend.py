@@ -135,7 +135,7 @@ def test_start_task_failure_is_shown_with_its_stderr(tmp_path: Path, world: Azur
                                     "\"echo 'E: Unable to locate package ffmpeg' >&2; exit 100\"")
     spec.write_text(text)
     result = world.run("run", str(spec), "--backend", "azure")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # no task can run: batchspec cannot do it
     assert "start task failed on node" in result.output
     assert "E: Unable to locate package ffmpeg" in result.output
     assert "the start task failed on every node of pool ffmpeg-pool" in result.output
@@ -269,6 +269,6 @@ def test_a_kept_pool_holding_every_node_makes_the_next_pool_fail_clearly(tmp_pat
 
     result = world.run("run", str(second), "--backend", "azure")
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "pool other-pool has no nodes: AccountLowPriorityCoreQuotaReached" in result.output
     assert "check the account's core quota" in result.output

@@ -133,7 +133,7 @@ def test_status_of_a_spec_never_run(tmp_path: Path, world: AzureWorld) -> None:
     spec = copy_spec("mp4-to-mp3.yaml", tmp_path / "specs")
     make_mp4(spec.parent / "inputs" / "x.mp4", 1.0)
     status = world.run("status", str(spec), "--backend", "azure")
-    assert status.exit_code == 4
+    assert status.exit_code == 2
     assert "no run of this spec found" in status.output
 
 

@@ -145,7 +145,7 @@ def test_never_run(tmp_path: Path, write_spec: SpecWriter) -> None:
     make_inputs(tmp_path, ["a.txt"])
     spec = write_spec("true", outputs=[])
     status = cli_run("status", str(spec))
-    assert status.exit_code == 4 and "no run of this spec found" in status.output
+    assert status.exit_code == 2 and "no run of this spec found" in status.output
     report = cli_run("report", str(spec))
     assert report.exit_code == 2 and "no run of job" in report.output
     assert not (tmp_path / ".batchspec").exists()  # looking never creates anything

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batchspec.errors import EXIT_USAGE
+from batchspec.errors import EXIT_USAGE, SpecError
 from batchspec.plan import Plan, PlanError, build_plan, parse_overrides
 from batchspec.spec import load_spec
 
@@ -110,7 +110,7 @@ def test_default_task_ids_are_valid_stable_and_unique(make_spec: SpecMaker, tmp_
     assert "x" * 55 + "-" in " ".join(ids)
     by_name = {t.inputs[0].path: t.id for t in build_plan(spec).tasks}
     assert by_name["a b.mp4"].startswith("a_b-") and by_name["A B.mp4"].startswith("A_B-")
-    assert by_name["\u65e5.mp4"].startswith("task-")
+    assert by_name["\u65e5.mp4"].startswith("Ri-")  # transliterated (anyascii), not "task-"
 
 
 def test_default_ids_do_not_depend_on_the_directory(tmp_path: Path, make_spec: SpecMaker) -> None:
@@ -139,8 +139,12 @@ def test_task_id_collision_ignoring_case(make_spec: SpecMaker, tmp_path: Path) -
 
 
 def test_task_id_collision_in_a_matrix(make_spec: SpecMaker, three_inputs: Path) -> None:
-    spec = make_spec({"task": {"id": "<<stem>>", "outputs": []}, "matrix": {"rate": [1, 2]}})
-    message = "by input 'inputs/a.mp4' with rate=1 and input 'inputs/a.mp4' with rate=2"
+    # The same id for every combination of one input is known without inputs: validation says so.
+    with pytest.raises(SpecError, match=re.escape("every matrix combination of an input would get the same task id")):
+        make_spec({"task": {"id": "<<stem>>", "outputs": []}, "matrix": {"rate": [1, 2]}})
+    # Ids that clash across inputs are found when planning.
+    spec = make_spec({"task": {"id": "x<<matrix.rate>>", "outputs": []}, "matrix": {"rate": [1, 2]}})
+    message = "by input 'inputs/a.mp4' with rate=1 and input 'inputs/b.mp4' with rate=1"
     with pytest.raises(PlanError, match=re.escape(message)):
         build_plan(spec)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchspec.errors import EXIT_FAILED, EXIT_USAGE
+from batchspec.errors import EXIT_USAGE
 from batchspec.globs import compile_glob, escape, glob_files, normalize, split_fixed
 from batchspec.plan import EmptyInputError, PlanError, build_plan
 
@@ -69,9 +69,10 @@ def test_empty_input_set_names_the_patterns(make_spec: SpecMaker, tmp_path: Path
     spec = make_spec({"inputs": {"path": ["inputs/*.mp4", "more/*.mov"]}})
     with pytest.raises(EmptyInputError) as caught:
         build_plan(spec)
-    assert caught.value.exit_code == EXIT_FAILED
+    assert caught.value.exit_code == EXIT_USAGE
     assert caught.value.message == (
-        f"no inputs: patterns 'inputs/*.mp4', 'more/*.mov' (relative to {tmp_path}) matched nothing"
+        f"{spec.where('$.inputs')}: no inputs: patterns 'inputs/*.mp4', 'more/*.mov' (relative to {tmp_path}) "
+        "matched nothing"
     )
     assert "allow_empty" in (caught.value.hint or "")
 
@@ -129,7 +130,7 @@ def test_list_with_missing_files(make_spec: SpecMaker, tmp_path: Path) -> None:
     with pytest.raises(PlanError) as caught:
         build_plan(spec)
     assert caught.value.message == (
-        f"inputs.list names files that do not exist (relative to {tmp_path}): "
+        f"{spec.where('$.inputs')}: inputs.list names files that do not exist (relative to {tmp_path}): "
         "'m0.mp4', 'm1.mp4', 'm2.mp4', 'm3.mp4', 'm4.mp4' and 2 more"
     )
     assert caught.value.exit_code == EXIT_USAGE
@@ -140,7 +141,8 @@ def test_container_inputs_need_a_lister(make_spec: SpecMaker) -> None:
     with pytest.raises(PlanError) as caught:
         build_plan(spec)
     assert caught.value.message == (
-        "inputs.container 'raw-videos' lists blobs in Azure Storage, which this backend cannot read"
+        f"{spec.where('$.inputs')}: inputs.container 'raw-videos' lists blobs in Azure Storage, which this backend "
+        "cannot read"
     )
     assert caught.value.exit_code == EXIT_USAGE
 
@@ -166,11 +168,11 @@ def test_container_inputs_with_a_lister(make_spec: SpecMaker) -> None:
 
 def test_container_blob_names_must_stay_in_the_working_directory(make_spec: SpecMaker) -> None:
     spec = make_spec({"inputs": {"path": None, "container": "raw"}})
-    with pytest.raises(PlanError) as caught:
-        build_plan(spec, (), lambda c, p: ["ok.mp4", "a/../../etc/passwd", "/abs.mp4", "x/..", "fine..mp4"])
-    assert caught.value.message == (
-        "inputs.container 'raw' has blobs whose names cannot be staged in a task's working directory "
-        "(a '..' segment or a leading '/'): '/abs.mp4', 'a/../../etc/passwd', 'x/..'"
+    plan = build_plan(spec, (), lambda c, p: ["ok.mp4", "a/../../etc/passwd", "/abs.mp4", "x/..", "fine..mp4"])
+    assert [t.inputs[0].path for t in plan.tasks] == ["fine..mp4", "ok.mp4"]  # the rest go on (issue 10, item 6)
+    assert plan.warnings == (
+        "inputs.container 'raw': left out 3 blob(s) whose names cannot be staged in a task's working directory "
+        "(a '..' segment or a leading '/'): '/abs.mp4', 'a/../../etc/passwd', 'x/..'",
     )
 
 
@@ -217,7 +219,7 @@ def test_split_fixed_and_normalize() -> None:
     assert split_fixed("**/*.mp4") == ("", "**/*.mp4")
     assert split_fixed("inputs/a.mp4") == ("inputs/a.mp4", "")
     assert normalize("./inputs//a/../*.mp4") == "inputs/*.mp4"
-    assert normalize("inputs\\*.mp4") == "inputs/*.mp4"
+    assert normalize("inputs\\*.mp4") == "inputs\\*.mp4"  # a backslash is part of a name, as on Linux
     assert normalize(".") == ""
 
 

@@ -134,9 +134,9 @@ def test_azure_rerun_after_another_job_overwrote_the_outputs(project: Path, worl
 
 def test_azure_changed_input_in_the_same_job(project: Path, world: AzureWorld) -> None:
     make_inputs(project, {"clip.txt": "3\n", "other.txt": "1\n"})
-    # The emulator keeps a deleted task's directory (Batch deletes it), so the task clears its
-    # working directory itself; the stale frames must still go from the container and out/.
-    spec = write_spec(project, "rm -f *.jpg; for i in $(seq $(cat <<input>>)); do echo $i > <<stem>>-$i.jpg; done",
+    # The changed task is deleted and added again: it starts in an empty directory, as on the
+    # service; the stale frames must go from the container and out/ too.
+    spec = write_spec(project, "for i in $(seq $(cat <<input>>)); do echo $i > <<stem>>-$i.jpg; done",
                       outputs=["<<stem>>-*.jpg"], name="relaz", job={"id": "frames"})
     assert world.run("run", str(spec), "--backend", "azure").exit_code == 0
     (project / "inputs" / "clip.txt").write_text("1\n")

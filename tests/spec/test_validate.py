@@ -96,7 +96,7 @@ CASES: list[tuple[str, str, list[tuple[int, int, str, str]]]] = [
     ),
     (
         "unknown-matrix-key",
-        edit(VALID, "<<params.bitrate>>", "<<matrix.rate>>") + "matrix:\n  bitrate: [128k, 192k]\n",
+        edit(VALID, "<<params.bitrate>>", "<<matrix.rate>>") + "matrix:\n  bitrate: [128k]\n",
         [(14, 46, "$.task.command", "unknown matrix key 'rate' in 'matrix.rate'; did you mean 'bitrate'?")],
     ),
     (

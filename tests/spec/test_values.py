@@ -90,6 +90,7 @@ def test_model_of_a_full_spec(tmp_path: Path) -> None:
                 "  autoscale: {formula: '$TargetDedicatedNodes = 1;', interval: PT10M}\n"
                 "  start_task: {command: 'echo <<params.bitrate>>', elevated: true, env: {A: b}}")
     text = edit(text, "  path: inputs/*.mp4", "  path: [a/*.mp4, b/**/*.mp4]\n  exclude: a/x.mp4\n  allow_empty: true")
+    text = edit(text, '"<<stem>>.mp3"', '"<<stem>>-<<matrix.rate>>.mp3"')
     text += "matrix: {rate: [1, 2]}\njob: {id: fixed}\ncleanup: {job: delete}\n"
     text += "outputs: {container: my-out, download: o}\n"
     path = tmp_path / "full.yaml"

@@ -20,6 +20,7 @@ stages.
 
 from __future__ import annotations
 
+import logging
 import math
 import posixpath
 import time
@@ -43,8 +44,8 @@ from ...redact import redact
 from ...runner import last_lines, node_command_line
 from ...spec.values import format_duration
 from ..base import Backend, LogChunk, LogRef, RunContext, RunOptions, Wave, note_reruns
-from .config import AzureConfig, batch_client_args
-from .errors import error_code, resend, translate_errors
+from .config import SAFE_TO_REPEAT, AzureConfig, batch_client_args
+from .errors import error_code, translate_errors
 from .records import job_record, node_log, task_log, with_file_sizes
 from .storage import BlobInfo, Storage, blob_name_for, container_base, file_md5, work_container
 from .tasks import (
@@ -96,6 +97,8 @@ class AzureBackend(Backend):
         self._storage = storage
         self.sleep = sleep
         self.urls: Urls | None = None
+        self.skipped = 0
+        self.created_pool = False  # this run created the pool (an error then deletes it unless kept)
         self.changed = 0
         self.fingerprints: dict[str, str] = {}  # of every task handed over so far, by id
         self._content: dict[tuple[str | None, str], str] = {}  # (container, source) -> content identity
@@ -160,19 +163,34 @@ class AzureBackend(Backend):
         if pool.start_task is not None and pool.start_task.files:
             self.stage_inputs(plan, ctx)  # the start task's files need their URLs before the pool exists
         with self._errors(f"creating pool '{pool.id}'"):
-            try:
-                options = pool_options(plan, self._urls(plan), self.registries)
-                resend(lambda: self.client.create_pool(options))
+            options = pool_options(plan, self._urls(plan), self.registries)
+            for _ in range(2):
+                try:
+                    self.client.create_pool(options, **SAFE_TO_REPEAT)
+                except ResourceExistsError:
+                    if self._reuse_pool(plan, ctx):
+                        return
+                    continue  # it was being deleted, and is gone now: create it anew
+                self.created_pool = True
                 size = (f"autoscale ({format_duration(pool.autoscale.interval_seconds)})" if pool.autoscale
                         else f"{pool.dedicated} dedicated + {pool.spot} spot")
                 ctx.info(f"creating pool {pool.id}: {pool.vm_size}, {size} node(s)")
-            except ResourceExistsError:
-                self._reuse_pool(plan, ctx)
+                return
 
-    def _reuse_pool(self, plan: Plan, ctx: RunContext) -> None:
+    def _reuse_pool(self, plan: Plan, ctx: RunContext, limit: float = 900.0) -> bool:
+        """Take the existing pool (True), or wait for one being deleted to go (False)."""
         existing = self.client.get_pool(plan.pool.id)
-        if _text(existing.state) == "deleting":
-            raise BackendError(f"pool '{plan.pool.id}' is being deleted", "wait until it is gone, then run again")
+        if _text(existing.state) == "deleting":  # e.g. an earlier run that stopped on an error
+            ctx.info(f"pool {plan.pool.id} is being deleted; waiting for it to go, to create it again")
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline:
+                try:
+                    self.client.get_pool(plan.pool.id)
+                except ResourceNotFoundError:
+                    return False
+                self.sleep(POLL_MIN)
+            raise BackendError(f"pool '{plan.pool.id}' is still being deleted after {format_duration(limit)}",
+                               "try again later")
         ctx.info(f"reusing existing pool {plan.pool.id} ({existing.current_dedicated_nodes or 0} dedicated + "
                  f"{existing.current_low_priority_nodes or 0} spot nodes now)")
         if (existing.vm_size or "").lower() != plan.pool.vm_size.lower():
@@ -186,6 +204,7 @@ class AzureBackend(Backend):
         ) != (wanted.publisher.lower(), wanted.offer.lower(), wanted.sku.lower()):
             ctx.warn(f"pool {plan.pool.id} runs image {image.publisher}/{image.offer}/{image.sku}, the spec asks for "
                      f"{wanted.publisher}/{wanted.offer}/{wanted.sku}")
+        return True
 
     # --- stage inputs --------------------------------------------------------------------------
 
@@ -465,7 +484,7 @@ class AzureBackend(Backend):
         """The job completes once its tasks have: set last, so it cannot complete before every
         task (of every stage) is in it."""
         terminate = models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob")
-        resend(lambda: self.client.update_job(plan.job_id, terminate))
+        self.client.update_job(plan.job_id, terminate, **SAFE_TO_REPEAT)
 
     def _options(self, plan: Plan, item: _Item) -> models.BatchTaskCreateOptions:
         assert self.urls is not None
@@ -540,7 +559,7 @@ class AzureBackend(Backend):
                          if plan.timeout_seconds else None),
         )
         try:
-            resend(lambda: self.client.create_job(job))
+            self.client.create_job(job, **SAFE_TO_REPEAT)
             ctx.info(f"created job {plan.job_id}")
             return True
         except ResourceExistsError:
@@ -551,7 +570,7 @@ class AzureBackend(Backend):
                 ctx.info(f"--force: deleting job {plan.job_id} from an earlier run")
                 self.client.begin_delete_job(plan.job_id)
             self._wait_until_deleted(plan.job_id, ctx)
-            resend(lambda: self.client.create_job(job))
+            self.client.create_job(job, **SAFE_TO_REPEAT)
             ctx.info(f"created job {plan.job_id}")
             return True
         state = _text(current.state)
@@ -571,7 +590,7 @@ class AzureBackend(Backend):
                 return
             self.sleep(POLL_MIN)
         raise BackendError(f"job '{job_id}' is still being deleted after {format_duration(limit)}",
-                           "try again later", exit_code=EXIT_FAILED)
+                           "try again later")
 
     # --- watch ---------------------------------------------------------------------------------
 
@@ -593,6 +612,7 @@ class AzureBackend(Backend):
         last: Progress | None = None
         polls = 0
         warned: set[str] = set()
+        idle_since = time.monotonic()  # since when no task has run or finished
         while True:
             polls += 1
             counts = self.client.get_job_task_counts(plan.job_id).task_counts
@@ -616,6 +636,10 @@ class AzureBackend(Backend):
                                        blocked=len(blocked), changed=self.changed)
                         return
                 detail = self._pool_status(plan, ctx, polls, warned)
+            if counts.running or (last is not None and counts.completed + skipped != last.succeeded + last.failed):
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > plan.pool.ready_timeout_seconds:
+                raise self._never_ready(plan)
             succeeded = counts.succeeded - ok_before - gates_done + skipped
             progress = Progress(total, max(skipped, min(succeeded, total)), len(reported), counts.running, skipped,
                                 detail, len(blocked), self.changed)
@@ -714,7 +738,7 @@ class AzureBackend(Backend):
                 first = pool.resize_errors[0]
                 raise BackendError(f"pool {pool_id} has no nodes: {first.code}: {redact(first.message or '')}",
                                    "check the account's core quota for this VM size, or choose another size or "
-                                   "region", exit_code=EXIT_FAILED)
+                                   "region")
             return f"pool {pool_id}: {_text(pool.allocation_state)}, {current}/{target} nodes"
         nodes = list(self.client.list_nodes(pool_id))
         states: dict[str, int] = {}
@@ -736,9 +760,27 @@ class AzureBackend(Backend):
         if nodes and broken == len(nodes):
             raise BackendError(f"the start task failed on every node of pool {pool_id}; no task can run",
                                "fix pool.start_task (its stderr is shown above), then delete the pool "
-                               "(batchspec cleanup) and run again", exit_code=EXIT_FAILED)
+                               "(batchspec cleanup) and run again")
         summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no nodes yet"
         return f"waiting for nodes: {summary}"
+
+    def _never_ready(self, plan: Plan) -> BackendError:
+        """No task has run for pool.ready_timeout: what the pool looks like, and why that may be."""
+        pool = self.client.get_pool(plan.pool.id)
+        current = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
+        target = (pool.target_dedicated_nodes or 0) + (pool.target_low_priority_nodes or 0)
+        states: dict[str, int] = {}
+        for node in self.client.list_nodes(plan.pool.id):
+            states[_text(node.state)] = states.get(_text(node.state), 0) + 1
+        nodes = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no nodes"
+        errors = "; ".join(f"{e.code}: {redact(e.message or '')}" for e in pool.resize_errors or [])
+        return BackendError(
+            f"no task has run for {format_duration(plan.pool.ready_timeout_seconds)} (pool.ready_timeout): pool "
+            f"{plan.pool.id} is {_text(pool.allocation_state)} with {current} of {target} nodes ({nodes})"
+            + (f"; resize errors: {errors}" if errors else ""),
+            "likely causes: the account's core quota for this VM size (another pool may hold the cores), no spot "
+            "capacity in the region, a start task that does not finish, or an autoscale formula that asks for no "
+            "nodes; raise pool.ready_timeout if the pool is just slow")
 
     def _start_task_failure(self, pool_id: str, node: models.BatchNode) -> str:
         info = node.start_task_info
@@ -781,15 +823,28 @@ class AzureBackend(Backend):
                 ledger.close()
         ctx.info(f"outputs: downloaded {report.transferred} file(s), {report.bytes / 1e6:.1f} MB in "
                  f"{format_duration(time.monotonic() - started)} to {plan.download_dir}; "
-                 f"{report.skipped} unchanged")
+                 f"{report.skipped - len(report.failed)} unchanged")
+        if report.refused:
+            ctx.warn(f"{len(report.refused)} blob(s) in container '{container}' not downloaded: their names would "
+                     f"land outside {plan.download_dir} ({_names(report.refused)}); the rest were downloaded")
+        if report.failed:
+            raise BackendError(f"{len(report.failed)} output(s) could not be downloaded; the rest were: "
+                               + "; ".join(f"'{n}': {why}" for n, why in report.failed[:5])
+                               + (f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""),
+                               "rerun the same command to try them again (what is in place stays)",
+                               exit_code=EXIT_FAILED)
 
-    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
+    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool, error: bool = False) -> None:
         policy = plan.cleanup
         with self._errors("cleaning up"):
             if policy.job == "delete" and succeeded:
                 self._delete_job(plan, ctx)
                 self._delete_work(plan, ctx)
             if policy.pool == "delete":
+                self._delete_pool(plan, ctx)
+            elif error and self.created_pool and not policy.pool_given:
+                ctx.warn(f"the run stopped on an error: deleting pool {plan.pool.id}, which it created (nodes cost "
+                         "money); write cleanup.pool: keep in the spec to keep it")
                 self._delete_pool(plan, ctx)
             else:
                 ctx.info(f"pool {plan.pool.id} is kept (cleanup.pool: keep): it costs money while it has nodes; "
@@ -964,6 +1019,17 @@ def pool_options(plan: Plan, urls: Urls,
     )
 
 
+class _QuietFailsafe(logging.Filter):
+    """The SDK logs a traceback (as a warning) when the error body of a streamed download, such
+    as a task's stderr.txt that does not exist, cannot be read; the 404 itself is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Ran into a deserialization error")
+
+
+logging.getLogger("azure.batch._utils.model_base").addFilter(_QuietFailsafe())
+
+
 def _failure_text(failure: models.BatchTaskFailureInfo) -> str:
     """A task's failureInfo: code and message, and the details that say more (the image and the
     runtime's words for a container task, say)."""
@@ -1033,3 +1099,9 @@ def _by_container(plan: Plan) -> dict[str, set[str]]:
 
 def _with_sas(url: str, sas: str) -> str:
     return f"{url}?{sas}"
+
+
+def _names(names: Sequence[str], shown: int = 5) -> str:
+    """A few names, quoted, and how many more."""
+    text = ", ".join(f"'{n}'" for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

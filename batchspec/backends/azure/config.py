@@ -124,6 +124,22 @@ class LoopbackBearerPolicy(BearerTokenCredentialPolicy):  # type: ignore[type-ar
         super().on_request(request)
 
 
+#: The one retry policy of every Batch request, azure-core's: 408, 429 (honouring Retry-After) and
+#: 5xx answers and dropped connections, at most 8 times, backing off 0.5 s, 1 s, 2 s ... to 30 s.
+RETRY: dict[str, Any] = {"retry_total": 8, "retry_connect": 8, "retry_read": 8, "retry_status": 8,
+                         "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+#: Per request, for the POSTs that are safe to send again because the resource's id makes a
+#: repeat harmless (PoolExists, JobExists, TaskExists are handled): azure-core retries only
+#: idempotent methods unless told.
+SAFE_TO_REPEAT: dict[str, Any] = {"retry_on_methods": frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE",
+                                                                  "POST", "PATCH"})}
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before try ``attempt`` + 1 (from 1), as :data:`RETRY` waits."""
+    return float(min(RETRY["retry_backoff_max"], RETRY["retry_backoff_factor"] * 2 ** (attempt - 1)))
+
+
 def entra_credential() -> TokenCredential:
     """DefaultAzureCredential, imported lazily (it is slow to import)."""
     from azure.identity import DefaultAzureCredential
@@ -133,13 +149,7 @@ def entra_credential() -> TokenCredential:
 
 def batch_client_args(config: AzureConfig, token: TokenCredential | None = None) -> dict[str, Any]:
     """Keyword arguments for ``azure.batch.BatchClient``."""
-    args: dict[str, Any] = {
-        "endpoint": config.batch_endpoint,
-        # azure-core retries 408/429/5xx (honouring Retry-After) and dropped connections.
-        "retry_total": 8,
-        "retry_backoff_factor": 0.5,
-        "retry_backoff_max": 30,
-    }
+    args: dict[str, Any] = {"endpoint": config.batch_endpoint, **RETRY}
     if config.batch_key:
         args["credential"] = AzureNamedKeyCredential(config.batch_account, config.batch_key)
     else:

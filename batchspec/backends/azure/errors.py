@@ -3,10 +3,8 @@ with secrets redacted."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -15,11 +13,9 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from ...errors import EXIT_FAILED, BackendError
+from ...errors import BackendError
 from ...redact import redact
 from .config import AzureConfig
-
-T = TypeVar("T")
 
 _AUTH_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                "InvalidAuthenticationInfo", "NoAuthenticationInformation"}
@@ -42,22 +38,6 @@ def _message(exc: HttpResponseError) -> str:
     return str(text).split("\nRequestId:")[0].splitlines()[0].strip()
 
 
-def resend(call: Callable[[], T], attempts: int = 5, sleep: Callable[[float], None] | None = None) -> T:
-    """Call ``call`` again when the connection drops before an answer arrives.
-
-    azure-core retries such failures only for idempotent methods; our POSTs are safe to resend
-    because their ids make a repeat harmless (PoolExists, JobExists, TaskExists are handled).
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except ServiceResponseError:
-            if attempt == attempts:
-                raise
-            (sleep or time.sleep)(min(8.0, 0.5 * 2**attempt))
-    raise AssertionError("unreachable")
-
-
 @contextmanager
 def translate_errors(config: AzureConfig, doing: str) -> Iterator[None]:
     """Re-raise Azure SDK errors raised inside as :class:`BackendError`."""
@@ -74,13 +54,11 @@ def translate_errors(config: AzureConfig, doing: str) -> Iterator[None]:
         service = _service(exc, config)
         raise BackendError(
             redact(f"{service} error while {doing}: {exc.status_code} {code}: {_message(exc)}"),
-            exit_code=EXIT_FAILED,
         ) from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise BackendError(
             redact(f"cannot reach Azure while {doing}: {exc.message}"),
             "check the endpoint and your network; transient failures were already retried",
-            exit_code=EXIT_FAILED,
         ) from None
 
 

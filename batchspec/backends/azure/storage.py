@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import hashlib
 import json
 import posixpath
@@ -34,7 +35,8 @@ from azure.storage.blob import (
 
 from ...errors import EXIT_FAILED, BackendError
 from ...plan import Plan
-from ..download import Ledger, conflict_error
+from ...plan.inputs import valid_name
+from ..download import Ledger, conflict_error, safe_destination
 from .config import AzureConfig, entra_credential
 
 #: Parallel file transfers (each large file is also split into parallel blocks).
@@ -61,6 +63,8 @@ class TransferReport:
     skipped: int
     bytes: int
     md5: dict[str, builtins.bytes] = field(default_factory=dict)  # uploads: each blob's MD5
+    refused: list[str] = field(default_factory=list)  # downloads: names that would land outside the directory
+    failed: list[tuple[str, str]] = field(default_factory=list)  # downloads: (name, why) that could not be fetched
 
 
 def file_md5(path: Path) -> bytes:
@@ -156,31 +160,46 @@ class Storage:
         :class:`~batchspec.backends.download.OutputConflict` (after the rest) for files it would
         have to overwrite that batchspec did not write.
         """
-        items = [(blob, fingerprint, ledger.destination(blob.name)) for blob, fingerprint in blobs]
+        items: list[tuple[BlobInfo, str, Path]] = []
+        refused: list[str] = []  # one bad name never stops the others
+        for blob, fingerprint in blobs:
+            dest = safe_destination(ledger.root, blob.name)
+            if dest is None:
+                refused.append(blob.name)
+            else:
+                items.append((blob, fingerprint, dest))
         client = self.service.get_container_client(container)
         blocked: list[str] = []
+        failed: list[tuple[str, str]] = []
         lock = threading.Lock()
 
         def one(item: tuple[BlobInfo, str, Path]) -> int:
             blob, fingerprint, dest = item
-            if dest.is_file() and dest.stat().st_size == blob.size and (blob.md5 is None or file_md5(dest) == blob.md5):
-                if not ledger.produced(blob.name, fingerprint):  # the same bytes: now known as this task's
-                    st = dest.stat()
-                    ledger.record(blob.name, st.st_size, st.st_mtime_ns, fingerprint)
-                return -1
-            if ledger.blocked(blob.name):
+            try:
+                if (dest.is_file() and dest.stat().st_size == blob.size
+                        and (blob.md5 is None or file_md5(dest) == blob.md5)):
+                    if not ledger.produced(blob.name, fingerprint):  # the same bytes: now known as this task's
+                        st = dest.stat()
+                        ledger.record(blob.name, st.st_size, st.st_mtime_ns, fingerprint)
+                    return -1
+                if ledger.blocked(blob.name):
+                    with lock:
+                        blocked.append(blob.name)
+                    return -1
+
+                def fetch(part: Path) -> None:
+                    with part.open("wb") as out:
+                        client.download_blob(blob.name, max_concurrency=2).readinto(out)
+
+                ledger.write(blob.name, fingerprint, fetch)
+            except (OSError, ResourceNotFoundError) as exc:  # this file only: the others go on
                 with lock:
-                    blocked.append(blob.name)
+                    failed.append((blob.name, getattr(exc, "strerror", None) or str(exc).splitlines()[0]))
                 return -1
-
-            def fetch(part: Path) -> None:
-                with part.open("wb") as out:
-                    client.download_blob(blob.name, max_concurrency=2).readinto(out)
-
-            ledger.write(blob.name, fingerprint, fetch)
             return blob.size
 
         report = _parallel(one, items, workers, progress)
+        report = dataclasses.replace(report, refused=sorted(refused), failed=sorted(failed))
         if blocked:  # the rest is in place; these stay in the container
             raise conflict_error(ledger.root, sorted(blocked), exit_code=EXIT_FAILED)
         return report
@@ -279,10 +298,15 @@ def _parallel(
     return TransferReport(transferred, skipped, total_bytes)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def blob_name_for(source: str) -> str:
     """The input container's blob name for a local input path: normalised, never absolute,
     and ``..`` spelled out so distinct local paths stay distinct blobs."""
-    norm = posixpath.normpath(source.replace("\\", "/"))
+    # Control characters are written %XX too: Azurite cannot list such names (the service
+    # encodes them); this name is only batchspec's, the task sees the file's own.
+    norm = posixpath.normpath(_CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", valid_name(source)).replace("\\", "/"))
     parts = [("__up__" if p == ".." else p) for p in norm.split("/") if p not in ("", ".")]
     return "/".join(parts) if not norm.startswith("/") else "__root__/" + "/".join(parts)
 

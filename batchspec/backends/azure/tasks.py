@@ -8,6 +8,7 @@ every per-task result without regard to case.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ...plan import InputFile, Plan, PlannedContainer, PlannedTask
 from ...plan.deps import GATE_COMMAND, Dependencies, Gate
 from ...redact import redact
 from ...runner import node_command_line
-from .errors import resend
+from .config import RETRY, SAFE_TO_REPEAT, backoff
 
 #: The service's limits for one addtaskcollection request.
 MAX_TASKS_PER_REQUEST = 100
@@ -191,13 +192,17 @@ class Submitter:
     """Adds tasks with ``create_task_collection`` in chunks of 100, several requests in flight.
 
     A chunk the service finds too large (413 RequestBodyTooLarge) is split in half and retried;
-    per-task ``ServerError`` results are retried; ``TaskExists`` counts as added; any other
-    per-task client error stops the run naming the task and the service's message.
+    per-task ``ServerError`` results are sent again with the same cap and backoff as every
+    request (:data:`~.config.RETRY`); ``TaskExists`` counts as added; any other per-task client
+    error stops the run naming the task and the service's message. Whole requests are retried
+    by azure-core alone (POST included: a repeat is harmless), never by a loop of ours on top.
     """
 
     def __init__(self, client: BatchClient, job_id: str, concurrency: int = SUBMIT_CONCURRENCY,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client
+        self.sleep = sleep
+        self.tries: dict[str, int] = {}  # task id -> how often the service answered ServerError for it
         self.job_id = job_id
         self.concurrency = concurrency
         self.progress = progress
@@ -228,7 +233,7 @@ class Submitter:
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
             group = models.BatchTaskGroup(task_values=chunk)
-            result = resend(lambda: self.client.create_task_collection(self.job_id, group))
+            result = self.client.create_task_collection(self.job_id, group, **SAFE_TO_REPEAT)
         except HttpResponseError as exc:
             code = getattr(exc.error, "code", None) if exc.error else None
             if exc.status_code == 413 or code == "RequestBodyTooLarge":
@@ -253,6 +258,11 @@ class Submitter:
             elif status == "clienterror" and error_code == "TaskExists":
                 existed += 1
             elif status == "servererror" and entry.task_id in by_id:
+                with self._lock:
+                    tries = self.tries[entry.task_id] = self.tries.get(entry.task_id, 0) + 1
+                if tries > RETRY["retry_total"]:
+                    raise BackendError(f"Azure Batch kept failing to add task '{entry.task_id}' ({tries} tries): "
+                                       f"{error_code}: {_error_text(entry.error)}", "run again later to add the rest")
                 retry.append(by_id[entry.task_id])
             else:
                 message = _error_text(entry.error)
@@ -262,6 +272,8 @@ class Submitter:
             self.existed += existed
             if self.progress:
                 self.progress(self.added + self.existed)
+        if retry:  # the same policy as azure-core's for whole requests: capped, backing off
+            self.sleep(backoff(max(self.tries[t.id] for t in retry)))
         return [retry] if retry else []
 
 

@@ -360,9 +360,10 @@ class LocalBackend(Backend):
             else:
                 failed += 1
                 paths = TaskPaths(job_dir / message.task_id)
+                last = log_slice(job_dir, message.task_id, "stderr", None)  # each retry appends to stderr.txt
                 yield TaskFinished(message.task_id, "failed", message.exit_code, round(message.seconds, 3),
-                                   message.attempts, message.reason, tail_lines(paths.stderr),
-                                   logs=str(paths.root))
+                                   message.attempts, message.reason,
+                                   tail_lines(paths.stderr, start=last.start if last else 0), logs=str(paths.root))
                 for task_id in self._blocked_by(message.task_id, remaining):
                     remaining.discard(task_id)
                     blocked += 1
@@ -416,7 +417,7 @@ class LocalBackend(Backend):
         # Outputs were moved into the download directory as each task finished.
         ctx.info(f"outputs are in {plan.download_dir}")
 
-    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool) -> None:
+    def cleanup(self, plan: Plan, ctx: RunContext, *, succeeded: bool, error: bool = False) -> None:
         if plan.cleanup.job == "delete" and succeeded:
             for task in plan.tasks:
                 shutil.rmtree(self.job_dir(plan) / task.id, ignore_errors=True)

@@ -213,6 +213,9 @@ def read_record(plan: Plan, job_dir: Path, logs: str) -> RunRecord | None:
     db = _connect(job_dir)
     if db is None:
         return None
+    if not _has_table(db, "tasks"):  # a run that is creating its record this very moment
+        db.close()
+        return None
     active = run_in_progress(job_dir)
     try:
         states = {tid: (state, exit_code, reason) for tid, state, exit_code, reason
