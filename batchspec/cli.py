@@ -114,7 +114,6 @@ def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
       batchspec validate specs/ --format json
       batchspec validate specs/mp4-to-mp3.yaml --inputs
     """
-    from .plan.check import plan_problems
     from .report import validation_json, validation_text
     from .spec.validate import discover, validate_files
 
@@ -127,6 +126,8 @@ def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
         raise click.UsageError(f"no spec files (*.yaml, *.yml, *.json) under {', '.join(map(str, targets))}")
     results = validate_files(files)
     if with_inputs:
+        from .plan.check import plan_problems  # the planner: only for --inputs
+
         results = [(name, diags or plan_problems(Path(name), name)) for name, diags in results]
     click.echo(validation_json(results) if fmt == "json" else validation_text(results))
     sys.exit(EXIT_FAILED if any(d.is_error for _, diags in results for d in diags) else EXIT_OK)

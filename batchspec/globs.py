@@ -212,19 +212,25 @@ def glob_files(base: Path, pattern: str, *, follow_links: bool = True) -> Iterat
             yield f"{prefix}/{rel}" if prefix else rel
 
 
-def _matching_files(root: str, regex: re.Pattern[str], dot_ok: bool, follow: bool, head: str) -> Iterator[str]:
+def _matching_files(root: str, pattern: Glob, dot_ok: bool, follow: bool, head: str) -> Iterator[str]:
     try:
         entries = list(os.scandir(root))
     except OSError:
         return
+    # One segment compiles to one regular expression: its match, without a call per name.
+    match = pattern._regex.match if pattern._regex is not None else pattern.match
+    names: list[str] = []
     for entry in entries:
         name = entry.name
-        if (dot_ok or name[:1] != ".") and regex.match(name):
+        if (dot_ok or name[:1] != ".") and match(name):
             try:
                 if entry.is_file(follow_symlinks=follow) or (not follow and entry.is_symlink()):
-                    yield head + name
+                    names.append(name)
             except OSError:
                 continue
+    names.sort()  # in name order, as _walk: the matches sorted, not every entry
+    for name in names:
+        yield head + name
 
 
 def _real_directories(base: Path, rel: str) -> bool:

@@ -40,21 +40,14 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .globs import escape as escape_glob
-from .sandbox import (
-    MAX_TEXT,
-    BoundedEnvironment,
-    LimitError,
-    budget,
-    constant_problems,
-    is_callable_name,
-    need,
-    parse_guard,
-)
+from .limits import MAX_TEXT, LimitError, budget, need
 
 if TYPE_CHECKING:
     import jinja2
     import jinja2.nodes
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.runtime import Context
+
+    from .sandbox import BoundedEnvironment
 
 # Jinja is imported when a template first needs it (blocks, filters, expressions): templates
 # that are text and plain ``<< name.attr >>`` lookups, nearly all of them, are validated and
@@ -161,7 +154,7 @@ def _shell_quote(value: Any) -> Raw:
 def _make_env(finalize: Callable[[Any], Any]) -> BoundedEnvironment:
     import jinja2
 
-    from .sandbox import BoundedEnvironment
+    from .sandbox import BoundedEnvironment  # Jinja's sandbox, bounded: imported with Jinja
 
     env = BoundedEnvironment(
         variable_start_string="<<",
@@ -186,7 +179,7 @@ _FINALIZE: dict[str, Callable[[Any], str]] = {"shell": _finalize_shell, "text": 
 
 
 @cache
-def environment(kind: str) -> ImmutableSandboxedEnvironment:
+def environment(kind: str) -> BoundedEnvironment:
     """The Jinja environment of a kind of field: "shell", "text" or "glob" (made on first use)."""
     return _make_env(_FINALIZE[kind])
 
@@ -204,8 +197,9 @@ class TemplateError(Exception):
         self.line = line
 
 
-def _template_error(exc: Exception) -> TemplateError | None:
-    """The message for an error raised while rendering (None: not a template's fault)."""
+def _template_error(exc: Exception, template: jinja2.Template | None) -> TemplateError | None:
+    """The message for an error raised while rendering ``template`` (None: not a template's
+    fault). Called while the error is handled (its traceback gives the template's line)."""
     jinja = sys.modules.get("jinja2")  # a Jinja error can only come from Jinja, once imported
     if jinja is not None:
         if isinstance(exc, jinja.UndefinedError):
@@ -214,8 +208,15 @@ def _template_error(exc: Exception) -> TemplateError | None:
             return TemplateError(f"not allowed in a template: {exc}")
         if isinstance(exc, jinja.TemplateError):
             return TemplateError(str(exc), getattr(exc, "lineno", None))
-    if isinstance(exc, TypeError | ValueError | ArithmeticError | LookupError):
+    if isinstance(exc, LimitError):
+        return TemplateError(str(exc), _template_line(template) if template is not None else None)
+    if isinstance(exc, RecursionError):
+        return TemplateError("macros or recursive loops call themselves too deeply")
+    if isinstance(exc, TypeError | ValueError | ArithmeticError | LookupError | AttributeError):
+        # What a filter or method says of a value it cannot take (<< 1|xmlattr >>).
         return TemplateError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, MemoryError):
+        return TemplateError("the template needs more memory than this machine has")
     return None
 
 
@@ -1179,9 +1180,17 @@ def variables_used(source: str) -> frozenset[str]:
     """The variables a template reads (empty when it does not parse: that is reported apart)."""
     if not is_template(source):
         return frozenset()
+    lexed = lex_simple(source)
+    if lexed is not None:  # text and lookups: the names they start with, without Jinja
+        return frozenset(expr.partition(".")[0] for _, expr in lexed[1])
+    import jinja2
+    import jinja2.meta
+
+    from .sandbox import parse_guard
+
     try:
         with parse_guard():
-            return frozenset(jinja2.meta.find_undeclared_variables(TEXT_ENV.parse(source)))
+            return frozenset(jinja2.meta.find_undeclared_variables(environment("text").parse(source)))
     except jinja2.TemplateSyntaxError:
         return frozenset()
 
@@ -1221,6 +1230,8 @@ def check_variables(
     import jinja2
     import jinja2.meta
     import jinja2.nodes
+
+    from .sandbox import constant_problems, is_callable_name, parse_guard
 
     env = environment("shell" if shell else "text")
     try:

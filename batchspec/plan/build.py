@@ -27,8 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ..globs import Glob, compile_glob, has_magic, literal_head, normalize
-from ..limits import MAX_TASKS
-from ..sandbox import plan_budget
+from ..limits import MAX_TASKS, plan_budget
 from ..spec.model import Axis, FileSource, Inputs, Param, Scalar, Spec, Stage, TaskBody
 from ..spec.validate import output_pattern_problem, param_value_problem, parse_range, relative_path_problem
 from ..spec.values import batch_id_problem, container_pool_warning, container_problem, image_problem

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BatchspecError, Diagnostic, SpecError
 from ..globs import has_magic
-from ..limits import MAX_TASKS
-from ..sandbox import MAX_TEXT, budget
+from ..limits import MAX_TASKS, MAX_TEXT, budget
 from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template, variables_used
 from .defaults import resolve_ref
 from .document import Document, JsonPath, format_path, read_document
