@@ -1,5 +1,6 @@
-"""Shorter waits for the Azure path in tests: the SDKs' retry backoff and ``Retry-After`` waits,
-the task submitter's backoff, and the Azure backend's polling, at a fifth of their length.
+"""Shorter waits for the Azure path in tests: the SDKs' retry backoff and ``Retry-After`` waits
+and the task submitter's backoff (unless a test gives its own sleep) at a twentieth of their
+length, the Azure backend's polling at a fifth.
 
 The requests, retries, answers and their order are what they are in production; only the time
 spent sleeping between them shrinks (these waits were most of the suite's time).
@@ -7,11 +8,14 @@ spent sleeping between them shrinks (these waits were most of the suite's time).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-SCALE = 0.2
+BACKOFF = 0.05  # the emulator's faults are drawn per operation: the same faults, however fast the retries
+POLL = 0.2
 
 
 @pytest.fixture(autouse=True)
@@ -19,12 +23,17 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from azure.core.pipeline.transport import HttpTransport
 
     from batchspec.backends import azure
-    from batchspec.backends.azure import tasks
+    from batchspec.backends.azure.tasks import Submitter
 
     sleep = HttpTransport.sleep  # every azure-core client (Batch, Blob) sleeps through its transport
-    monkeypatch.setattr(HttpTransport, "sleep", lambda self, seconds: sleep(self, seconds * SCALE))
-    backoff = tasks.backoff  # type: ignore[attr-defined]  # busy tasks of a collection are sent again after it
-    monkeypatch.setattr(tasks, "backoff", lambda attempt: backoff(attempt) * SCALE)
-    monkeypatch.setattr(azure, "POLL_MIN", azure.POLL_MIN * SCALE)
-    monkeypatch.setattr(azure, "POLL_MAX", azure.POLL_MAX * SCALE)
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, seconds: sleep(self, seconds * BACKOFF))
+    submitter = Submitter.__init__
+
+    def quick_submitter(self: Submitter, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("sleep", lambda seconds: time.sleep(seconds * BACKOFF))
+        submitter(self, *args, **kwargs)
+
+    monkeypatch.setattr(Submitter, "__init__", quick_submitter)
+    monkeypatch.setattr(azure, "POLL_MIN", azure.POLL_MIN * POLL)
+    monkeypatch.setattr(azure, "POLL_MAX", azure.POLL_MAX * POLL)
     yield
