@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from collections.abc import Iterator
 
 from anyascii import anyascii
 
@@ -56,19 +55,17 @@ class TaskIds:
     def default(self, text: str, key: str, prefix: str = "") -> str:
         """A new id: ``prefix``, ``text`` made readable, and a hash of ``key`` (what makes the
         task unique), longer when the short one is taken."""
-        for tail in _tails(key):
-            room = MAX_ID - len(prefix) - len(tail) - 1
-            task_id = f"{prefix}{readable(text, room)}-{tail}" if room > 0 else f"{prefix[: MAX_ID - len(tail)]}{tail}"
+        task_id = _joined(prefix, text, short_hash(key))
+        if self.claim(task_id) is None:  # nearly always: the short hash is free
+            return task_id
+        long = short_hash(key, LONG_HASH_CHARS)
+        for tail in itertools.chain((long,), (f"{long}-{n}" for n in itertools.count(2))):
+            task_id = _joined(prefix, text, tail)
             if self.claim(task_id) is None:
                 return task_id
         raise AssertionError("unreachable: the counter always finds a free id")
 
 
-def _tails(key: str) -> Iterator[str]:
-    """The ends a default id tries in turn: the short hash, the long one, then the long one
-    numbered (each made only when the one before is taken: nearly always the first is free)."""
-    yield short_hash(key)
-    long = short_hash(key, LONG_HASH_CHARS)
-    yield long
-    for n in itertools.count(2):
-        yield f"{long}-{n}"
+def _joined(prefix: str, text: str, tail: str) -> str:
+    room = MAX_ID - len(prefix) - len(tail) - 1
+    return f"{prefix}{readable(text, room)}-{tail}" if room > 0 else f"{prefix[: MAX_ID - len(tail)]}{tail}"

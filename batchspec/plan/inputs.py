@@ -94,7 +94,8 @@ def _glob_items(
             any_match = True
             if rel in found or (excluded and any(rx.match(rel) for rx in excluded)):
                 continue
-            wd = found[rel] = valid_name(rel[cut:] if rest else posixpath.basename(rel))
+            wd = rel[cut:] if rest else posixpath.basename(rel)
+            wd = found[rel] = wd if wd.isascii() else valid_name(wd)
             if (other := placed.setdefault(wd, rel)) != rel:
                 raise PlanError(f"inputs '{other}' and '{rel}' would both be '{wd}' in a task's "
                                 "working directory (a byte that is not UTF-8 is written %XX there)",
