@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
@@ -21,6 +21,9 @@ from . import __version__
 from .display import printable
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNNING, EXIT_USAGE, BatchspecError
 from .redact import redact
+
+if TYPE_CHECKING:
+    from .backends import RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,16 +52,31 @@ def handle_errors(func: F) -> F:
 
 class _Commands(click.Group):
     """The command group; the emulator's command is imported only when it is used (it pulls in
-    the HTTP server and the storage SDK, which every other command can do without)."""
+    the HTTP server and the storage SDK, which every other command can do without), and
+    ``--help`` lists it by its summary (tests check that it is the command's own)."""
 
-    lazy: ClassVar[dict[str, str]] = {"emulator": "batchspec.emulator.cli:emulator"}
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "emulator": ("batchspec.emulator.cli:emulator",
+                     "Run a local Azure Batch service that runs tasks for real (or simulates them), until Ctrl-C."),
+    }
+    _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module, _, name = self.lazy[cmd_name].partition(":")
+            target, summary = self.lazy[cmd_name]
+            if self._listing:
+                return click.Command(cmd_name, help=summary)
+            module, _, name = target.partition(":")
             command: click.Command = getattr(importlib.import_module(module), name)
             return command
         return super().get_command(ctx, cmd_name)
@@ -96,9 +114,8 @@ def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
       batchspec validate specs/ --format json
       batchspec validate specs/mp4-to-mp3.yaml --inputs
     """
-    from .plan.check import plan_problems
     from .report import validation_json, validation_text
-    from .spec import discover, validate_files
+    from .spec.validate import discover, validate_files
 
     targets = list(paths) or [Path("specs")]
     missing = [str(p) for p in targets if not p.exists()]
@@ -109,6 +126,8 @@ def validate(paths: tuple[Path, ...], fmt: str, with_inputs: bool) -> None:
         raise click.UsageError(f"no spec files (*.yaml, *.yml, *.json) under {', '.join(map(str, targets))}")
     results = validate_files(files)
     if with_inputs:
+        from .plan.check import plan_problems  # the planner: only for --inputs
+
         results = [(name, diags or plan_problems(Path(name), name)) for name, diags in results]
     click.echo(validation_json(results) if fmt == "json" else validation_text(results))
     sys.exit(EXIT_FAILED if any(d.is_error for _, diags in results for d in diags) else EXIT_OK)
@@ -198,11 +217,19 @@ def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: s
       batchspec plan specs/mp4-to-mp3.yaml --set bitrate=320k --limit 5 --region westeurope
     """
     from .backends import RunOptions
+    from .plan import gc_paused
+
+    options = RunOptions(env=_environment(azure), run_dir=run_dir)
+    with gc_paused():  # the plan is freed before the collector could scan it
+        _show_plan(spec, overrides, fmt, limit, region, offline, backend, options)
+
+
+def _show_plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: str | None, offline: bool,
+               backend: str, options: RunOptions) -> None:
     from .engine.observe import plan_with_estimate
     from .observe.text import estimate_lines
     from .report import console, print_plan
 
-    options = RunOptions(env=_environment(azure), run_dir=run_dir)
     view = plan_with_estimate(spec, overrides, backend, options, offline=offline, region=region,
                               prices=fmt != "json")
     if fmt == "json":
@@ -275,8 +302,8 @@ def logs(spec: Path, task: str | None, stream: str, attempt: int | None, follow:
       batchspec logs specs/mp4-to-mp3.yaml sample-3 --stream stderr --follow
     """
     from .backends import RunOptions
-    from .engine import make_reporter
     from .engine.observe import logs as show_logs
+    from .engine.reporters import make_reporter
 
     if task is not None and node is not None:
         raise click.UsageError("give TASK or --node, not both")
@@ -366,8 +393,8 @@ def run(spec: Path, backend: str, overrides: tuple[str, ...], slots: int | None,
       batchspec run specs/mp4-to-mp3.yaml --set bitrate=320k
     """
     from .backends import RunOptions
-    from .engine import make_reporter
-    from .engine import run as run_spec
+    from .engine.reporters import make_reporter
+    from .engine.run import run as run_spec
 
     reporter = make_reporter(json_lines)
     options = RunOptions(env=_environment(azure), slots=slots, run_dir=run_dir, force=force, overwrite=overwrite)
@@ -394,7 +421,8 @@ def cleanup(spec: Path, backend: str, overrides: tuple[str, ...], run_dir: Path 
       batchspec cleanup specs/mp4-to-mp3.yaml --backend azure
     """
     from .backends import RunOptions
-    from .engine import make_reporter, remove
+    from .engine.reporters import make_reporter
+    from .engine.run import remove
 
     reporter = make_reporter(False)
     try:

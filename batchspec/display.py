@@ -42,4 +42,6 @@ def one_line(text: str) -> str:
 def json_safe(text: str) -> str:
     """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with lone surrogates written as
     ``\\udcXX`` escapes: valid UTF-8 that ``json.load`` reads back to the same string."""
+    if text.isascii():  # nothing to escape (and much quicker to tell than searching)
+        return text
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _SURROGATE.search(text) else text

@@ -204,9 +204,33 @@ def glob_files(base: Path, pattern: str, *, follow_links: bool = True) -> Iterat
     recursive = "**" in rest
     depth = rest.count("/") + 1
     dot_ok = any(seg.startswith(".") for seg in rest.split("/"))
+    if depth == 1 and not recursive:  # one directory's files (`inputs/*.mp4`): as _walk, names matched first
+        yield from _matching_files(str(root), regex, dot_ok, follow_links, f"{prefix}/" if prefix else "")
+        return
     for rel in _walk(str(root), "", depth, recursive, dot_ok, follow_links):
         if regex.match(rel):
             yield f"{prefix}/{rel}" if prefix else rel
+
+
+def _matching_files(root: str, pattern: Glob, dot_ok: bool, follow: bool, head: str) -> Iterator[str]:
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    # One segment compiles to one regular expression: its match, without a call per name.
+    match = pattern._regex.match if pattern._regex is not None else pattern.match
+    names: list[str] = []
+    for entry in entries:
+        name = entry.name
+        if (dot_ok or name[:1] != ".") and match(name):
+            try:
+                if entry.is_file(follow_symlinks=follow) or (not follow and entry.is_symlink()):
+                    names.append(name)
+            except OSError:
+                continue
+    names.sort()  # in name order, as _walk: the matches sorted, not every entry
+    for name in names:
+        yield head + name
 
 
 def _real_directories(base: Path, rel: str) -> bool:

@@ -10,11 +10,12 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .events import Emit, Event
+if TYPE_CHECKING:  # the CLI redacts error messages; only a run needs the events
+    from .events import Emit, Event
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound="Event")
 
 SECRET_ENV = ("AZURE_BATCH_ACCESS_KEY", "AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
               "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET")
@@ -66,6 +67,8 @@ def redact_event(event: E, env: Mapping[str, str] | None = None) -> E:
 
 
 def _redact_value(value: Any, env: Mapping[str, str] | None) -> Any:
+    from .events import Event
+
     if isinstance(value, str):
         text = redact(value, env)
         return value if text == value else text

@@ -8,22 +8,23 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from .display import json_safe, one_line, printable
 from .errors import Diagnostic
-from .plan import InputFile, Plan, PlannedTask, StagePlan
-from .plan.deps import longest
-from .spec import Param, Spec
 from .spec.values import format_duration
+
+if TYPE_CHECKING:  # rich and the plan are imported by what prints them: `validate` needs neither
+    from rich.console import Console
+
+    from .plan import InputFile, Plan, PlannedTask, StagePlan
+    from .spec import Param, Spec
 
 
 def console() -> Console:
     """A rich console on the current stdout (looked up at call time, for CliRunner)."""
+    from rich.console import Console
+
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
@@ -62,6 +63,8 @@ def params_json(spec: Spec) -> str:
 
 def print_params(spec: Spec, out: Console) -> None:
     """The spec's parameters as ``--help`` lists options: name, type and default, then meaning."""
+    from rich.markup import escape
+
     if not spec.params:
         out.print(f"{escape(str(spec.path))} has no parameters")
         return
@@ -105,6 +108,10 @@ def container_text(plan: Plan) -> str:
 def print_plan(plan: Plan, limit: int, out: Console, cost: Sequence[str] = ()) -> None:
     """The human summary of a plan: job, pool, stages, task count, the ``cost`` lines (the
     estimate), and the first ``limit`` tasks."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
     pool = plan.pool
     if pool.autoscale:
         nodes = f"autoscale every {format_duration(pool.autoscale.interval_seconds)}"
@@ -185,5 +192,7 @@ def stage_text(stage: StagePlan) -> str:
 
 def dependency_text(tasks: Sequence[PlannedTask]) -> str | None:
     """How the stage's waiting is expressed on Azure Batch (its longest dependency list)."""
+    from .plan.deps import longest
+
     found = longest(tasks)
     return found.describe() if found is not None else None

@@ -28,8 +28,8 @@ to go past a limit (see :mod:`batchspec.sandbox`) is an error, never a crash, a 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import itertools
+import operator
 import re
 import shlex
 import sys
@@ -37,24 +37,21 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
-
-import jinja2
-import jinja2.meta
-import jinja2.nodes
-from jinja2.runtime import Context
+from typing import TYPE_CHECKING, Any
 
 from .globs import escape as escape_glob
-from .sandbox import (
-    MAX_TEXT,
-    BoundedEnvironment,
-    LimitError,
-    budget,
-    constant_problems,
-    is_callable_name,
-    need,
-    parse_guard,
-)
+from .limits import MAX_TEXT, LimitError, budget, need
+
+if TYPE_CHECKING:
+    import jinja2
+    import jinja2.nodes
+    from jinja2.runtime import Context
+
+    from .sandbox import BoundedEnvironment
+
+# Jinja is imported when a template first needs it (blocks, filters, expressions): templates
+# that are text and plain ``<< name.attr >>`` lookups, nearly all of them, are validated and
+# rendered without it, and importing it costs more than validating a whole spec.
 
 
 class Raw(str):
@@ -92,9 +89,15 @@ def _text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    if isinstance(value, jinja2.Undefined):  # an unknown name, or what the sandbox refused
+    if _is_undefined(value):  # an unknown name, or what the sandbox refused
         value._fail_with_undefined_error()
     raise TemplateError(_not_a_value(value))
+
+
+def _is_undefined(value: Any) -> bool:
+    """Is ``value`` Jinja's stand-in for an unknown name (only Jinja, once imported, makes one)?"""
+    jinja = sys.modules.get("jinja2")
+    return jinja is not None and isinstance(value, jinja.Undefined)
 
 
 def _not_a_value(value: Any) -> str:
@@ -149,6 +152,10 @@ def _shell_quote(value: Any) -> Raw:
 
 
 def _make_env(finalize: Callable[[Any], Any]) -> BoundedEnvironment:
+    import jinja2
+
+    from .sandbox import BoundedEnvironment  # Jinja's sandbox, bounded: imported with Jinja
+
     env = BoundedEnvironment(
         variable_start_string="<<",
         variable_end_string=">>",
@@ -166,10 +173,19 @@ def _make_env(finalize: Callable[[Any], Any]) -> BoundedEnvironment:
     return env
 
 
-SHELL_ENV = _make_env(_finalize_shell)
-TEXT_ENV = _make_env(_finalize_text)
-GLOB_ENV = _make_env(_finalize_glob)
-_GLOBALS = dict(SHELL_ENV.globals)  # range, dict, ... (the same in both environments)
+#: The finalize function of each environment: how a value becomes text in its kind of field.
+_FINALIZE: dict[str, Callable[[Any], str]] = {"shell": _finalize_shell, "text": _finalize_text,
+                                              "glob": _finalize_glob}
+
+
+@cache
+def environment(kind: str) -> BoundedEnvironment:
+    """The Jinja environment of a kind of field: "shell", "text" or "glob" (made on first use)."""
+    return _make_env(_FINALIZE[kind])
+
+
+#: Names Jinja defines in every environment (range, dict, ...): a template may use them.
+JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace"})
 
 
 class TemplateError(Exception):
@@ -179,6 +195,29 @@ class TemplateError(Exception):
         super().__init__(message)
         self.message = message
         self.line = line
+
+
+def _template_error(exc: Exception, template: jinja2.Template | None) -> TemplateError | None:
+    """The message for an error raised while rendering ``template`` (None: not a template's
+    fault). Called while the error is handled (its traceback gives the template's line)."""
+    jinja = sys.modules.get("jinja2")  # a Jinja error can only come from Jinja, once imported
+    if jinja is not None:
+        if isinstance(exc, jinja.UndefinedError):
+            return TemplateError(f"undefined variable: {exc.message}")
+        if isinstance(exc, jinja.exceptions.SecurityError):
+            return TemplateError(f"not allowed in a template: {exc}")
+        if isinstance(exc, jinja.TemplateError):
+            return TemplateError(str(exc), getattr(exc, "lineno", None))
+    if isinstance(exc, LimitError):
+        return TemplateError(str(exc), _template_line(template) if template is not None else None)
+    if isinstance(exc, RecursionError):
+        return TemplateError("macros or recursive loops call themselves too deeply")
+    if isinstance(exc, TypeError | ValueError | ArithmeticError | LookupError | AttributeError):
+        # What a filter or method says of a value it cannot take (<< 1|xmlattr >>).
+        return TemplateError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, MemoryError):
+        return TemplateError("the template needs more memory than this machine has")
+    return None
 
 
 # A template that is only text and ``<< name >>`` / ``<< name.attr >>`` substitutions (nearly
@@ -194,23 +233,44 @@ class Template:
 
     source: str
     shell: bool
-    _template: jinja2.Template
+    _template: jinja2.Template | None  # Jinja's compiled template; None on the fast path
     _parts: tuple[_Part, ...] | None  # the fast path, when the template is simple enough
     _slots: tuple[Slot, ...] = ()  # shell fast path: the shell context of each substitution
+    kind: str = "text"  # the environment: "shell", "text" or "glob"
     # Derived from _parts: the text as a str.format string with one {} per substitution.
     _format: str = field(init=False, repr=False, compare=False)
     _subs: tuple[_Sub, ...] = field(init=False, repr=False, compare=False)
     _finalize: Callable[[Any], str] = field(init=False, repr=False, compare=False)
+    # The whole render in one call, when every value can be read and quoted on its own.
+    _direct: Callable[[Mapping[str, Any]], str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = self._parts or ()
         text = "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "{}" for p in parts)
         object.__setattr__(self, "_format", text)
         object.__setattr__(self, "_subs", tuple(p for p in parts if not isinstance(p, str)))
-        object.__setattr__(self, "_finalize", self._template.environment.finalize)
+        object.__setattr__(self, "_finalize", _FINALIZE[self.kind])
+        direct = None
+        if self._parts is not None and not (self.shell and any(slot.word_start for slot in self._slots)):
+            finalizers = [_quoter(slot) for slot in self._slots] if self.shell else [self._finalize] * len(self._subs)
+            direct = _direct_render(_texts(self._parts),
+                                    [(_getter(*sub), f) for sub, f in zip(self._subs, finalizers, strict=True)])
+        object.__setattr__(self, "_direct", direct)
 
-    def render(self, variables: dict[str, Any]) -> str:
+    @property
+    def variables(self) -> frozenset[str] | None:
+        """The variables a rendering reads (None when Jinja renders it: not known ahead)."""
+        return None if self._parts is None else frozenset(name for name, _ in self._subs)
+
+    def render(self, variables: Mapping[str, Any]) -> str:
         """Render with ``variables`` (Jinja's globals such as ``range`` are added as needed)."""
+        if self._direct is not None:
+            try:
+                out = self._direct(variables)
+            except Exception:  # rendered again below, to report the error as every path does
+                pass
+            else:
+                return self._checked(out)
         try:
             if self._parts is None:
                 out = self._render_jinja(variables)
@@ -219,21 +279,17 @@ class Template:
             else:
                 finalize = self._finalize
                 out = self._format.format(*[finalize(v) for v in self._values(variables)])
-        except jinja2.UndefinedError as exc:
-            raise TemplateError(f"undefined variable: {exc.message}") from None
-        except jinja2.exceptions.SecurityError as exc:
-            raise TemplateError(f"not allowed in a template: {exc}") from None
-        except jinja2.TemplateError as exc:
-            raise TemplateError(str(exc), getattr(exc, "lineno", None)) from None
-        except LimitError as exc:
-            raise TemplateError(str(exc), _template_line(self._template)) from None
-        except RecursionError:
-            raise TemplateError("macros or recursive loops call themselves too deeply") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-            # What a filter or method says of a value it cannot take (<< 1|xmlattr >>).
-            raise TemplateError(f"{type(exc).__name__}: {exc}") from None
-        except MemoryError:
-            raise TemplateError("the template needs more memory than this machine has") from None
+        except TemplateError:
+            raise
+        except Exception as exc:
+            error = _template_error(exc, self._template)
+            if error is None:
+                raise
+            raise error from None
+        return self._checked(out)
+
+    def _checked(self, out: str) -> str:
+        """A rendered text, refused where no text may go (on every path of :meth:`render`)."""
         if len(out) > MAX_TEXT:
             raise TemplateError(f"renders to {len(out):,} characters, more than the limit of {MAX_TEXT:,} (128 KiB, "
                                 "what Linux passes as one argument: bash -c gets the command as one)")
@@ -241,11 +297,15 @@ class Template:
             raise TemplateError("the rendered command contains a NUL character")
         return out
 
-    def _render_jinja(self, variables: dict[str, Any]) -> str:
+    def _render_jinja(self, variables: Mapping[str, Any]) -> str:
+        from jinja2.runtime import Context
+
         template = self._template
+        assert template is not None
+        env = template.environment
         # One merged dict as the context's parent: Template.render copies the globals ChainMap
         # into fresh dicts and sets on every call.
-        context = Context(template.environment, {**_GLOBALS, **variables}, template.name, template.blocks)
+        context = Context(env, {**env.globals, **variables}, template.name, template.blocks)
         if not self.shell:
             return _bounded_render(template, context)
         # Values come out as placeholders; once the whole command is known, each is quoted for
@@ -262,20 +322,22 @@ class Template:
         return "".join(itertools.chain.from_iterable(itertools.zip_longest(texts, quoted, fillvalue="")))
 
     def _values(self, variables: Mapping[str, Any]) -> list[Any]:
-        getattr_ = self._template.environment.getattr
-        values: list[Any] = []
-        for name, attrs in self._subs:
-            try:
-                value = variables[name]
-            except KeyError:
-                raise jinja2.UndefinedError(f"'{name}' is undefined") from None
-            for attr in attrs:
-                # A Namespace key is user data, never a Python internal: no sandbox check needed.
-                value = value[attr] if type(value) is Namespace and attr in value else getattr_(value, attr)
-            if isinstance(value, jinja2.Undefined):
-                value._fail_with_undefined_error()
-            values.append(value)
-        return values
+        return [self._value(name, attrs, variables) for name, attrs in self._subs]
+
+    def _value(self, name: str, attrs: tuple[str, ...], variables: Mapping[str, Any]) -> Any:
+        try:
+            value = variables[name]
+        except KeyError:
+            raise TemplateError(f"undefined variable: '{name}' is undefined") from None
+        for attr in attrs:
+            # A Namespace key is user data, never a Python internal: no sandbox check needed.
+            if type(value) is Namespace and attr in value:
+                value = value[attr]
+            else:  # anything else goes through the sandbox, as in Jinja's own rendering
+                value = environment(self.kind).getattr(value, attr)
+                if _is_undefined(value):
+                    value._fail_with_undefined_error()
+        return value
 
     def bind(self, constants: Mapping[str, Any]) -> Template:
         """This template with the substitutions that read only ``constants`` rendered once.
@@ -299,7 +361,7 @@ class Template:
                 bound: str | None = None
                 if part[0] in constants:
                     with contextlib.suppress(Exception):  # rendered again, and reported, per task
-                        (value,) = replace(self, _parts=(part,))._values(constants)
+                        value = self._value(*part, constants)
                         plain = _text(value)
                         bound = (shell_values([value], (self._slots[index],))[0] if self.shell
                                  else self._finalize(value))
@@ -316,6 +378,54 @@ class Template:
             else:
                 parts.append(text)
         return replace(self, _parts=tuple(parts), _slots=tuple(_renumber(s, fate) for s in slots))
+
+
+class _Indirect(Exception):
+    """A value that needs the sandbox's attribute lookup (see :meth:`Template._values`)."""
+
+
+def _getter(name: str, attrs: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
+    """Reads ``name.attr...`` from the variables when that is a plain lookup: the variable, then
+    Namespace keys (user data, never Python internals); anything else raises."""
+    if not attrs:
+        return operator.itemgetter(name)
+
+    def get(variables: Mapping[str, Any]) -> Any:
+        value = variables[name]
+        for attr in attrs:
+            if type(value) is not Namespace or attr not in value:
+                raise _Indirect
+            value = value[attr]
+        return value
+
+    return get
+
+
+def _direct_render(texts: list[str], subs: list[tuple[Callable[[Mapping[str, Any]], Any], Callable[[Any], str]]]
+                   ) -> Callable[[Mapping[str, Any]], str]:
+    """A template's render as one function: the literal ``texts`` with, between each two, a
+    value read by its getter and made text by its finalizer (quoting, glob escapes). Joined,
+    not str.format'ed: format parses its template anew on every call."""
+    join = "".join
+    if not subs:
+        (text,) = texts
+        return lambda variables: text
+    if len(subs) == 1:
+        ((get0, fin0),) = subs
+        t0, t1 = texts
+        return lambda variables: join((t0, fin0(get0(variables)), t1))
+    if len(subs) == 2:
+        (get0, fin0), (get1, fin1) = subs
+        t0, t1, t2 = texts
+        return lambda variables: join((t0, fin0(get0(variables)), t1, fin1(get1(variables)), t2))
+
+    def render(variables: Mapping[str, Any]) -> str:
+        out = [texts[0]]
+        for (get, fin), text in zip(subs, texts[1:], strict=True):
+            out += (fin(get(variables)), text)
+        return join(out)
+
+    return render
 
 
 def _bounded_render(template: jinja2.Template, context: Context) -> str:
@@ -427,6 +537,27 @@ def shell_values(values: Iterable[Any], slots: tuple[Slot, ...]) -> list[str]:
         plain.append(text)
         out.append(quote_value(text, slot))
     return out
+
+
+def _quoter(slot: Slot) -> Callable[[Any], str]:
+    """:func:`shell_values` for one value whose slot no other value shares a word with."""
+    begins_word = slot.word_start is not None
+    plain_word = slot.context == WORD and slot.problem is None and not slot.numeric
+    quote = shlex.quote
+
+    def quoted(value: Any) -> str:
+        if type(value) is PathValue and plain_word:  # a file name as a shell word: most values
+            if begins_word and (value[:1] == "-" or ":" in value.partition("/")[0]):  # needs_dot_slash
+                return quote("./" + value)
+            return quote(value)
+        if isinstance(value, Raw):
+            return str.__str__(value)
+        text = value if type(value) is str else _text(value)
+        if begins_word and isinstance(value, PathValue) and needs_dot_slash(text):
+            text = "./" + text
+        return shlex.quote(text) if plain_word else quote_value(text, slot)
+
+    return quoted
 
 
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "fish", "su", "runuser"})
@@ -882,12 +1013,29 @@ def scan_shell(texts: Iterable[str]) -> list[Slot]:
 def check_shell(source: str) -> list[VariableProblem]:
     """Values of a command template that would land where they cannot be quoted (see
     :class:`Slot`), found from the spec's text (``<% %>`` blocks are read as empty)."""
+    simple = lex_simple(source)
+    texts, tags = simple if simple is not None else _lex_shell(source)
+    problems: list[VariableProblem] = []
+    for slot, (line, expr) in zip(scan_shell(texts), tags, strict=False):
+        if re.search(r"\|\s*(raw|quote)\s*$", expr):
+            continue  # the author asked for the text as it is
+        if slot.problem:
+            token = expr.split("|")[0].strip() or expr
+            problems.append(VariableProblem(f"<< {expr} >> {slot.problem}", line, token))
+    return problems
+
+
+def _lex_shell(source: str) -> tuple[list[str], list[tuple[int, str]]]:
+    """The literal texts and the (line, expression) of each ``<< >>`` of a template, by Jinja's
+    lexer (blocks read as empty; nothing when the template does not lex)."""
+    import jinja2
+
     texts = [""]
     tags: list[tuple[int, str]] = []  # (line, expression) of each << >>
     expression: list[str] | None = None
     start = 1
     try:
-        for line, kind, value in SHELL_ENV.lex(source):
+        for line, kind, value in environment("shell").lex(source):
             if expression is not None:
                 if kind == "variable_end":
                     tags.append((start, "".join(expression).strip()))
@@ -900,19 +1048,72 @@ def check_shell(source: str) -> list[VariableProblem]:
             elif kind == "variable_begin":
                 expression, start = [], line
     except jinja2.TemplateSyntaxError:
-        return []  # reported by check_variables
-    problems: list[VariableProblem] = []
-    for slot, (line, expr) in zip(scan_shell(texts), tags, strict=False):
-        if re.search(r"\|\s*(raw|quote)\s*$", expr):
-            continue  # the author asked for the text as it is
-        if slot.problem:
-            token = expr.split("|")[0].strip() or expr
-            problems.append(VariableProblem(f"<< {expr} >> {slot.problem}", line, token))
-    return problems
+        return [""], []  # reported by check_variables
+    return texts, tags
+
+
+# ``<< name >>`` and ``<< name.attr.attr >>``: what nearly every template consists of.
+_SIMPLE_TAG = re.compile(r"<<\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*>>")
+# Words the Jinja parser reads as constants or operators, never as variables.
+_JINJA_WORDS = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is",
+                          "if", "else"})
+_NEWLINE = re.compile(r"(\r\n|\r|\n)")  # Jinja's line breaks
+
+
+def lex_simple(source: str) -> tuple[list[str], list[tuple[int, str]]] | None:
+    """The literal texts and the (line, ``name.attr``) of each substitution of a template that
+    is only text and ``<< name.attr >>`` substitutions, read exactly as Jinja reads it (line
+    breaks as ``\\n``, a final one dropped); None for any other template, which Jinja reads.
+
+    Texts are one more than substitutions. No Jinja is imported or run.
+    """
+    if "<%" in source or "<#" in source:
+        return None
+    if "\r" in source or source.endswith("\n"):
+        lines = _NEWLINE.split(source)[::2]
+        if lines[-1] == "":
+            del lines[-1]
+        source = "\n".join(lines)
+    texts: list[str] = []
+    tags: list[tuple[int, str]] = []
+    end, line = 0, 1
+    for tag in _SIMPLE_TAG.finditer(source):
+        text = source[end : tag.start()]
+        # Jinja starts a tag at the first "<<": "<<<x>>" is not text "<" and << x >>.
+        if "<<" in text or text.endswith("<"):
+            return None
+        expr = tag.group(1)
+        names = expr.split(".")
+        if len(names) > 33 or any(word in _JINJA_WORDS for word in names):
+            return None  # (a chain that long is left to the compiler, which may find it too deep)
+        line += text.count("\n")  # lines counted tag by tag: linear, however many tags
+        texts.append(text)
+        tags.append((line, expr))
+        line += tag.group(0).count("\n")
+        end = tag.end()
+    rest = source[end:]
+    if "<<" in rest:
+        return None
+    texts.append(rest)
+    return texts, tags
+
+
+def _lexed_parts(texts: list[str], tags: list[tuple[int, str]]) -> tuple[_Part, ...]:
+    """:func:`lex_simple`'s result as template parts (text, and (name, attrs) substitutions)."""
+    parts: list[_Part] = []
+    for i, text in enumerate(texts):
+        if text:
+            parts.append(text)
+        if i < len(tags):
+            name, *attrs = tags[i][1].split(".")
+            parts.append((name, tuple(attrs)))
+    return tuple(parts)
 
 
 def _simple_parts(ast: jinja2.nodes.Template) -> tuple[_Part, ...] | None:
     """The parts of a text-and-substitutions template, or None when it needs Jinja proper."""
+    import jinja2.nodes
+
     if len(ast.body) != 1 or not isinstance(ast.body[0], jinja2.nodes.Output):
         return None if ast.body else ()
     parts: list[_Part] = []
@@ -938,21 +1139,29 @@ def compile_template(source: str, *, shell: bool, glob: bool = False) -> Templat
     ``shell`` quotes values for a shell command; ``glob`` escapes glob characters in path
     values for an output pattern.
     """
-    env = SHELL_ENV if shell else GLOB_ENV if glob else TEXT_ENV
+    kind = "shell" if shell else "glob" if glob else "text"
     if shell and ("\x00" in source or "\x01" in source):
         raise TemplateError("the command contains a NUL or \\x01 character")
-    try:
-        parts = _simple_parts(env.parse(source))
-        template = env.from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
+    lexed = lex_simple(source)
+    template = None
+    if lexed is not None:  # text and plain lookups: no Jinja needed
+        parts: tuple[_Part, ...] | None = _lexed_parts(*lexed)
+    else:
+        import jinja2
+
+        env = environment(kind)
+        try:
+            parts = _simple_parts(env.parse(source))
+            template = env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
     slots: tuple[Slot, ...] = ()
     if shell and parts is not None:
         slots = tuple(scan_shell(_texts(parts)))
         for slot, sub in zip(slots, (p for p in parts if not isinstance(p, str)), strict=True):
             if slot.problem:
                 raise TemplateError(f"<< {'.'.join((sub[0], *sub[1]))} >> {slot.problem}")
-    return Template(source, shell, template, parts, slots)
+    return Template(source, shell, template, parts, slots, kind)
 
 
 def _texts(parts: tuple[_Part, ...]) -> list[str]:
@@ -971,9 +1180,17 @@ def variables_used(source: str) -> frozenset[str]:
     """The variables a template reads (empty when it does not parse: that is reported apart)."""
     if not is_template(source):
         return frozenset()
+    lexed = lex_simple(source)
+    if lexed is not None:  # text and lookups: the names they start with, without Jinja
+        return frozenset(expr.partition(".")[0] for _, expr in lexed[1])
+    import jinja2
+    import jinja2.meta
+
+    from .sandbox import parse_guard
+
     try:
         with parse_guard():
-            return frozenset(jinja2.meta.find_undeclared_variables(TEXT_ENV.parse(source)))
+            return frozenset(jinja2.meta.find_undeclared_variables(environment("text").parse(source)))
     except jinja2.TemplateSyntaxError:
         return frozenset()
 
@@ -1010,7 +1227,13 @@ def check_variables(
     simple = _check_simple(source, known)
     if simple is not None:
         return simple
-    env = SHELL_ENV if shell else TEXT_ENV
+    import jinja2
+    import jinja2.meta
+    import jinja2.nodes
+
+    from .sandbox import constant_problems, is_callable_name, parse_guard
+
+    env = environment("shell" if shell else "text")
     try:
         ast = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -1021,6 +1244,8 @@ def check_variables(
         table = env.filters if is_filter else env.tests
         kind = "filter" if is_filter else "test"
         if call.name not in table:
+            import difflib
+
             names = sorted(n for n in table if not n.startswith("_"))
             close = difflib.get_close_matches(call.name, names, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -1067,32 +1292,18 @@ def check_variables(
     return problems
 
 
-# ``<< name >>`` and ``<< name.attr.attr >>``: what nearly every template consists of.
-_SIMPLE_TAG = re.compile(r"<<\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*>>")
-# Words the Jinja parser reads as constants or operators, never as variables.
-_JINJA_WORDS = frozenset({"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is",
-                          "if", "else"})
-
-
 def _check_simple(source: str, known: Mapping[str, Collection[str] | None]) -> list[VariableProblem] | None:
     """:func:`check_variables` for a text-and-substitutions template without running Jinja's
     parser and compiler (most of the cost of validating a spec); None for any other template."""
-    if "<%" in source or "<#" in source:
-        return None
-    tags = list(_SIMPLE_TAG.finditer(source))
-    if "<<" in _SIMPLE_TAG.sub("", source):
+    lexed = lex_simple(source)
+    if lexed is None:
         return None
     uses: list[tuple[str, tuple[str, ...], int]] = []
-    line, counted = 1, 0  # lines counted up to each tag in turn (linear, however many tags)
-    for tag in tags:
-        name, *attrs = tag.group(1).split(".")
-        if name in _JINJA_WORDS or any(a in _JINJA_WORDS for a in attrs) or len(attrs) > 32:
-            return None  # (a chain that long is left to the compiler, which may find it too deep)
-        line += source.count("\n", counted, tag.start(1))
-        counted = tag.start(1)
-        uses.append((name, tuple(attrs), line))
+    for line, expr in lexed[1]:
+        head, *tail = expr.split(".")
+        uses.append((head, tuple(tail), line))
     problems: list[VariableProblem] = []
-    undeclared = {name for name, _, _ in uses if name not in _GLOBALS}
+    undeclared = {name for name, _, _ in uses if name not in JINJA_GLOBALS}
     first_line: dict[str, int] = {}
     for name, _, line in uses:
         first_line.setdefault(name, line)
@@ -1126,6 +1337,8 @@ def _unknown_key(name: str, attr: str, allowed: Collection[str], line: int) -> V
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
     """A "did you mean" hint, or the list of choices when nothing is close."""
+    import difflib
+
     options = sorted(choices)
     close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     if close:
@@ -1134,10 +1347,14 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
 
 
 def _names(ast: jinja2.nodes.Node) -> Iterator[jinja2.nodes.Name]:
+    import jinja2.nodes
+
     return ast.find_all(jinja2.nodes.Name)
 
 
 def _attr_name(node: jinja2.nodes.Node) -> str | None:
+    import jinja2.nodes
+
     if isinstance(node, jinja2.nodes.Getattr):
         return str(node.attr)
     if isinstance(node, jinja2.nodes.Getitem) and isinstance(node.arg, jinja2.nodes.Const):

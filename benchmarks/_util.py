@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from azure.batch import BatchClient
-from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.rest import HttpRequest
+if TYPE_CHECKING:  # imported where used: a benchmark's own process stays small (its children's RSS is measured)
+    from azure.batch import BatchClient
 
 SPEC_HEAD = """\
 # yaml-language-server: $schema=../schemas/batchspec.schema.json
@@ -52,6 +52,10 @@ cleanup: {{job: delete, pool: keep, inputs: keep}}
 """
 
 
+#: The environment of measured children: they write bytecode, as an installed package has it.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 @dataclass(frozen=True)
 class Measured:
     seconds: float  # wall time of the child, measured by the parent
@@ -65,7 +69,7 @@ def run_child(argv: list[str], cwd: Path | None = None) -> Measured:
     the usage of that one child, not of the parent or other children)."""
     started = time.perf_counter()
     with open(os.devnull, "w") as devnull:
-        process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=devnull, text=True)
+        process = subprocess.Popen(argv, cwd=cwd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=devnull, text=True)
         assert process.stdout is not None
         stdout = process.stdout.read()
         process.stdout.close()
@@ -96,6 +100,9 @@ def emulator_exports(*options: str) -> Iterator[dict[str, str]]:
 
 
 def client_for(exports: dict[str, str]) -> BatchClient:
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
     credential = AzureNamedKeyCredential(exports["AZURE_BATCH_ACCOUNT"], exports["AZURE_BATCH_ACCESS_KEY"])
     return BatchClient(exports["AZURE_BATCH_ENDPOINT"], credential)
 
@@ -109,6 +116,8 @@ def emulator_process(*options: str) -> Iterator[tuple[BatchClient, str]]:
 
 def request_counts(client: BatchClient) -> dict[str, int]:
     """Requests the emulator served per operation (its signed, emulator-only stats endpoint)."""
+    from azure.core.rest import HttpRequest
+
     response = client.send_request(HttpRequest("GET", "/batchspec/stats?api-version=2025-06-01"))
     response.raise_for_status()
     counts: dict[str, int] = json.loads(response.text())["requests"]

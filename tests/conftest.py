@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.azurite", "tests.containers", "tests.prices", "tests.webserver"]
+pytest_plugins = ["tests.azurite", "tests.containers", "tests.prices", "tests.waits", "tests.webserver"]

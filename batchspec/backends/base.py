@@ -14,13 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import BackendError, BatchspecError
-from ..events import Emit, Event, Message, Progress, TaskFinished
-from ..observe.records import RunRecord
-from ..plan import BlobLister, Plan, PlannedTask, StagePlan
-from ..runner import last_lines
-from .download import Ledger, ledger_file
+
+if TYPE_CHECKING:  # `batchspec plan` reads RunOptions: it needs neither events nor records
+    from ..events import Emit, Event, Progress, TaskFinished
+    from ..observe.records import RunRecord
+    from ..plan import BlobLister, Plan, PlannedTask, StagePlan
+    from .download import Ledger
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class RunOptions:
 
     def ledger(self, plan: Plan) -> Ledger:
         """The record of what batchspec placed in ``plan``'s download directory."""
+        from .download import Ledger, ledger_file
+
         return Ledger(plan.download_dir, ledger_file(self.workspace(plan), plan.download_dir),
                       overwrite=self.overwrite)
 
@@ -81,9 +85,13 @@ class RunContext:
     emit: Emit
 
     def info(self, text: str) -> None:
+        from ..events import Message
+
         self.emit(Message(text))
 
     def warn(self, text: str) -> None:
+        from ..events import Message
+
         self.emit(Message(text, "warning"))
 
 
@@ -178,6 +186,8 @@ class Backend(ABC):
     def stderr_tails(self, plan: Plan, task_ids: Sequence[str], lines: int) -> dict[str, tuple[str, ...]]:
         """The last ``lines`` lines of stderr of finished tasks (their last attempt), for the
         report; a task whose stderr cannot be read is left out."""
+        from ..runner import last_lines
+
         tails = {}
         for task_id in task_ids:
             try:

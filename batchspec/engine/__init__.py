@@ -1,12 +1,7 @@
-"""The engine: runs a plan on a backend from the registry, stage after stage (:mod:`.run`).
+"""The engine: runs a plan on a backend from the registry, stage after stage.
 
-``run`` is what ``batchspec run`` calls, ``make_plan`` what ``batchspec plan`` calls and
-``remove`` what ``batchspec cleanup`` calls; ``make_reporter`` chooses how progress is shown.
+:func:`.run.run` is what ``batchspec run`` calls, :func:`.planning.make_plan` what ``batchspec plan``
+calls and :func:`.run.remove` what ``batchspec cleanup`` calls; :func:`.reporters.make_reporter`
+chooses how progress is shown; :mod:`.observe` serves ``status``, ``logs`` and ``report``. The
+package imports none of them itself: each command loads only what it uses.
 """
-
-from __future__ import annotations
-
-from .reporters import make_reporter
-from .run import make_plan, remove, run
-
-__all__ = ["make_plan", "make_reporter", "remove", "run"]

@@ -18,19 +18,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .. import backends
 from ..backends import Backend, LogRef, RunContext, RunOptions
 from ..errors import BackendError, BatchspecError
-from ..events import Emit, Message
-from ..observe import html, pricing
+from ..observe import pricing
 from ..observe.records import RunRecord, TaskRecord, from_dict, to_dict, usage
 from ..plan import Plan, Planner
 from ..redact import redact
 from ..spec import Spec, load_spec
 from ..spec.values import format_duration
-from .run import expand_held, plan_for
+from .planning import plan_for
+
+if TYPE_CHECKING:
+    from ..events import Emit
 
 RECORD_FILE = "record.json"
 REPORT_FILE = "report.html"
@@ -48,6 +50,8 @@ def _quiet(_event: object) -> None:
 def opened(spec_path: Path, overrides: Iterable[str], backend_name: str,
            options: RunOptions) -> Iterator[tuple[Plan, Backend, RunContext]]:
     """The plan of a spec and the backend it runs on, for a command that looks at a run."""
+    from .run import expand_held
+
     name, _ = backends.choose(backend_name, options.env)
     spec = load_spec(spec_path)
     backend = backends.create(name, options)
@@ -142,6 +146,8 @@ def logs(spec_path: Path, overrides: Iterable[str], backend_name: str, options: 
          node: str | None, sleep: Callable[[float], None] = time.sleep) -> int:
     """Write logs to ``out``: one task's, a node's start task's, or every failed task's.
     Returns how many logs were shown."""
+    from ..events import Message
+
     streams = ("stdout", "stderr") if stream == "both" else (stream,)
     with opened(spec_path, overrides, backend_name, options) as (plan, backend, ctx):
         if node is not None:
@@ -185,6 +191,8 @@ def _redacted(data: bytes, env: Mapping[str, str]) -> bytes:
 
 def _failed_logs(plan: Plan, backend: Backend, ctx: RunContext, options: RunOptions, emit: Emit,
                  streams: tuple[str, ...]) -> list[_Followed]:
+    from ..events import Message
+
     record = current_record(plan, backend, ctx, options)
     if record is None:
         raise BatchspecError(f"no run of job {plan.job_id} found", "batchspec run SPEC starts one")
@@ -223,7 +231,9 @@ def price_of(record: RunRecord, plan: Plan, options: RunOptions, *, offline: boo
     vm_size = record.pool.vm_size if record.pool and record.pool.vm_size else plan.pool.vm_size
     lookup = pricing.lookup(vm_size, where, windows=record.windows, env=options.env, offline=offline)
     if not record.nodes:
-        return pricing.Cost(None, "", f"unknown: {html.NO_NODES}"), lookup
+        from ..observe.html import NO_NODES
+
+        return pricing.Cost(None, "", f"unknown: {NO_NODES}"), lookup
     used = usage(record)
     return pricing.cost(used.dedicated_node_seconds / 3600, used.spot_node_seconds / 3600, lookup), lookup
 
@@ -233,6 +243,8 @@ def write_report(record: RunRecord, plan: Plan, options: RunOptions, output: Pat
     spent, lookup = price_of(record, plan, options, offline=offline, region=region)
     path = output or job_dir(plan, options) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    from ..observe import html
+
     path.write_text(html.render(record, cost=spent, price=lookup, generated=time.time()), encoding="utf-8")
     return path, spent
 

@@ -8,7 +8,7 @@ a task's wait for others is expressed as Batch task dependencies.
 
 from __future__ import annotations
 
-from .build import OutputIndex, Planner, build_plan, parse_overrides, resolve_params
+from .build import OutputIndex, Planner, build_plan, gc_paused, parse_overrides, resolve_params
 from .inputs import BlobLister, EmptyInputError, PlanError
 from .model import (
     InputFile,
@@ -38,6 +38,7 @@ __all__ = [
     "Planner",
     "StagePlan",
     "build_plan",
+    "gc_paused",
     "parse_overrides",
     "resolve_params",
 ]

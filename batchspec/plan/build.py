@@ -27,8 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ..globs import Glob, compile_glob, has_magic, literal_head, normalize
-from ..limits import MAX_TASKS
-from ..sandbox import plan_budget
+from ..limits import MAX_TASKS, plan_budget
 from ..spec.model import Axis, FileSource, Inputs, Param, Scalar, Spec, Stage, TaskBody
 from ..spec.validate import output_pattern_problem, param_value_problem, parse_range, relative_path_problem
 from ..spec.values import batch_id_problem, container_pool_warning, container_problem, image_problem
@@ -126,9 +125,10 @@ def build_plan(spec: Spec, overrides: Iterable[str] = (), blob_lister: BlobListe
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Expansion allocates hundreds of thousands of acyclic objects; the cyclic garbage
-    collector would rescan them again and again for nothing (a third of the time at 100k)."""
+    collector would rescan them again and again for nothing (a third of the time at 100k).
+    A command that only shows a plan pauses it until the plan is freed, so it is never scanned."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -149,7 +149,7 @@ class Planner:
         self.origins: dict[str, Namespace] = {}  # first-stage task id -> its variables, for `source`
         self.origin_files: dict[str, InputFile] = {}  # first-stage task id -> its input file
         self.ids = TaskIds()  # every stage's task ids, each handed out once
-        with _gc_paused(), plan_budget():
+        with gc_paused(), plan_budget():
             warnings: list[str] = []
             if spec.inputs is None:  # a sweep (or a single task): one item, no file
                 items = [InputItem("", None, None)]
@@ -340,8 +340,7 @@ class Planner:
             del model["pool"]["container"]
         model["params"] = self.params
         digest.update(json.dumps(model, sort_keys=True, default=str).encode())
-        for item in items:
-            digest.update(b"\0" + item.key.encode("utf-8", "surrogateescape"))
+        digest.update("".join(["\0" + item.key for item in items]).encode("utf-8", "surrogateescape"))
         digest.update(json.dumps(combos, sort_keys=True, default=str).encode())
         prefix = spec.name[: _MAX_ID - _HASH_CHARS - 1]
         return f"{prefix}-{digest.hexdigest()[:_HASH_CHARS]}"
@@ -413,7 +412,7 @@ class Planner:
             matchers = [compile_glob(normalize(m)) for m in spec_stage.match]
             if matchers:
                 files = [(t, n) for t, n in files if any(rx.match(n) for rx in matchers)]
-            with _gc_paused(), plan_budget():
+            with gc_paused(), plan_budget():
                 tasks = self._expand_later(spec_stage, source.tasks, files)
             stages[i] = replace(stage, tasks=tuple(tasks))
         return plan.with_stages(tuple(stages)) if stages != list(plan.stages) else plan
@@ -450,17 +449,22 @@ class Planner:
         keep_origins = len(spec.stages) > 1
         tasks: list[PlannedTask] = []
         owners: dict[str, int] = {}  # casefolded task.id -> index of the task that has it
-        matrices = [Namespace(combo) for combo in combos]
+        pairs = [(combo, Namespace(combo)) for combo in combos]
+        single = len(combos) == 1  # no matrix: the item's variables are the task's, not copied
+        uses = None if keep_origins else render.uses
+        shared = base if uses is None else {k: v for k, v in base.items() if k in uses}
         try:
             for item in items:
-                item_vars = _path_variables(base, item)
-                stem = item_vars.get("stem", "item")
+                item_vars = _path_variables(shared, item, uses)
+                stem = item_vars["stem"] if "stem" in item_vars else _stem(item) if item.file else "item"
                 inputs = (item.file,) if item.file else ()
-                for combo, matrix in zip(combos, matrices, strict=True):
+                for combo, matrix in pairs:
                     index = len(tasks)
-                    variables = {**item_vars, "matrix": matrix, "index": index}
+                    variables = item_vars if single else dict(item_vars)
+                    variables["matrix"] = matrix
+                    variables["index"] = index
                     readable = stem if item.file or not combo else "-".join(str(v) for v in combo.values())
-                    task_id = render.task_id(variables)
+                    task_id = render.task_id(variables) if render.id is not None else None
                     if task_id is None:
                         task_id = self.ids.default(readable, _task_key(item.key, combo))
                     elif self.ids.claim(task_id) is not None:
@@ -566,6 +570,14 @@ class _BodyRenderer:
         self.files = body.files
         self.retries, self.timeout = body.retries, body.timeout_seconds
         self.stage_name = "" if stage is self.spec.stages[0] else stage.name
+        self.command_field, self.id_field = f"{at}.command", f"{at}.id"
+        templates = [self.command, *(t for _, _, p, to in self.outputs for t in (p, to) if t is not None),
+                     *((self.id,) if self.id else ()), *(t for _, _, t in self.env)]
+        used = [t.variables for t in templates]
+        # The variables the templates read, when known (no Jinja template, no files): per task,
+        # only those are made.
+        self.uses: frozenset[str] | None = (None if self.files or any(u is None for u in used)
+                                            else frozenset().union(*(u for u in used if u is not None)))
 
     def _compile(self, field: str, source: str, *, shell: bool = False, glob: bool = False) -> Template:
         return _compile(self.spec, field, source, shell=shell, glob=glob)
@@ -573,7 +585,7 @@ class _BodyRenderer:
     def task_id(self, variables: dict[str, Any]) -> str | None:
         if self.id is None:
             return None
-        self.field = f"{self.stage.json_path}.id"
+        self.field = self.id_field
         task_id = self.id.render(variables)
         if problem := batch_id_problem(task_id, "task id"):
             raise TemplateError(problem)
@@ -581,21 +593,22 @@ class _BodyRenderer:
 
     def task(self, task_id: str, variables: dict[str, Any], inputs: tuple[InputFile, ...], *, origin: str,
              depends_on: tuple[str, ...] = ()) -> PlannedTask:
-        self.field = f"{self.stage.json_path}.command"
+        self.field = self.command_field
         command = self.command.render(variables)
-        outputs: list[Output] = []
+        outputs: tuple[Output, ...] = ()
         for field, when, pattern_t, to_t in self.outputs:
             self.field = field
-            outputs.append(self._output(field, when, pattern_t.render(variables),
-                                        to_t.render(variables) if to_t is not None else None, task_id))
-        env: list[tuple[str, str]] = []
-        for key, field, template in self.env:
-            self.field = field
-            env.append((key, template.render(variables)))
+            outputs += (self._output(field, when, pattern_t.render(variables),
+                                     to_t.render(variables) if to_t is not None else None, task_id),)
+        env: tuple[tuple[str, str], ...] = ()
+        if self.env:
+            for key, field, template in self.env:
+                self.field = field
+                env += ((key, template.render(variables)),)
         if self.files:
             self.field = f"{self.stage.json_path}.files"
             inputs = inputs + self.planner._files(self.field, self.files, variables, f"task '{task_id}'")
-        return PlannedTask(task_id, command, inputs, tuple(outputs), tuple(env), self.stage_name, depends_on, origin,
+        return PlannedTask(task_id, command, inputs, outputs, env, self.stage_name, depends_on, origin,
                            self.retries, self.timeout)
 
     def _output(self, field: str, when: Any, rendered: str, to: str | None, task_id: str) -> Output:
@@ -702,15 +715,46 @@ def _item_value(value: Any) -> Any:
     return value
 
 
-def _path_variables(base: Mapping[str, Any], item: InputItem) -> dict[str, Any]:
+def _path_variables(base: Mapping[str, Any], item: InputItem, uses: frozenset[str] | None = None) -> dict[str, Any]:
+    """An input's variables over ``base``: all of them, or those in ``uses`` (what the stage's
+    templates read)."""
     if item.file is None:
         return {**base, "item": _item_value(item.item)} if item.key else dict(base)
     # As _name_variables, in one dict: this runs for every input of a large plan.
     path = item.file.path
     directory, _, name = path.rpartition("/")
-    stem, ext = posixpath.splitext(name)
-    return {**base, "item": _item_value(item.item), "input": PathValue(path), "name": PathValue(name),
-            "stem": PathValue(stem), "ext": PathValue(ext), "dir": PathValue(directory or ".")}
+    if uses is None:
+        stem, ext = split_ext(name)
+        return {**base, "item": _item_value(item.item), "input": PathValue(path), "name": PathValue(name),
+                "stem": PathValue(stem), "ext": PathValue(ext), "dir": PathValue(directory or ".")}
+    out = dict(base)
+    if "input" in uses:
+        out["input"] = PathValue(path)
+    if "stem" in uses or "ext" in uses:
+        stem, ext = split_ext(name)
+        out["stem"], out["ext"] = PathValue(stem), PathValue(ext)
+    if "name" in uses:
+        out["name"] = PathValue(name)
+    if "dir" in uses:
+        out["dir"] = PathValue(directory or ".")
+    if "item" in uses:
+        out["item"] = _item_value(item.item)
+    return out
+
+
+def _stem(item: InputItem) -> str:
+    """The stem of an input file's name (the readable part of its default task id)."""
+    assert item.file is not None
+    return split_ext(item.file.path.rpartition("/")[2])[0]
+
+
+def split_ext(name: str) -> tuple[str, str]:
+    """``posixpath.splitext`` of a name without '/' (a file's last part), in a third of its
+    time: the extension starts at the last '.' unless only dots come before it."""
+    dot = name.rfind(".")
+    if dot > 0 and name[:dot].lstrip("."):
+        return name[:dot], name[dot:]
+    return name, ""
 
 
 def _task_key(key: str, combo: dict[str, Scalar]) -> str:
@@ -736,4 +780,4 @@ def _compile(spec: Spec, field: str, source: str, *, shell: bool, glob: bool = F
         raise PlanError(f"{spec.where(field)}: {field}: {exc.message}") from None
 
 
-__all__ = ["OutputIndex", "Planner", "build_plan", "parse_overrides", "resolve_params"]
+__all__ = ["OutputIndex", "Planner", "build_plan", "gc_paused", "parse_overrides", "resolve_params"]

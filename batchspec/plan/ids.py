@@ -55,11 +55,17 @@ class TaskIds:
     def default(self, text: str, key: str, prefix: str = "") -> str:
         """A new id: ``prefix``, ``text`` made readable, and a hash of ``key`` (what makes the
         task unique), longer when the short one is taken."""
-        tails = itertools.chain((short_hash(key), short_hash(key, LONG_HASH_CHARS)),
-                                (f"{short_hash(key, LONG_HASH_CHARS)}-{n}" for n in itertools.count(2)))
-        for tail in tails:
-            room = MAX_ID - len(prefix) - len(tail) - 1
-            task_id = f"{prefix}{readable(text, room)}-{tail}" if room > 0 else f"{prefix[: MAX_ID - len(tail)]}{tail}"
+        task_id = _joined(prefix, text, short_hash(key))
+        if self.claim(task_id) is None:  # nearly always: the short hash is free
+            return task_id
+        long = short_hash(key, LONG_HASH_CHARS)
+        for tail in itertools.chain((long,), (f"{long}-{n}" for n in itertools.count(2))):
+            task_id = _joined(prefix, text, tail)
             if self.claim(task_id) is None:
                 return task_id
         raise AssertionError("unreachable: the counter always finds a free id")
+
+
+def _joined(prefix: str, text: str, tail: str) -> str:
+    room = MAX_ID - len(prefix) - len(tail) - 1
+    return f"{prefix}{readable(text, room)}-{tail}" if room > 0 else f"{prefix[: MAX_ID - len(tail)]}{tail}"

@@ -9,9 +9,8 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import BatchspecError
 from ..globs import compile_glob, glob_files, normalize, split_fixed
@@ -31,9 +30,10 @@ class EmptyInputError(PlanError):
     """No inputs: nothing to run (exit 2, as for any spec that cannot run)."""
 
 
-@dataclass(frozen=True, slots=True)
-class InputItem:
-    """One input: a unique ``key`` (for ids and hashes), an optional file, and its ``item`` value."""
+class InputItem(NamedTuple):
+    """One input: a unique ``key`` (for ids and hashes), an optional file, and its ``item`` value.
+
+    A named tuple: a plan makes one per input, and it costs a third of a frozen dataclass."""
 
     key: str
     file: InputFile | None
@@ -82,19 +82,22 @@ def _glob_items(
     patterns: Sequence[str], exclude: Sequence[str], base_dir: Path
 ) -> tuple[list[InputItem], list[str]]:
     excluded = [compile_glob(normalize(p)) for p in exclude]
-    found: dict[str, InputFile] = {}
+    found: dict[str, str] = {}  # path relative to the spec -> where it goes in the working directory
     placed: dict[str, str] = {}  # working-directory path -> the input that goes there
     unmatched: list[str] = []
     for pattern in patterns:
         prefix, rest = split_fixed(normalize(pattern))
+        # Its path below the pattern's fixed part (the file's name for a pattern without wildcards).
+        cut = len(prefix) + 1 if prefix else 0
         any_match = False
         for rel in glob_files(base_dir, pattern):
             any_match = True
             if rel in found or (excluded and any(rx.match(rel) for rx in excluded)):
                 continue
-            found[rel] = InputFile(rel, valid_name(_wd_path(rel, prefix, rest)))
-            if (other := placed.setdefault(found[rel].path, rel)) != rel:
-                raise PlanError(f"inputs '{other}' and '{rel}' would both be '{found[rel].path}' in a task's "
+            wd = rel[cut:] if rest else posixpath.basename(rel)
+            wd = found[rel] = wd if wd.isascii() else valid_name(wd)
+            if (other := placed.setdefault(wd, rel)) != rel:
+                raise PlanError(f"inputs '{other}' and '{rel}' would both be '{wd}' in a task's "
                                 "working directory (a byte that is not UTF-8 is written %XX there)",
                                 "rename one of them, or leave one out with inputs.exclude")
             if len(found) > MAX_TASKS:
@@ -103,15 +106,8 @@ def _glob_items(
                                 "narrow the patterns (or use inputs.exclude), or split the work into several specs")
         if not any_match:
             unmatched.append(pattern)
-    items = [InputItem(rel, f, rel) for rel, f in sorted(found.items())]
+    items = [InputItem(rel, InputFile(rel, found[rel]), rel) for rel in sorted(found)]
     return items, unmatched
-
-
-def _wd_path(rel: str, prefix: str, rest: str) -> str:
-    """Where a matched file goes in the working directory: its path below the pattern's fixed part."""
-    if not rest:
-        return posixpath.basename(rel)
-    return rel[len(prefix) + 1 :] if prefix else rel
 
 
 # --- lists and blobs -------------------------------------------------------------------------

@@ -14,24 +14,21 @@ import os
 import re
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from functools import cache
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from jsonschema import Draft202012Validator
-
-from .. import autoscale
 from ..errors import BatchspecError, Diagnostic, SpecError
 from ..globs import has_magic
-from ..limits import MAX_TASKS
-from ..sandbox import MAX_TEXT, budget
+from ..limits import MAX_TASKS, MAX_TEXT, budget
 from ..templating import SCALAR, VariableProblem, check_shell, check_variables, is_template, variables_used
 from .defaults import resolve_ref
 from .document import Document, JsonPath, format_path, read_document
+from .schemacheck import Check, Unsupported, compile_schema
 from .values import batch_id_problem, container_pool_warning, container_problem, image_problem, parse_duration
+
+if TYPE_CHECKING:
+    import jsonschema
 
 #: Variables of the first stage's templates (the planner provides exactly these).
 TASK_VARIABLES = ("input", "name", "stem", "ext", "dir", "item", "index", "count", "params", "matrix",
@@ -56,13 +53,29 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 @cache
 def schema() -> dict[str, Any]:
     """The spec JSON Schema shipped in the package."""
-    text = resources.files("batchspec.spec").joinpath("batchspec.schema.json").read_text("utf-8")
+    # Next to this module (the wheel installs files; importlib.resources costs more to import
+    # than reading the schema).
+    text = Path(__file__).with_name("batchspec.schema.json").read_text("utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 
 
 @cache
-def _validator() -> Draft202012Validator:
+def schema_check() -> Check | None:
+    """The schema compiled into a fast valid-or-not check (None if it uses a keyword the
+    compiler lacks: then jsonschema judges every document)."""
+    try:
+        return compile_schema(schema())
+    except Unsupported:
+        return None
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    # Imported only to explain an invalid document: jsonschema costs more to import than a
+    # whole validation of a valid spec.
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(schema())
 
 
@@ -82,6 +95,8 @@ def validate_files(paths: Sequence[Path]) -> list[tuple[str, list[Diagnostic]]]:
     workers = min(os.cpu_count() or 1, len(paths) // (PARALLEL_FROM // 2))
     if len(paths) < PARALLEL_FROM or workers < 2:
         return [_problems(p) for p in paths]
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_problems, paths, chunksize=max(1, len(paths) // (workers * 8))))
 
@@ -101,6 +116,9 @@ def validate_file(path: Path, display: str | None = None) -> tuple[Document | No
 
 
 def _schema_diagnostics(doc: Document) -> Iterator[Diagnostic]:
+    check = schema_check()
+    if check is not None and check(doc.data):
+        return
     for error in _validator().iter_errors(doc.data):
         yield from _explain(doc, error)
 
@@ -379,6 +397,8 @@ def _check_pool(doc: Document) -> Iterator[Diagnostic]:
 
 def _check_formula(doc: Document, formula: str) -> Iterator[Diagnostic]:
     """The formula through the same parser the emulator evaluates it with (batchspec.autoscale)."""
+    from .. import autoscale
+
     try:
         autoscale.check(formula)
     except autoscale.FormulaError as exc:

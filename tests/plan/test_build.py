@@ -395,3 +395,51 @@ def test_planning_has_no_side_effects(make_spec: SpecMaker, three_inputs: Path) 
     build_plan(spec)
     assert sorted(p.relative_to(three_inputs) for p in three_inputs.rglob("*")) == before
     assert sorted(os.listdir(".")) == cwd_before
+
+
+# --- the fast paths of a large plan ------------------------------------------------------------
+
+
+def test_each_task_line_is_what_json_dumps_writes_of_its_dict() -> None:
+    from batchspec.plan.model import InputFile, Output, PlannedTask, _task_dict, task_json
+
+    files = [InputFile("inputs/a b.mp4", "a b.mp4"), InputFile("x/\u00e9\"q\".mp4", "q", "raw", "blob"),
+             InputFile("pre/", "d/", "c", "blobs", "0755"), InputFile("https://h/x", "x", None, "url"),
+             InputFile("out.mp3", "out.mp3", None, "output", None, "encode", "t-1")]
+    outputs = [Output("a.mp3"), Output("*.log", "always"), Output("b.mp3", "failure", "keep/"),
+               Output("c\\d\u2028.mp3", "success", "e.mp3")]
+    tasks = [PlannedTask("t", "cmd"),
+             PlannedTask("t\t1", "echo 'x' \"y\" \\ \u65e5", (files[0],), (outputs[0],)),
+             PlannedTask("t2", "c", tuple(files), tuple(outputs), (("A", "1"), ("B", "\u00e9")), "merge",
+                         ("t", "t\t1"), "t", 2, 30),
+             PlannedTask("t3", "c", (files[1],), (outputs[3],), origin="t3")]
+    for task in tasks:
+        assert task_json(task) == json.dumps(_task_dict(task), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("name", ["a.mp4", "a", ".bashrc", "..x", "a.", "a..b", "...", ".", "", "a.b.c",
+                                  ".a.b", "..", "x.tar.gz", "\u00e9.\u65e5"])
+def test_split_ext_is_posix_splitext(name: str) -> None:
+    import posixpath
+
+    from batchspec.plan.build import split_ext
+
+    assert split_ext(name) == posixpath.splitext(name)
+
+
+def test_per_task_classes_stay_frozen_dataclasses() -> None:
+    import dataclasses
+
+    from batchspec.plan.model import InputFile, Output, PlannedTask
+
+    task = PlannedTask("t", "c", (InputFile("a", "a"),), (Output("o"),))
+    assert task == PlannedTask("t", "c", (InputFile("a", "a"),), (Output("o"),)) and hash(task) == hash(
+        PlannedTask("t", "c", (InputFile("a", "a"),), (Output("o"),)))
+    assert (task.retries, task.timeout_seconds, task.inputs[0].kind, task.outputs[0].when) == (0, None, "local",
+                                                                                                "success")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        task.id = "x"  # type: ignore[misc]
+    assert dataclasses.replace(task, id="u").id == "u"
+    assert PlannedTask(id="k", command="c", retries=3).retries == 3
+    with pytest.raises(TypeError):
+        PlannedTask("t")  # type: ignore[call-arg]

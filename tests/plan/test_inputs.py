@@ -229,3 +229,25 @@ def test_glob_files_hidden_only_when_named(tmp_path: Path) -> None:
     assert sorted(glob_files(tmp_path, ".*.txt")) == [".b.txt"]
     assert sorted(glob_files(tmp_path, ".d/*.txt")) == [".d/c.txt"]
     assert list(glob_files(tmp_path, "missing/*.txt")) == []
+
+
+@pytest.mark.parametrize("follow", [True, False])
+@pytest.mark.parametrize("pattern", ["*.mp4", ".*.mp4", "*", "?.mp4", "d/*.mp4", "d/[ab]*", "nothing/*"])
+def test_one_directory_patterns_find_what_the_walk_finds(tmp_path: Path, pattern: str, follow: bool) -> None:
+    """``inputs/*.mp4`` reads one directory without the general walk: same files, links, dot files."""
+    from batchspec import globs
+
+    for where in (tmp_path, tmp_path / "d"):
+        where.mkdir(exist_ok=True)
+        for name in ("a.mp4", ".hidden.mp4", "b.txt", "c d.mp4"):
+            (where / name).write_text("x")
+        (where / "dir.mp4").mkdir()
+        (where / "link.mp4").symlink_to(where / "a.mp4")
+        (where / "dangling.mp4").symlink_to(where / "missing")
+        (where / "dirlink.mp4").symlink_to(where / "dir.mp4")
+    prefix, rest = globs.split_fixed(pattern)
+    regex = globs.compile_glob(rest)
+    walked = [f"{prefix}/{rel}" if prefix else rel
+              for rel in globs._walk(str(tmp_path / prefix), "", 1, False, rest.startswith("."), follow)
+              if regex.match(rel)]
+    assert list(glob_files(tmp_path, pattern, follow_links=follow)) == walked

@@ -250,3 +250,98 @@ def test_templates_cannot_change_shared_values() -> None:
     with pytest.raises(TemplateError, match="not allowed in a template"):
         template.render({"params": params})
     assert params == {"bitrate": "192k"}
+
+
+# --- the fast path: templates of text and lookups, lexed, checked and rendered without Jinja ----------
+
+FAST_SOURCES = [
+    "ffmpeg -hide_banner -y -i <<input>> -vn -b:a <<params.bitrate>> <<stem>>.mp3",
+    "ffmpeg -i << input >> -c copy out/<<name>>",
+    'echo "<<name>> is $HOME" > "<<stem>>.txt"',
+    "echo '<<name>>' # about <<name>>",
+    "cat > <<stem>>.txt <<EOF\nname: <<name>>\nEOF\n",
+    "cat > x <<'EOF'\n<<name>>\nEOF",
+    "x=<<name>>; mv -- <<input>> <<dir>>/<<stem>><<ext>>",
+    "<<stem>><<ext>> and <<item.path>>",
+    "[[ <<params.n>> -gt 1 ]] && echo <<matrix.crf>>",
+    "echo $(( <<params.n>> + 1 ))",
+    "tar czf <<stem>>.tgz <<input>>\r\n",
+    "no values at all\n\n",
+    "{braces} <<name>> {{double}}",
+    "<<stem>>.mp3",
+    "out/<<dir>>/<<name>>",
+    "<<params.bitrate>>",
+    "<<undefined_name>>",
+    "<<params.missing>>",
+    "<<input.encode>>",
+    "<<params.table>>",
+]
+HOSTILE = ["plain.mp4", "-rf", "--help", "pipe:0.mp4", "concat:a|b", "a b.mp4", "it's", "$(touch pwned)", "`id`",
+           "a\nb", "caf\u00e9 \u65e5.mp4", "[x]*?.mp4", "$HOME", "${x}", "-", "", "a\\b", "sub/dir/f.mp4", "."]
+
+
+def _jinja(source: str, kind: str) -> templating.Template:
+    """``source`` compiled for Jinja's full sandboxed render (the path every template took before)."""
+    fast = compile_template(source, shell=kind == "shell", glob=kind == "glob")
+    template = templating.environment(kind).from_string(source)
+    return templating.Template(source, fast.shell, template, None, (), kind)
+
+
+def _outcome(template: templating.Template, variables: dict[str, Any]) -> str:
+    try:
+        return template.render(variables)
+    except TemplateError as exc:
+        return f"error: {exc.message}"
+
+
+@pytest.mark.parametrize("source", FAST_SOURCES)
+@pytest.mark.parametrize("kind", ["shell", "text", "glob"])
+def test_the_fast_path_renders_exactly_as_jinja(source: str, kind: str) -> None:
+    try:
+        fast = compile_template(source, shell=kind == "shell", glob=kind == "glob")
+    except TemplateError:
+        return  # rejected at compile time (a value where no quoting is safe), on both paths
+    assert fast._template is None and fast._parts is not None  # the fast path, no Jinja
+    jinja = _jinja(source, kind)
+    for i, value in enumerate(HOSTILE):
+        other = HOSTILE[-1 - i]
+        for wrap in (PathValue, str):  # the planner's values (Raw comes only from | raw, inside Jinja)
+            variables: dict[str, Any] = {
+                "input": wrap(value), "name": wrap(other), "stem": wrap(value), "ext": wrap(".mp4"),
+                "dir": wrap(other), "item": Namespace({"path": PathValue(value)}),
+                "matrix": Namespace({"crf": i}),
+                "params": Namespace({"bitrate": value, "n": i if wrap is str else value, "table": {"a": 1}}),
+            }
+            assert _outcome(fast, variables) == _outcome(jinja, variables), (value, wrap)
+            bound = fast.bind({"params": variables["params"]})
+            assert _outcome(bound, variables) == _outcome(jinja, variables), (value, wrap)
+
+
+def test_values_of_other_types_render_as_in_jinja() -> None:
+    for kind in ("shell", "text", "glob"):
+        fast = compile_template("a <<x>> b", shell=kind == "shell", glob=kind == "glob")
+        jinja = _jinja("a <<x>> b", kind)
+        for value in (1, 2.5, True, False, None, [1], {"a": 1}, Namespace({"a": 1}), str.upper, object()):
+            assert _outcome(fast, {"x": value}) == _outcome(jinja, {"x": value}), (kind, value)
+
+
+@pytest.mark.parametrize("source", [
+    *FAST_SOURCES, "<<<x>>", "a << b", "<<x>> <<", "<< true >>", "<<a.if>>", "<<-x>>", "<<x->>", "<<a.0>>",
+    "<% if x %><<x>><% endif %>", "<# c #><<x>>", "<<x|raw>>", "<<x | quote>>", "<< a . b >>", "x\r<<y>>\r\n",
+    "\n\n<<a>>\n\n", "<<\ta\t>>", "<< _x >>", "<<a>><<b>>",
+])
+def test_the_fast_lexer_reads_templates_as_jinja_reads_them(source: str) -> None:
+    lexed = templating.lex_simple(source)
+    for kind in ("shell", "text"):
+        try:
+            ast = templating.environment(kind).parse(source)
+        except Exception:  # a syntax error: the fast lexer must not accept it
+            assert lexed is None
+            continue
+        if lexed is not None:
+            assert templating._lexed_parts(*lexed) == templating._simple_parts(ast)
+            assert lexed == templating._lex_shell(source)
+
+
+def test_jinjas_globals_are_known_to_the_fast_checks() -> None:
+    assert set(templating.environment("text").globals) == templating.JINJA_GLOBALS

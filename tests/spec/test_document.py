@@ -143,3 +143,50 @@ def test_read_document_display_name(tmp_path: Path) -> None:
     diagnostic = read_document(path, "shown/x.yaml")
     assert not hasattr(diagnostic, "data")
     assert diagnostic.format() == "shown/x.yaml:1:1: $: a spec must be a mapping of keys to values, not a list value"
+
+
+# libyaml's parser (ruamel.yaml.clib) reads specs; what it rejects is read again by the pure
+# parser. Both must give the same data, positions and diagnostics.
+TRICKY = [
+    "a: &x {b: 1, c: [1, 2]}\nd: *x\ne:\n  <<: *x\n  c: 3\n",
+    "cmd: |\n  line one\n  line <<two>>\nfolded: >\n  a\n  b\nkept: |+\n  x\n\nstrip: |-\n  y\n",
+    "plain: multi\n  line plain\nsingle: 'it''s'\ndouble: \"tab\\tnl\\n\\u00e9\"\n",
+    "yes: no\non: off\nn: ~\nnulls: [null, Null, NULL, ~, ]\nbools: [true, True, TRUE, yes, On]\n",
+    "ints: [0o17, 0x1F, 017, 1_000, +5, -0]\nfloats: [1.5, .5, 1e3, .inf, -.Inf, .nan, 1_0.5]\n",
+    "dates: [2024-01-01, 2024-01-01T10:00:00Z, 2024-1-1]\nbin: !!binary aGk=\nstr: !!str 12\ncustom: !foo bar\n",
+    "\"quoted key\": 1\n? complex\n: value\n'single': 2\n12: twelve\ntrue: t\n",
+    "unicode: caf\u00e9 \u00fcber \u65e5\u672c\u8a9e \U0001f600\nafter: <<x>> \u00e9\u00e9: 1\nk\u00e9y: v\n",
+    "# comment\nlist:\n- a # trailing\n-   b\n- - nested\n  - deeper\n-\n  k: v\n",
+    "%YAML 1.2\n---\na: 1\n...\n",
+    "%YAML 1.1\n---\na: yes\n",
+    "a: 1\r\nb: [x,\r\n  y]\r\n",
+    "a: 'unterminated\n",
+    "a: [1, 2\n",
+    "a: b: c\n",
+    "a:\n\t- tab\n",
+    "a: @x\n",
+    "? [a, b]\n: flow key\n",
+    "a: {b: {c: {d: [1, {e: f}]}}}\n",
+    "empty:\nvalue: ''\nspace: ' '\n",
+    "anchors: &a [&b x, *b]\nmore: *a\n",
+    "x: !!int '5'\ny: !!float 1\nz: !!bool yes\n",
+    "long: " + "w " * 400 + "\n",
+]
+
+
+def _parsed(raw: bytes) -> object:
+    doc = parse_document(raw, "x.yaml")
+    if isinstance(doc, Document):
+        return (doc.data, doc.values, doc.keys, doc.block_offset, doc.lines)
+    return doc
+
+
+@pytest.mark.parametrize("text", [*TRICKY, *(p.read_text() for p in sorted((Path(__file__).parents[2] / "specs")
+                                                                      .glob("*.yaml")))])
+def test_libyaml_and_the_pure_parser_read_alike(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchspec.spec import document
+
+    assert document.LIBYAML  # a dependency on CPython: the fast path is the one tested
+    fast = _parsed(text.encode())
+    monkeypatch.setattr(document, "LIBYAML", False)
+    assert fast == _parsed(text.encode())

@@ -30,8 +30,6 @@ import shutil
 import stat
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +215,9 @@ class LocalBackend(Backend):
             digest = hashlib.sha256(url.encode()).hexdigest()[:16]
             target = self.job_dir(plan) / "files" / digest
             if not target.is_file():
+                import urllib.error  # only specs with URL files pay for the HTTP client's import
+                import urllib.request
+
                 target.parent.mkdir(parents=True, exist_ok=True)
                 partial = target.with_suffix(".part")
                 try:
