@@ -25,8 +25,7 @@ def test_readme_gives_the_two_setup_commands() -> None:
     setup = README.split("## Set-up on a fresh machine", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.+?)\n```", setup, re.S)
     assert commands == [
-        "python3 -m venv .venv && .venv/bin/pip install '.[ffmpeg]' && .venv/bin/batchspec run specs/mp4-to-mp3.yaml\n"
-        ". .venv/bin/activate",
+        "python3 -m venv .venv && .venv/bin/pip install '.[ffmpeg]' && .venv/bin/batchspec run specs/mp4-to-mp3.yaml",
         "scripts/test",
     ]
     assert (REPO / ".ci" / "run").read_text().rstrip().endswith("exec scripts/test")

@@ -47,9 +47,18 @@ def test_disable_requeues_running_tasks_and_enable_resumes(batch_client: BatchCl
     create_pool(batch_client, dedicated=1)
     create_job(batch_client)
     # Sleeps on its first run only (the task directory keeps the marker when it is requeued).
-    first_run_sleeps = sh("[ -f seen ] || (touch seen; sleep 30)")
+    first_run_sleeps = sh("[ -f seen ] || (touch seen; echo sleeping; sleep 30)")
     batch_client.create_task("job", m.BatchTaskCreateOptions(id="t", command_line=first_run_sleeps))
-    wait_for(lambda: batch_client.get_task("job", "t").state == m.BatchTaskState.RUNNING)
+    # Running as the service says it is, and past `touch seen`: a task is "running" before its
+    # process starts, and a requeue before the marker exists would make the second run sleep too.
+    def sleeping() -> bool:
+        try:
+            return b"sleeping" in read_task_file(batch_client, "job", "t", "stdout.txt")
+        except HttpResponseError:  # no stdout.txt yet
+            return False
+
+    wait_for(sleeping, what="task t to sleep")
+    assert batch_client.get_task("job", "t").state == m.BatchTaskState.RUNNING
 
     requeue = m.BatchJobDisableOptions(disable_tasks="requeue")
     batch_client.begin_disable_job("job", requeue, polling_interval=0).result()
