@@ -226,16 +226,17 @@ def plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: s
 
 def _show_plan(spec: Path, overrides: tuple[str, ...], fmt: str, limit: int, region: str | None, offline: bool,
                backend: str, options: RunOptions) -> None:
+    if fmt == "json":  # the plan alone: no estimate, so nothing of pricing or past runs is loaded
+        from .engine.planning import make_plan
+
+        make_plan(spec, overrides, backend, options.env).write_json(sys.stdout)
+        sys.stdout.write("\n")
+        return
     from .engine.observe import plan_with_estimate
     from .observe.text import estimate_lines
     from .report import console, print_plan
 
-    view = plan_with_estimate(spec, overrides, backend, options, offline=offline, region=region,
-                              prices=fmt != "json")
-    if fmt == "json":
-        view.plan.write_json(sys.stdout)
-        sys.stdout.write("\n")
-        return
+    view = plan_with_estimate(spec, overrides, backend, options, offline=offline, region=region)
     print_plan(view.plan, limit, console(), estimate_lines(view.estimate, view.price) if view.plan.tasks else ())
 
 

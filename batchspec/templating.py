@@ -131,9 +131,14 @@ def _finalize_shell(value: Any) -> str:
 
 
 def _finalize_glob(value: Any) -> str:
+    if type(value) is PathValue and not _GLOB_OR_NODE.search(value):  # a plain file name: as it is
+        return value
     if isinstance(value, PathValue):  # a file name: its glob characters are literal
         return _escape_node(escape_glob(value))
     return _escape_node(_text(value))
+
+
+_GLOB_OR_NODE = re.compile(r"[*?\[$]")  # what escape_glob or _escape_node would change
 
 
 def _escape_node(pattern: str) -> str:
@@ -270,6 +275,8 @@ class Template:
             except Exception:  # rendered again below, to report the error as every path does
                 pass
             else:
+                if len(out) <= MAX_TEXT and not (self.shell and "\x00" in out):  # _checked, inline: per task
+                    return out
                 return self._checked(out)
         try:
             if self._parts is None:

@@ -296,7 +296,7 @@ class PlanView:
 
 
 def plan_with_estimate(spec_path: Path, overrides: Iterable[str], backend: str, options: RunOptions, *,
-                       offline: bool = False, region: str | None = None, prices: bool = True) -> PlanView:
+                       offline: bool = False, region: str | None = None) -> PlanView:
     """``batchspec plan``: the plan, its node-hours and what they cost."""
     spec: Spec = load_spec(spec_path)
     plan = plan_for(spec, overrides, backend, options.env)
@@ -309,7 +309,7 @@ def plan_with_estimate(spec_path: Path, overrides: Iterable[str], backend: str, 
         seconds, basis = None, "no task duration known: set task.expected_duration, or run the spec once"
     est = pricing.estimate(plan, seconds, basis)
     lookup = None
-    if prices and seconds is not None and plan.tasks:
+    if seconds is not None and plan.tasks:
         where, _ = pricing.region_for(options.env, region)
         lookup = pricing.lookup(plan.pool.vm_size, where, windows=pricing.is_windows(plan), env=options.env,
                                 offline=offline)

@@ -394,6 +394,8 @@ class Planner:
         by the tasks of the stage it reads, or listed in ``listings`` (the outputs the backend
         holds for a finished stage, by stage name)."""
         stages = list(plan.stages)
+        if not any(not stage.known and stage.source is not None for stage in stages):
+            return plan  # nothing left to expand (a one-stage plan): no id to take
         for task in plan.tasks:
             self.ids.claim(task.id)
         for i, stage in enumerate(stages):

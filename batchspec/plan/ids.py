@@ -15,8 +15,6 @@ import hashlib
 import itertools
 import re
 
-from anyascii import anyascii
-
 MAX_ID = 64
 HASH_CHARS = 8
 LONG_HASH_CHARS = 16
@@ -26,6 +24,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 def readable(text: str, room: int) -> str:
     """``text`` as the letters, digits, ``-`` and ``_`` of a Batch id, at most ``room`` long."""
     if not text.isascii():
+        from anyascii import anyascii  # its tables load only for a name that needs them
+
         text = anyascii(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return (_UNSAFE.sub("_", text).strip("_-") or "task")[:room]
 
@@ -55,8 +55,15 @@ class TaskIds:
     def default(self, text: str, key: str, prefix: str = "") -> str:
         """A new id: ``prefix``, ``text`` made readable, and a hash of ``key`` (what makes the
         task unique), longer when the short one is taken."""
-        task_id = _joined(prefix, text, short_hash(key))
-        if self.claim(task_id) is None:  # nearly always: the short hash is free
+        short = short_hash(key)
+        room = MAX_ID - len(prefix) - len(short) - 1
+        if room > 0 and text.isascii():  # _joined, inline: this runs once per task of a plan
+            task_id = f"{prefix}{(_UNSAFE.sub('_', text).strip('_-') or 'task')[:room]}-{short}"
+        else:
+            task_id = _joined(prefix, text, short)
+        folded = task_id.casefold()
+        if folded not in self.taken:  # nearly always: the short hash is free
+            self.taken[folded] = task_id
             return task_id
         long = short_hash(key, LONG_HASH_CHARS)
         for tail in itertools.chain((long,), (f"{long}-{n}" for n in itertools.count(2))):

@@ -6,6 +6,7 @@ pattern names them).
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import re
 from collections.abc import Callable, Sequence
@@ -83,31 +84,42 @@ def _glob_items(
 ) -> tuple[list[InputItem], list[str]]:
     excluded = [compile_glob(normalize(p)) for p in exclude]
     found: dict[str, str] = {}  # path relative to the spec -> where it goes in the working directory
-    placed: dict[str, str] = {}  # working-directory path -> the input that goes there
     unmatched: list[str] = []
     for pattern in patterns:
         prefix, rest = split_fixed(normalize(pattern))
+        # Taken a pattern at a time, not a file at a time (a plan can have 100,000 inputs). Files
+        # an earlier pattern matched come again at most len(found) times: with the limit, that
+        # many more are enough to know whether there are too many.
+        rels = list(itertools.islice(glob_files(base_dir, pattern), MAX_TASKS + 1 + len(found)))
+        if not rels:
+            unmatched.append(pattern)
+            continue
+        if found:
+            rels = [rel for rel in rels if rel not in found]
+        if excluded:
+            rels = [rel for rel in rels if not any(rx.match(rel) for rx in excluded)]
         # Its path below the pattern's fixed part (the file's name for a pattern without wildcards).
         cut = len(prefix) + 1 if prefix else 0
-        any_match = False
-        for rel in glob_files(base_dir, pattern):
-            any_match = True
-            if rel in found or (excluded and any(rx.match(rel) for rx in excluded)):
-                continue
-            wd = rel[cut:] if rest else posixpath.basename(rel)
-            wd = found[rel] = wd if wd.isascii() else valid_name(wd)
-            if (other := placed.setdefault(wd, rel)) != rel:
-                raise PlanError(f"inputs '{other}' and '{rel}' would both be '{wd}' in a task's "
-                                "working directory (a byte that is not UTF-8 is written %XX there)",
-                                "rename one of them, or leave one out with inputs.exclude")
-            if len(found) > MAX_TASKS:
-                raise PlanError(f"input patterns match more than {MAX_TASKS:,} files, more than the limit of "
-                                f"{MAX_TASKS:,} tasks in one plan",
-                                "narrow the patterns (or use inputs.exclude), or split the work into several specs")
-        if not any_match:
-            unmatched.append(pattern)
+        wds = [rel[cut:] for rel in rels] if rest else [posixpath.basename(rel) for rel in rels]
+        found.update(zip(rels, [wd if wd.isascii() else valid_name(wd) for wd in wds], strict=True))
+        if len(found) > MAX_TASKS:
+            raise PlanError(f"input patterns match more than {MAX_TASKS:,} files, more than the limit of "
+                            f"{MAX_TASKS:,} tasks in one plan",
+                            "narrow the patterns (or use inputs.exclude), or split the work into several specs")
+    if len(set(found.values())) < len(found):  # two inputs at one working-directory path
+        _collision(found)
     items = [InputItem(rel, InputFile(rel, found[rel]), rel) for rel in sorted(found)]
     return items, unmatched
+
+
+def _collision(found: dict[str, str]) -> None:
+    """Two inputs that would have the same path in a task's working directory, as an error."""
+    placed: dict[str, str] = {}
+    for rel, wd in found.items():
+        if (other := placed.setdefault(wd, rel)) != rel:
+            raise PlanError(f"inputs '{other}' and '{rel}' would both be '{wd}' in a task's "
+                            "working directory (a byte that is not UTF-8 is written %XX there)",
+                            "rename one of them, or leave one out with inputs.exclude")
 
 
 # --- lists and blobs -------------------------------------------------------------------------
