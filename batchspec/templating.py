@@ -546,6 +546,9 @@ def shell_values(values: Iterable[Any], slots: tuple[Slot, ...]) -> list[str]:
     return out
 
 
+_shell_unsafe = re.compile(r"[^\w@%+=:,./-]", re.ASCII).search  # what shlex.quote quotes
+
+
 def _quoter(slot: Slot) -> Callable[[Any], str]:
     """:func:`shell_values` for one value whose slot no other value shares a word with."""
     begins_word = slot.word_start is not None
@@ -556,7 +559,7 @@ def _quoter(slot: Slot) -> Callable[[Any], str]:
         if type(value) is PathValue and plain_word:  # a file name as a shell word: most values
             if begins_word and (value[:1] == "-" or ":" in value.partition("/")[0]):  # needs_dot_slash
                 return quote("./" + value)
-            return quote(value)
+            return value if value and not _shell_unsafe(value) else quote(value)  # shlex.quote, inline
         if isinstance(value, Raw):
             return str.__str__(value)
         text = value if type(value) is str else _text(value)

@@ -164,8 +164,7 @@ class Planner:
             self.constants["job_id"] = self.job_id
             first = self._expand_first(items, combos)
         self.produced: dict[str, str] = {}  # output destination -> the task that writes it
-        for task in first:
-            self._claim(spec.stages[0], task)
+        self._claim_all(spec.stages[0], first)
         stages = [self._stage(spec.stages[0], tuple(first))]
         stages += [self._stage(s, None) for s in spec.stages[1:]]
         plan = Plan(
@@ -434,15 +433,21 @@ class Planner:
 
     def _claim(self, stage: Stage, task: PlannedTask) -> None:
         """Two tasks must not write the same destination (they would overwrite each other)."""
-        for i, output in enumerate(task.outputs):
-            key = output.destination_pattern
-            other = self.produced.setdefault(key, task.id)
-            if other != task.id:
-                field = f"{stage.json_path}.outputs[{i}]"
-                raise PlanError(
-                    f"{self.spec.where(field)}: tasks '{other}' and '{task.id}' would both produce '{key}'",
-                    "make the output name depend on the input, e.g. << stem >> or << dir >>/<< stem >>",
-                )
+        self._claim_all(stage, (task,))
+
+    def _claim_all(self, stage: Stage, tasks: Iterable[PlannedTask]) -> None:
+        """:meth:`_claim` for each of ``tasks``, in one loop (a stage can have 100,000)."""
+        produced = self.produced
+        for task in tasks:
+            for i, output in enumerate(task.outputs):
+                key = output.pattern if output.to is None else output.destination_pattern
+                other = produced.setdefault(key, task.id)
+                if other != task.id:
+                    field = f"{stage.json_path}.outputs[{i}]"
+                    raise PlanError(
+                        f"{self.spec.where(field)}: tasks '{other}' and '{task.id}' would both produce '{key}'",
+                        "make the output name depend on the input, e.g. << stem >> or << dir >>/<< stem >>",
+                    )
 
     def _expand_first(self, items: list[InputItem], combos: list[dict[str, Scalar]]) -> list[PlannedTask]:
         spec, stage = self.spec, self.spec.stages[0]
@@ -734,7 +739,9 @@ def _path_variables(base: Mapping[str, Any], item: InputItem, uses: frozenset[st
         out["input"] = PathValue(path)
     if "stem" in uses or "ext" in uses:
         stem, ext = split_ext(name)
-        out["stem"], out["ext"] = PathValue(stem), PathValue(ext)
+        out["stem"] = PathValue(stem)
+        if "ext" in uses:
+            out["ext"] = PathValue(ext)
     if "name" in uses:
         out["name"] = PathValue(name)
     if "dir" in uses:

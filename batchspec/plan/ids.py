@@ -47,6 +47,8 @@ class TaskIds:
     def claim(self, task_id: str) -> str | None:
         """Take ``task_id`` (from a ``task.id`` template); the id that has it already, if any."""
         folded = task_id.casefold()
+        if folded == task_id:  # one string kept, not two equal ones
+            folded = task_id
         other = self.taken.get(folded)
         if other is None:
             self.taken[folded] = task_id
@@ -62,6 +64,8 @@ class TaskIds:
         else:
             task_id = _joined(prefix, text, short)
         folded = task_id.casefold()
+        if folded == task_id:  # one string kept, not two equal ones
+            folded = task_id
         if folded not in self.taken:  # nearly always: the short hash is free
             self.taken[folded] = task_id
             return task_id
