@@ -251,3 +251,27 @@ def test_one_directory_patterns_find_what_the_walk_finds(tmp_path: Path, pattern
               for rel in globs._walk(str(tmp_path / prefix), "", 1, False, rest.startswith("."), follow)
               if regex.match(rel)]
     assert list(glob_files(tmp_path, pattern, follow_links=follow)) == walked
+
+
+def test_two_inputs_at_one_working_directory_path_are_refused(make_spec: SpecMaker, tmp_path: Path) -> None:
+    # A byte that is not UTF-8 is written %XX in the working directory: 'a\xff.mp4' lands where 'a%FF.mp4' does.
+    bad = b"a\xff.mp4".decode("utf-8", "surrogateescape")
+    touch(tmp_path, "in/a%FF.mp4", f"in/{bad}", "in/b.mp4")
+    with pytest.raises(PlanError) as caught:
+        inputs_of(make_spec, {"path": "in/*.mp4"})
+    assert "would both be 'a%FF.mp4' in a task's working directory" in caught.value.message
+    assert "'in/a%FF.mp4'" in caught.value.message
+
+
+def test_more_input_files_than_tasks_allowed_are_refused(make_spec: SpecMaker, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import batchspec.plan.inputs as inputs_module
+
+    monkeypatch.setattr(inputs_module, "MAX_TASKS", 3)
+    touch(tmp_path, *(f"in/{i}.mp4" for i in range(3)))
+    # Files a second pattern matches again do not count twice.
+    assert len(inputs_of(make_spec, {"path": ["in/*.mp4", "in/0.mp4", "in/*"]})) == 3
+    touch(tmp_path, "in/3.mp4")
+    with pytest.raises(PlanError) as caught:
+        inputs_of(make_spec, {"path": ["in/0.mp4", "in/*.mp4"]})
+    assert "input patterns match more than 3 files" in caught.value.message
