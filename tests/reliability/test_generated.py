@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWar
 
 GENERATED_SPECS = 1200
 GENERATED_TEMPLATES = 1000
-SECONDS_PER_CASE = 5.0  # a case takes milliseconds; this bounds the worst
+SECONDS_PER_CASE = 5.0  # CPU seconds (not wall time: the machine may be busy); the worst case seen took 1.4 s
 MEMORY = 1 << 30  # address space the cases may add to what the test process holds
 HERE = Path(__file__).parent
 CORPUS = [a["template"] for a in load(HERE / "attacks.yaml") if len(a["template"]) < 400]
@@ -126,7 +126,7 @@ VARIABLES = {"input": "in/a b.mp4", "name": "a b.mp4", "stem": "a b", "ext": ".m
 def test_generated_templates_are_checked_and_rendered_in_bounds(source: str, shell: bool) -> None:
     from batchspec.templating import Namespace
 
-    started = time.monotonic()
+    started = time.process_time()
     problems = check_variables(source, KNOWN, shell=shell) + (check_shell(source) if shell else [])
     assert all(p.message and p.line >= 1 for p in problems)
     try:
@@ -136,7 +136,7 @@ def test_generated_templates_are_checked_and_rendered_in_bounds(source: str, she
         assert len(out) <= 128 * 1024
     except TemplateError as exc:
         assert exc.message and "more memory" not in exc.message
-    assert time.monotonic() - started < SECONDS_PER_CASE, source
+    assert time.process_time() - started < SECONDS_PER_CASE, source
 
 
 # --- whole specs -----------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                  HealthCheck.function_scoped_fixture])
 @given(spec=specs())
 def test_generated_specs_validate_and_plan_in_bounds_with_located_errors(folder: Path, spec: dict[str, Any]) -> None:
-    started = time.monotonic()
+    started = time.process_time()
     raw = json.dumps(spec).encode()
     path = folder / "spec.yaml"
     path.write_bytes(raw)
@@ -216,7 +216,7 @@ def test_generated_specs_validate_and_plan_in_bounds_with_located_errors(folder:
         except BatchspecError as exc:
             assert exc.message.startswith(f"{path}:"), exc.message  # located: file:line
             assert "more memory" not in exc.message
-    assert time.monotonic() - started < SECONDS_PER_CASE
+    assert time.process_time() - started < SECONDS_PER_CASE
 
 
 @pytest.fixture(autouse=True, scope="module")
