@@ -27,7 +27,7 @@ from ..errors import Diagnostic
 MAX_SPEC_BYTES = 1024 * 1024
 #: YAML nodes, also after expanding aliases (against "billion laughs" documents). Counted while
 #: parsing, which stops at the limit: a spec of the largest size is refused in about a second.
-MAX_NODES = 25_000
+MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 JsonPath = tuple[str | int, ...]
