@@ -19,6 +19,9 @@ from contextlib import contextmanager
 
 #: Tasks in one plan: inputs times matrix combinations (and the tasks of later stages).
 MAX_TASKS = 100_000
+#: Nodes of one kind in a pool: Batch's target node counts are 32-bit integers (the schema's
+#: maximum for pool.nodes.dedicated and .spot says the same).
+MAX_NODE_COUNT = 2**31 - 1
 
 #: The longest value (characters of text, items of a list) a template may make, and the longest
 #: rendered template: Linux's MAX_ARG_STRLEN, the most one argument to a program can be.
@@ -106,5 +109,5 @@ def plan_budget() -> Iterator[None]:
         state.plan_left = outer
 
 
-__all__ = ["MAX_INT_BITS", "MAX_PLAN_STEPS", "MAX_STEPS", "MAX_TASKS", "MAX_TEXT", "LimitError", "budget", "charge",
-           "need", "plan_budget"]
+__all__ = ["MAX_INT_BITS", "MAX_NODE_COUNT", "MAX_PLAN_STEPS", "MAX_STEPS", "MAX_TASKS", "MAX_TEXT", "LimitError",
+           "budget", "charge", "need", "plan_budget"]

@@ -27,7 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ..globs import Glob, compile_glob, has_magic, literal_head, normalize
-from ..limits import MAX_TASKS, plan_budget
+from ..limits import MAX_NODE_COUNT, MAX_TASKS, plan_budget
 from ..spec.model import Axis, FileSource, Inputs, Param, Scalar, Spec, Stage, TaskBody
 from ..spec.validate import output_pattern_problem, param_value_problem, parse_range, relative_path_problem
 from ..spec.values import batch_id_problem, container_pool_warning, container_problem, image_problem
@@ -66,7 +66,7 @@ def parse_overrides(pairs: Iterable[str], params: Mapping[str, object]) -> dict[
             raise PlanError(f"--set {key}: unknown parameter '{key}'; known parameters: {known}")
         try:
             value = yaml.load(text) if text.strip() else ""
-        except YAMLError:
+        except (YAMLError, ValueError, TypeError):  # as in a spec file (e.g. 5,000 digits): the text
             value = text
         if isinstance(value, dict | list | set):
             raise PlanError(f"--set {key}: the value must be a single value, not a list or mapping")
@@ -206,8 +206,11 @@ class Planner:
         if isinstance(value, int):
             return value
         text = self._text(field, value).strip()
-        if not text.isdigit():
-            raise PlanError(f"{self.spec.where(field)}: {field} renders to '{text}', not a node count (0 or more)")
+        # ASCII digits only (str.isdigit takes '²'), and no more than Batch's 32-bit counts hold.
+        if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_NODE_COUNT:
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            raise PlanError(f"{self.spec.where(field)}: {field} renders to '{shown}', not a node count "
+                            f"(0 to {MAX_NODE_COUNT:,})")
         return int(text)
 
     def _pool(self) -> PlannedPool:

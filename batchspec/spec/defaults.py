@@ -15,7 +15,9 @@ from typing import Any
 
 def fill_defaults(data: Any, schema: dict[str, Any]) -> Any:
     """A copy of ``data`` with every absent property that has a schema ``default`` filled in,
-    at any depth (through ``$ref``, list items and mapping values)."""
+    at any depth (through ``$ref``, list items and mapping values), and every whole float where
+    the schema asks for an integer made an ``int``: JSON Schema counts ``2.0`` as an integer, so
+    ``spot: 2.0`` is valid, and the model then holds the integer it means."""
     return _fill(copy.deepcopy(data), schema, schema)
 
 
@@ -33,6 +35,8 @@ def resolve_ref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 
 def _fill(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
     node = resolve_ref(node, root)
+    if isinstance(value, float) and value.is_integer() and _integer_only(node.get("type")):
+        return int(value)
     if isinstance(value, dict):
         properties: dict[str, Any] = node.get("properties", {})
         for key, raw in properties.items():
@@ -49,6 +53,12 @@ def _fill(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         return [_fill(item, node["items"], root) for item in value]
     return value
+
+
+def _integer_only(types: Any) -> bool:
+    """Does a schema ``type`` admit integers and no other numbers?"""
+    kinds = {types} if isinstance(types, str) else set(types) if isinstance(types, list) else set()
+    return "integer" in kinds and "number" not in kinds
 
 
 def schema_defaults(schema: dict[str, Any]) -> dict[str, Any]:

@@ -216,6 +216,10 @@ def test_params_drive_the_pool_inputs_and_outputs(make_spec: SpecMaker, tmp_path
     assert (plan.outputs.container, plan.outputs.download) == ("demo-mp3s", "out/2023")
     with pytest.raises(PlanError, match=r"\$.pool.nodes.dedicated renders to 'many', not a node count"):
         build_plan(spec, ["nodes=many"])
+    for value in ("²", "1e3", "2147483648", "9" * 5000):  # not ASCII digits, or past Batch's 32-bit counts
+        with pytest.raises(PlanError, match=r"\$.pool.nodes.dedicated renders to '.{1,40}', not a node count "
+                                            r"\(0 to 2,147,483,647\)"):
+            build_plan(spec, [f"nodes={value}"])
     with pytest.raises(PlanError, match="the pool has no nodes with these params"):
         build_plan(spec, ["nodes=0"])
     with pytest.raises(PlanError, match=r"\$.outputs.container renders to an invalid name"):

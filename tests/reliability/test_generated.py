@@ -7,9 +7,11 @@ address space is limited while the cases run, so a blow-up is a MemoryError, whi
 
 Cases: ``GENERATED_SPECS`` whole specs (the base spec with fields replaced, removed or mistyped,
 hostile names, globs and matrices) and ``GENERATED_TEMPLATES`` templates built from values,
-operators, filters, methods, loops and the attack corpus, mutated. Reproduce a run with
-``pytest tests/reliability/test_generated.py --hypothesis-seed=N`` (the seed is printed on a
-failure); the README's Reliability section has the figures.
+operators, filters, methods, loops and the attack corpus, mutated. The cases are the same on
+every run (``derandomize``): CI must not turn red on a case no one changed. To explore further,
+raise the two counts and drop ``derandomize``, as was done before each change here (14,000
+cases; one found ``spot: 0.0`` ending ``plan`` in a traceback, now fixed and tested in
+tests/spec/test_language.py). The README's Reliability section has the figures.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ VARIABLES = {"input": "in/a b.mp4", "name": "a b.mp4", "stem": "a b", "ext": ".m
              "job_id": "j-1"}
 
 
-@settings(max_examples=GENERATED_TEMPLATES, deadline=None, database=None,
+@settings(max_examples=GENERATED_TEMPLATES, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(source=_templates(), shell=st.booleans())
 def test_generated_templates_are_checked_and_rendered_in_bounds(source: str, shell: bool) -> None:
@@ -197,7 +199,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@settings(max_examples=GENERATED_SPECS, deadline=None, database=None,
+@settings(max_examples=GENERATED_SPECS, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(spec=specs())

@@ -215,3 +215,25 @@ def test_spelling_out_every_default_changes_nothing(tmp_path: Path) -> None:
     assert {k: v for k, v in vars(a).items() if k not in ("path", "lines")} == {
         k: v for k, v in vars(b).items() if k not in ("path", "lines")}
     assert isinstance(a, Spec) and a.task.retries == 0 and a.pool.image.version == "latest"
+
+
+def test_whole_floats_where_the_schema_asks_for_integers_are_integers(tmp_path: Path) -> None:
+    """JSON Schema counts 2.0 as an integer, so `spot: 2.0` is valid; the model holds 2 (a float
+    there once ended `plan` in a traceback), and a float where numbers are allowed stays one."""
+    data = YAML(typ="safe").load(VALID)
+    data["pool"]["nodes"] = {"dedicated": 1.0, "spot": 0.0}
+    data["pool"]["task_slots_per_node"] = 2.0
+    data["task"]["retries"] = 3.0
+    data["matrix"] = {"part": {"start": 1.0, "stop": 3.0, "step": 1.0, "pad": 2.0}, "q": [0.5, 2.0]}
+    filled = fill_defaults(data, schema())
+    nodes = filled["pool"]["nodes"]
+    assert (nodes["dedicated"], nodes["spot"], filled["pool"]["task_slots_per_node"], filled["task"]["retries"]) == (
+        1, 0, 2, 3)
+    assert all(type(v) is int for v in (*nodes.values(), filled["pool"]["task_slots_per_node"]))
+    assert filled["matrix"]["part"] == {"start": 1, "stop": 3, "step": 1, "pad": 2}
+    assert filled["matrix"]["q"] == [0.5, 2.0] and type(filled["matrix"]["q"][1]) is float  # numbers, not integers
+    data["task"]["outputs"] = ["<<stem>>-<<matrix.part>>-<<matrix.q>>.mp3"]
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(data))
+    spec = load_spec(path)
+    assert (spec.pool.dedicated, spec.pool.spot, spec.pool.task_slots_per_node) == (1, 0, 2)
