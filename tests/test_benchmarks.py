@@ -6,7 +6,9 @@ first on PATH, where scripts/test puts ffmpeg) and must do the same work as at f
 or 1 only where a speed target can be missed at toy sizes, print its figure lines, pass its
 checks (tasks in the job, outputs that decode, the same task lines as its baseline) and never end
 in a traceback. No timing is asserted: at these sizes the
-figures say nothing about speed.
+figures say nothing about speed. Limits that only full sizes reach (a spec file's size: a
+10,000-item inputs list) are checked apart, by loading and planning the specs the benchmarks
+write at their default sizes, in this process.
 
 Prices are asked of a loopback stand-in (tests/prices.py) and cached in the test's own directory;
 temporary files go there too.
@@ -17,15 +19,19 @@ use no network; tests/test_startup.py covers what it measures.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from batchspec.plan import Plan, build_plan
+from batchspec.spec import load_spec
 from tests.media import make_mp4
 from tests.prices import PriceServer
 
@@ -168,3 +174,31 @@ def test_containers_bench(tmp_path: Path, prices: PriceServer, container_image: 
             r"^per task \(wall time x slots/tasks\)\s+[\d.]+ s\s+[\d.]+ s$",
             r"^container overhead per task\s+-?[\d.]+ s$", r"^the check of the image, once per run .*[\d.]+ s$",
             r"^MP3s decode and last as long as their inputs: yes$")
+
+
+def benchmark(name: str) -> ModuleType:
+    """``benchmarks/NAME.py`` as a module (its ``main`` not run)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def plan_of(path: Path, text: str | None = None) -> Plan:
+    if text is not None:
+        path.write_text(text)
+    return build_plan(load_spec(path))
+
+
+def test_specs_of_the_default_sizes_load_and_plan(tmp_path: Path) -> None:
+    # What the runs above cannot reach at their sizes: a spec limit once refused these.
+    observe, stages = benchmark("observe_bench"), benchmark("stages_bench")
+    assert len(plan_of(tmp_path / "observe.yaml", observe.spec_text(10_000)).tasks) == 10_000
+    merge = plan_of(tmp_path / "stages.yaml", stages.spec_text("bench-merge", "clip-<<item.n>>", True))
+    assert len(merge.tasks) == stages.INPUTS + 1 == 10_001
+    assert len(benchmark("azure_bench").tenk_plan(tmp_path, 10_000).tasks) == 10_000
+    simulate = benchmark("simulate_bench")
+    for tasks, nodes in ((10_000, 100), (100_000, 1000)):  # its default --sizes
+        assert len(plan_of(simulate.spec_for(tmp_path, tasks, nodes)).tasks) == tasks
