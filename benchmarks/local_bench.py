@@ -1,13 +1,13 @@
 """Local backend benchmarks, each printed beside its baseline from the same run.
 
-1. Ten generated 60-second MP4s (or ten copies of ``--media``, e.g. the tutorial's clip) to MP3
-   with two slots: ``batchspec run`` against ``xargs -P2`` running the same ffmpeg commands, in
+1. Ten generated 60-second MP4s (``--seconds``; or ten copies of ``--media``, e.g. the tutorial's
+   clip) to MP3 with two slots: ``batchspec run`` against ``xargs -P2`` running the same ffmpeg commands, in
    paired rounds (target: median at most 1.02x).
-2. 1,000 no-op tasks: per-task overhead of ``batchspec run`` against GNU parallel
+2. 1,000 no-op tasks (``--noop``): per-task overhead of ``batchspec run`` against GNU parallel
    (``apt-get install parallel``) with the same number of jobs at once (target: no worse).
 
-Run: ``python benchmarks/local_bench.py [--rounds N] [--media FILE]`` (at least 5 rounds); exits 1
-when a target is missed.
+Run: ``python benchmarks/local_bench.py [--rounds N] [--media FILE | --seconds N] [--noop N]`` (at least
+5 rounds); exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -50,20 +50,21 @@ def batchspec_run(spec: Path, slots: int, run_dir: Path) -> float:
     return timed(env_prefix, spec.parent)
 
 
-def ffmpeg_bench(work: Path, rounds: int, media: Path | None) -> bool:
+def ffmpeg_bench(work: Path, rounds: int, media: Path | None, seconds: float) -> bool:
     inputs = work / "inputs"
     inputs.mkdir(parents=True)
     if media is not None:
         print(f"ten copies of {media} ...", flush=True)
     else:
-        print("generating ten 60-second MP4s ...", flush=True)
+        print(f"generating ten {seconds:g}-second MP4s ...", flush=True)
     for i in range(10):
         if media is not None:
             shutil.copyfile(media, inputs / f"clip{i}.mp4")
             continue
         # Shaped like the tutorial's clips: 640x360 at 30 fps, stereo 44.1 kHz AAC at 128 kb/s.
-        subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=60",
-                        "-f", "lavfi", "-i", f"sine=frequency={300 + 50 * i}:sample_rate=44100:duration=60",
+        subprocess.run([FFMPEG, "-v", "error", "-y",
+                        "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=30:duration={seconds:g}",
+                        "-f", "lavfi", "-i", f"sine=frequency={300 + 50 * i}:sample_rate=44100:duration={seconds:g}",
                         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-ac", "2", "-b:a", "128k",
                         "-shortest", str(inputs / f"clip{i}.mp4")], check=True)
     spec = work / "spec.yaml"
@@ -92,7 +93,7 @@ def ffmpeg_bench(work: Path, rounds: int, media: Path | None) -> bool:
     ratio = mine / base
     paired = sorted(a / b for a, b in zip(ours, theirs, strict=True))
     startup = startup_seconds(work, rounds)
-    what = media.name if media is not None else "60 s MP4"
+    what = media.name if media is not None else f"{seconds:g} s MP4"
     print(f"10 x {what} -> MP3, 2 slots: batchspec {mine:.2f} s | xargs -P2 {base:.2f} s | "
           f"ratio {ratio:.3f} (paired {paired[0]:.3f}-{paired[-1]:.3f}; target <= {TARGET_RATIO}; medians of "
           f"{rounds}) | difference {mine - base:+.2f} s, of which {startup:.2f} s is batchspec's fixed start-up "
@@ -111,12 +112,12 @@ def startup_seconds(work: Path, rounds: int) -> float:
     return statistics.median(batchspec_run(one, 1, work / "startup-run") for _ in range(rounds))
 
 
-def noop_bench(work: Path, rounds: int, jobs: int) -> bool:
+def noop_bench(work: Path, rounds: int, jobs: int, tasks: int) -> bool:
     work.mkdir(parents=True)
     spec = work / "noop.yaml"
     spec.write_text(json.dumps({
         "batchspec": 1, "name": "bench-noop", "pool": POOL,
-        "inputs": {"list": [{"n": i} for i in range(1000)]},
+        "inputs": {"list": [{"n": i} for i in range(tasks)]},
         "task": {"command": "true"},
         "outputs": {"download": "out"},
     }))
@@ -125,15 +126,15 @@ def noop_bench(work: Path, rounds: int, jobs: int) -> bool:
         print("GNU parallel is not installed (apt-get install parallel): no baseline")
         return False
     ours, theirs = [], []
-    seq = "\n".join(str(i) for i in range(1000)).encode()
+    seq = "\n".join(str(i) for i in range(tasks)).encode()
     for _ in range(rounds):
         ours.append(batchspec_run(spec, jobs, work / "noop-run"))
         theirs.append(timed([parallel, "-j", str(jobs), "true"], work, seq))
     # Start-up is paid once per run, not per task: take it out, so the figure is per task.
     startup = startup_seconds(work, rounds)
-    mine = (statistics.median(ours) - startup) / 1000 * 1000
-    base = statistics.median(theirs) / 1000 * 1000
-    print(f"1,000 no-op tasks, {jobs} at once: batchspec {statistics.median(ours):.2f} s "
+    mine = (statistics.median(ours) - startup) / tasks * 1000
+    base = statistics.median(theirs) / tasks * 1000
+    print(f"{tasks:,} no-op tasks, {jobs} at once: batchspec {statistics.median(ours):.2f} s "
           f"({mine:.2f} ms/task after {startup:.2f} s start-up) | GNU parallel {statistics.median(theirs):.2f} s "
           f"({base:.2f} ms/task) | ratio {mine / base:.2f} (target <= 1.0)")
     return mine <= base
@@ -146,12 +147,15 @@ def main() -> int:
     parser.add_argument("--media", type=Path, default=None,
                         help="convert ten copies of this MP4 instead of generated clips "
                              "(e.g. the tutorial's 2-minute ../shared/media/LowPriVMs-4.mp4)")
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="length of the generated clips, in seconds (default: %(default)g)")
+    parser.add_argument("--noop", type=int, default=1000, help="no-op tasks (default: %(default)s)")
     args = parser.parse_args()
     args.rounds = max(5, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ok_ffmpeg = ffmpeg_bench(work / "ffmpeg", args.rounds, args.media)
-        ok_noop = noop_bench(work / "noop", args.rounds, args.jobs)
+        ok_ffmpeg = ffmpeg_bench(work / "ffmpeg", args.rounds, args.media, args.seconds)
+        ok_noop = noop_bench(work / "noop", args.rounds, args.jobs, args.noop)
     return 0 if ok_ffmpeg and ok_noop else 1
 
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(line("batchspec report", report_s, report_requests, f"  ({report_mb:.1f} MB of HTML)"))
     print(line("baseline: get_task per task (no process start)", naive_s, naive_requests))
     print(f"  (of each command's time, {plan_s:.2f} s is what `batchspec plan` of this spec takes alone: "
-          "start-up and reading its 10,000-item inputs list)")
+          f"start-up and reading its {args.tasks:,}-item inputs list)")
     status_total = sum(status_requests.values())
     print(f"\n  status needs {status_total} Batch requests where a per-task fetch needs "
           f"{sum(naive_requests.values()):,} ({sum(naive_requests.values()) / max(1, status_total):,.0f}x fewer)")

@@ -1,15 +1,15 @@
 """Merge and stage benchmarks, each printed beside its baseline from the same run.
 
-1. A 10,000-input job with a merge step, planned and submitted to the emulator (in its own
+1. A 10,000-input job (``--inputs``) with a merge step, planned and submitted to the emulator (in its own
    process, with Azurite) through the Azure backend: time, requests per operation and how the
-   merge's wait is expressed, beside the same 10,000 tasks without the merge. Done twice: with
+   merge's wait is expressed, beside the same tasks without the merge. Done twice: with
    readable task ids (too long for one dependsOn list: gate tasks) and with numeric ids
    (``task.id: "<<item.n>>"``: taskIdRanges).
 2. ``specs/chunked-encode.yaml`` on a 2-minute clip shaped like the tutorial's (640x360, 30 fps,
    stereo AAC) on 2 local slots, beside one ffmpeg run encoding the whole file the same way:
    wall-time ratio; the result must play and last as long as the input (within 0.1 s).
 
-Run: ``python benchmarks/stages_bench.py [--media FILE] [--skip-encode]`` (needs ``npm install`` for
+Run: ``python benchmarks/stages_bench.py [--inputs N] [--media FILE] [--skip-encode]`` (needs ``npm install`` for
 Azurite, and ffmpeg on PATH); exits 1 when a check fails.
 """
 
@@ -43,10 +43,10 @@ POOL = ("pool: {id: p, vm_size: standard_a1_v2, image: {publisher: canonical, of
         " node_agent_sku: batch.node.ubuntu 24.04, nodes: {dedicated: 1}}\n")
 
 
-def spec_text(name: str, task_id: str, merge: bool) -> str:
+def spec_text(name: str, task_id: str, merge: bool, inputs: int = INPUTS) -> str:
     text = (
         f"batchspec: 1\nname: {name}\n{POOL}"
-        f"inputs: {{list: [{', '.join(f'{{n: {i}}}' for i in range(INPUTS))}]}}\n"
+        f"inputs: {{list: [{', '.join(f'{{n: {i}}}' for i in range(inputs))}]}}\n"
         f"task:\n  id: {task_id}\n"
         "  command: ffmpeg -hide_banner -y -i clip-<<item.n>>.mp4 -vn -b:a 192k clip-<<item.n>>.mp3\n"
         "  outputs: [clip-<<item.n>>.mp3]\n  timeout: 30m\n  retries: 2\n"
@@ -57,11 +57,11 @@ def spec_text(name: str, task_id: str, merge: bool) -> str:
     return text
 
 
-def submit(work: Path, name: str, task_id: str, merge: bool) -> dict[str, object]:
+def submit(work: Path, name: str, task_id: str, merge: bool, inputs: int) -> dict[str, object]:
     """Plan the job and submit it all to a fresh emulator (no nodes: submission alone)."""
     work.mkdir(parents=True, exist_ok=True)
     spec = work / f"{name}.yaml"
-    spec.write_text(spec_text(name, task_id, merge))
+    spec.write_text(spec_text(name, task_id, merge, inputs))
     started = time.perf_counter()
     plan: Plan = build_plan(load_spec(spec))
     planned = time.perf_counter() - started
@@ -88,17 +88,17 @@ def submit(work: Path, name: str, task_id: str, merge: bool) -> dict[str, object
         (task,) = plan.stage("merge").tasks or ()
         how = express(task.id, task.depends_on).describe()
         files = merge_task.resource_files or []
-        how += f"; the merge reads its {INPUTS:,} inputs through {len(files)} resource file(s)"
+        how += f"; the merge reads its {inputs:,} inputs through {len(files)} resource file(s)"
     return {"plan_s": planned, "check_s": checked, "submit_s": submitted, "requests": sum(counts.values()) - before,
             "adds": counts.get("create_task_collection", 0), "in_job": in_job, "how": how, "tasks": len(plan.tasks)}
 
 
-def merge_bench(work: Path) -> bool:
+def merge_bench(work: Path, inputs: int) -> bool:
     ok = True
     for label, task_id in (("readable ids", "clip-<<item.n>>"), ("numeric ids", "'<<item.n>>'")):
-        base = submit(work / f"base-{label[0]}", "bench-plain", task_id, merge=False)
-        with_merge = submit(work / f"merge-{label[0]}", "bench-merge", task_id, merge=True)
-        print(f"{INPUTS:,} inputs, {label}: with a merge: planned in {with_merge['plan_s']:.2f} s, fingerprinted and "
+        base = submit(work / f"base-{label[0]}", "bench-plain", task_id, merge=False, inputs=inputs)
+        with_merge = submit(work / f"merge-{label[0]}", "bench-merge", task_id, merge=True, inputs=inputs)
+        print(f"{inputs:,} inputs, {label}: with a merge: planned in {with_merge['plan_s']:.2f} s, fingerprinted and "
               f"checked for earlier results in {with_merge['check_s']:.2f} s, submitted in "
               f"{with_merge['submit_s']:.2f} s with {with_merge['requests']} requests "
               f"({with_merge['adds']} create_task_collection), {with_merge['in_job']:,} tasks in the job | "
@@ -168,9 +168,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--media", type=Path, help="encode a copy of this clip instead of a generated one")
     parser.add_argument("--skip-encode", action="store_true", help="only the merge benchmark")
+    parser.add_argument("--inputs", type=int, default=INPUTS, help="inputs of the merge benchmark's job "
+                        "(default: %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ok = merge_bench(Path(tmp) / "merge")
+        ok = merge_bench(Path(tmp) / "merge", args.inputs)
         if not args.skip_encode:
             ok = encode_bench(Path(tmp) / "encode", args.media) and ok
     return 0 if ok else 1
