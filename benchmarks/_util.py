@@ -95,8 +95,19 @@ def emulator_exports(*options: str) -> Iterator[dict[str, str]]:
                 break
         yield exports
     finally:
-        proc.send_signal(signal.SIGINT)
+        stop_emulator(proc)
+
+
+def stop_emulator(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C, as a user stops it; killed (and said so) if it has not stopped in 30 s, so that a
+    slow shutdown costs the figures already measured nothing."""
+    proc.send_signal(signal.SIGINT)
+    try:
         proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        print("warning: the emulator did not stop within 30 s of Ctrl-C; killed", file=sys.stderr)
+        proc.kill()
+        proc.wait()
 
 
 def client_for(exports: dict[str, str]) -> BatchClient:

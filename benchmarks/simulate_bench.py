@@ -23,7 +23,6 @@ import argparse
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.azurite import running_azurite
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import stop_emulator
 
 REPO = Path(__file__).resolve().parent.parent
 #: Requests the Azure backend makes while it follows a job (the rest is submission and set-up).
@@ -120,8 +122,7 @@ def run(tasks: int, nodes: int, time_scale: float, azurite_connection: str, work
         wall = time.perf_counter() - started
         emulator_cpu = _cpu_seconds(emulator.pid)
     finally:
-        emulator.send_signal(signal.SIGINT)
-        emulator.wait(timeout=60)
+        stop_emulator(emulator)
     requests = Counter(line.rsplit("op=", 1)[-1] for line in log.read_text().splitlines())
     polls, most, after = _per_poll(log)
     return Result(tasks, nodes, wall, usage.ru_utime + usage.ru_stime, emulator_cpu, requests, polls, most, after,
