@@ -275,8 +275,6 @@ class Template:
             except Exception:  # rendered again below, to report the error as every path does
                 pass
             else:
-                if len(out) <= MAX_TEXT and not (self.shell and "\x00" in out):  # _checked, inline: per task
-                    return out
                 return self._checked(out)
         try:
             if self._parts is None:
@@ -546,9 +544,6 @@ def shell_values(values: Iterable[Any], slots: tuple[Slot, ...]) -> list[str]:
     return out
 
 
-_shell_unsafe = re.compile(r"[^\w@%+=:,./-]", re.ASCII).search  # what shlex.quote quotes
-
-
 def _quoter(slot: Slot) -> Callable[[Any], str]:
     """:func:`shell_values` for one value whose slot no other value shares a word with."""
     begins_word = slot.word_start is not None
@@ -557,9 +552,7 @@ def _quoter(slot: Slot) -> Callable[[Any], str]:
 
     def quoted(value: Any) -> str:
         if type(value) is PathValue and plain_word:  # a file name as a shell word: most values
-            if begins_word and (value[:1] == "-" or ":" in value.partition("/")[0]):  # needs_dot_slash
-                return quote("./" + value)
-            return value if value and not _shell_unsafe(value) else quote(value)  # shlex.quote, inline
+            return quote("./" + value if begins_word and needs_dot_slash(value) else value)
         if isinstance(value, Raw):
             return str.__str__(value)
         text = value if type(value) is str else _text(value)

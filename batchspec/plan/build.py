@@ -443,7 +443,7 @@ class Planner:
         produced = self.produced
         for task in tasks:
             for i, output in enumerate(task.outputs):
-                key = output.pattern if output.to is None else output.destination_pattern
+                key = output.destination_pattern
                 other = produced.setdefault(key, task.id)
                 if other != task.id:
                     field = f"{stage.json_path}.outputs[{i}]"

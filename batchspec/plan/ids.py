@@ -57,17 +57,8 @@ class TaskIds:
     def default(self, text: str, key: str, prefix: str = "") -> str:
         """A new id: ``prefix``, ``text`` made readable, and a hash of ``key`` (what makes the
         task unique), longer when the short one is taken."""
-        short = short_hash(key)
-        room = MAX_ID - len(prefix) - len(short) - 1
-        if room > 0 and text.isascii():  # _joined, inline: this runs once per task of a plan
-            task_id = f"{prefix}{(_UNSAFE.sub('_', text).strip('_-') or 'task')[:room]}-{short}"
-        else:
-            task_id = _joined(prefix, text, short)
-        folded = task_id.casefold()
-        if folded == task_id:  # one string kept, not two equal ones
-            folded = task_id
-        if folded not in self.taken:  # nearly always: the short hash is free
-            self.taken[folded] = task_id
+        task_id = _joined(prefix, text, short_hash(key))
+        if self.claim(task_id) is None:  # nearly always: the short hash is free
             return task_id
         long = short_hash(key, LONG_HASH_CHARS)
         for tail in itertools.chain((long,), (f"{long}-{n}" for n in itertools.count(2))):

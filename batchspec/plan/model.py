@@ -466,9 +466,6 @@ def task_json(task: PlannedTask) -> str:
     files, rules = task.inputs, task.outputs
     inputs = _file_json(files[0]) if len(files) == 1 else ", ".join([_file_json(f) for f in files])
     outputs = ", ".join([_output_json(o) for o in rules]) if len(rules) != 1 else _output_json(rules[0])
-    if not (task.stage or task.env or task.depends_on) and task.origin == task.id:  # a first-stage task
-        return (f'{{"id": {_text(task.id)}, "command": {_text(task.command)}, "inputs": [{inputs}], '
-                f'"outputs": [{outputs}]}}')
     line = f'{{"id": {_text(task.id)}, "command": {_text(task.command)}, '
     if task.stage:
         line += f'"stage": {_text(task.stage)}, '
